@@ -1,0 +1,1323 @@
+# Koji hub plugin: record every RPM signature Koji imports in a Sigstore
+# Rekor transparency log, verify what the log answers, and keep a receipt.
+#
+# Enable in /etc/koji-hub/hub.conf with "Plugins = rekor_log"; configure in
+# /etc/koji-hub/plugins/rekor_log.conf. The same module is the `koji-rekor`
+# command line (python -m rekor_log).
+#
+# SPDX-License-Identifier: LGPL-2.1-only
+
+import argparse
+import base64
+import binascii
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+import koji
+from koji.plugin import callback
+
+__version__ = '0.1.0'
+
+CONFIG_FILE = '/etc/koji-hub/plugins/rekor_log.conf'
+CONFIG = None
+LOG = logging.getLogger('koji.plugin.rekor_log')
+
+DEFAULT_URL = 'https://rekor.sigstore.dev'
+HUB_CONFIG_FILE = '/etc/koji-hub/hub.conf'
+DEFAULT_TOPDIR = '/mnt/koji'
+RECEIPT_DIR = 'rekor-logs'
+# '@' cannot appear in an RPM name, so this never collides with a receipt
+# directory <name>/ beside it.
+STATE_DIR = '@state'
+ENTRIES_PATH = '/api/v1/log/entries'
+PUBLIC_KEY_PATH = '/api/v1/log/publicKey'
+PROOF_PATH = '/api/v1/log/proof'
+
+# Bytes read from the RPM at a time: a multiple of 3 so that each chunk
+# base64-encodes on its own, small enough to keep memory flat.
+CHUNK_SIZE = 3 * 128 * 1024
+
+# Rekor's messages when it finds no signature it can check; older Rekor only
+# checks the legacy header+payload signature.
+NO_USABLE_SIGNATURE = ('Package signature not found', 'no supported PGP signature')
+
+# The public-good instance's log key (rekor.sigstore.dev), as published in the
+# Sigstore trusted root; used when that URL is configured with no key.
+PUBLIC_REKOR_HOST = 'rekor.sigstore.dev'
+PUBLIC_REKOR_KEY = b"""-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2G2Y+2tabdTV5BcGiBIx0a9fAFwr
+kBbmLSGtks4L3qX6yYY0zufBnhC8Ur/iy55GhWP/9A/bY2LhC30M9+RYtw==
+-----END PUBLIC KEY-----
+"""
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+class RekorLogError(Exception):
+    """A signature could not be logged; str() is a one-line cause."""
+    retryable = False
+
+
+class SignatureSourceError(RekorLogError):
+    """The signed RPM or its public key is missing, corrupt or mismatched."""
+
+
+class RekorRejected(RekorLogError):
+    """Rekor refused the entry for good (4xx)."""
+
+
+class RekorUnavailable(RekorLogError):
+    """Rekor could not be reached or answered with a server error."""
+    retryable = True
+
+
+class VerificationError(RekorLogError):
+    """Something the log returned does not verify."""
+    retryable = True
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    url: str = DEFAULT_URL
+    log_public_key: str = None
+    origin: str = None
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 1.0
+    ca_bundle: str = None
+    allow_insecure_http: bool = False
+    public_key_dir: str = None
+    public_key_path: str = None
+    enforce: bool = False
+    record_log_info: bool = True
+
+    @property
+    def origin_host(self):
+        """The host a checkpoint's origin must name."""
+        return self.origin or urllib.parse.urlsplit(self.url).hostname
+
+
+# (section, option) -> (attribute, kind). The [config] section is the
+# original plugin's; the newer sections win when both set an option.
+OPTIONS = [
+    (('config', 'rekor_server_url'), ('url', 'str')),
+    (('config', 'public_key_path'), ('public_key_path', 'file')),
+    (('config', 'enforce_rekor_upload'), ('enforce', 'bool')),
+    (('config', 'record_log_info'), ('record_log_info', 'bool')),
+    (('rekor', 'url'), ('url', 'str')),
+    (('rekor', 'log_public_key'), ('log_public_key', 'file')),
+    (('rekor', 'origin'), ('origin', 'str')),
+    (('rekor', 'timeout'), ('timeout', 'seconds')),
+    (('rekor', 'retries'), ('retries', 'count')),
+    (('rekor', 'backoff'), ('backoff', 'seconds')),
+    (('rekor', 'ca_bundle'), ('ca_bundle', 'file')),
+    (('rekor', 'allow_insecure_http'), ('allow_insecure_http', 'bool')),
+    (('signing', 'public_key_dir'), ('public_key_dir', 'dir')),
+    (('signing', 'public_key_path'), ('public_key_path', 'file')),
+    (('upload', 'enforce'), ('enforce', 'bool')),
+    (('upload', 'record_log_info'), ('record_log_info', 'bool')),
+]
+
+BOOLEANS = {'1': True, 'yes': True, 'true': True, 'on': True,
+            '0': False, 'no': False, 'false': False, 'off': False}
+
+
+def get_config():
+    """The plugin's settings, read once per process as Koji's plugins do."""
+    global CONFIG
+    if CONFIG is None:
+        CONFIG = load_config(CONFIG_FILE)
+    return CONFIG
+
+
+def load_config(path):
+    """Read and check a configuration file; a missing file means defaults."""
+    parser = koji.read_config_files([(path, False)], raw=True)
+    settings = Settings()
+    for (section, option), (attr, kind) in OPTIONS:
+        if parser.has_option(section, option):
+            raw = parser.get(section, option).strip()
+            setattr(settings, attr, parse_option(section, option, kind, raw))
+    check_url(settings)
+    return settings
+
+
+def parse_option(section, option, kind, raw):
+    """Convert one option's text, or raise ConfigurationError naming it."""
+    name = '[%s] %s' % (section, option)
+    if kind == 'bool':
+        if raw.lower() not in BOOLEANS:
+            raise koji.ConfigurationError('%s: %r is not a boolean' % (name, raw))
+        return BOOLEANS[raw.lower()]
+    if kind in ('seconds', 'count'):
+        try:
+            value = float(raw) if kind == 'seconds' else int(raw)
+        except ValueError:
+            value = -1
+        if value < 0 or (kind == 'seconds' and value == 0):
+            raise koji.ConfigurationError('%s: %r is not a valid %s' % (
+                name, raw, 'number of seconds' if kind == 'seconds' else 'count'))
+        return value
+    if kind == 'file' and not os.path.isfile(raw):
+        raise koji.ConfigurationError('%s: no such file: %s' % (name, raw))
+    if kind == 'dir' and not os.path.isdir(raw):
+        raise koji.ConfigurationError('%s: no such directory: %s' % (name, raw))
+    return raw
+
+
+def check_url(settings):
+    parts = urllib.parse.urlsplit(settings.url)
+    if parts.scheme not in ('https', 'http') or not parts.hostname:
+        raise koji.ConfigurationError('[rekor] url: %r is not an http(s) URL' % settings.url)
+    if parts.scheme == 'http' and not settings.allow_insecure_http:
+        raise koji.ConfigurationError(
+            '[rekor] url: %s is plain http; set allow_insecure_http = true to allow it'
+            % settings.url)
+    settings.url = settings.url.rstrip('/')
+
+
+# ---------------------------------------------------------------------------
+# Locating the signed RPM and its public key
+# ---------------------------------------------------------------------------
+
+@dataclass
+class SignedRpm:
+    """One signed RPM, read as a stream: a signed copy on disk, or Koji's
+    unsigned RPM with the signature header from the sigcache spliced in."""
+    nvra: str
+    sigkey: str
+    path: str
+    sighdr: bytes
+    spliced: bool
+
+    def open(self):
+        if self.spliced:
+            return koji.spliced_sig_reader(self.path, self.sighdr, bufsize=CHUNK_SIZE)
+        return open(self.path, 'rb')
+
+    def size(self):
+        start, old_size = koji.find_rpm_sighdr(self.path)
+        return os.path.getsize(self.path) - old_size + len(self.sighdr)
+
+    def header_blob(self):
+        """Lead, signature header and main header: all rpm needs to check
+        a header signature, without the payload."""
+        start, old_size = koji.find_rpm_sighdr(self.path)
+        main_size = koji.rpm_hdr_size(self.path, start + old_size)
+        with open(self.path, 'rb') as fo:
+            lead = fo.read(start)
+            fo.seek(start + old_size)
+            main = fo.read(main_size)
+        return lead + self.sighdr + main
+
+
+def nvra_of(rpminfo):
+    return '%(name)s-%(version)s-%(release)s.%(arch)s' % rpminfo
+
+
+def locate_signed_rpm(build, rpminfo, sigkey):
+    """Find the signed RPM as the hub's add_rpm_sig left it."""
+    nvra = nvra_of(rpminfo)
+    builddir = koji.pathinfo.build(build)
+    signed = os.path.join(builddir, koji.pathinfo.signed(rpminfo, sigkey))
+    if os.path.isfile(signed):
+        return SignedRpm(nvra, sigkey, signed, read_sighdr_of_rpm(signed), spliced=False)
+    unsigned = os.path.join(builddir, koji.pathinfo.rpm(rpminfo))
+    sigpath = os.path.join(builddir, koji.pathinfo.sighdr(rpminfo, sigkey))
+    if not os.path.isfile(unsigned):
+        raise SignatureSourceError('RPM file missing: %s' % unsigned)
+    try:
+        with open(sigpath, 'rb') as fo:
+            sighdr = fo.read()
+    except OSError as e:
+        raise SignatureSourceError('signature header unreadable: %s: %s'
+                                   % (sigpath, e.strerror or e))
+    check_sighdr(sighdr, sigpath, sigkey)
+    return SignedRpm(nvra, sigkey, unsigned, sighdr, spliced=True)
+
+
+def signed_rpm_from_file(path):
+    """An RPM file signed elsewhere (the `upload` command)."""
+    if not os.path.isfile(path):
+        raise SignatureSourceError('RPM file missing: %s' % path)
+    sighdr = read_sighdr_of_rpm(path)
+    sigkey = sighdr_key(sighdr, path)
+    if not sigkey:
+        raise SignatureSourceError('%s is not signed' % path)
+    return SignedRpm(os.path.basename(path), sigkey, path, sighdr, spliced=False)
+
+
+def read_sighdr_of_rpm(path):
+    try:
+        return koji.rip_rpm_sighdr(path)
+    except Exception as e:
+        raise SignatureSourceError('not a readable RPM: %s: %s' % (path, e))
+
+
+def sighdr_key(sighdr, where):
+    try:
+        return koji.get_sighdr_key(sighdr)
+    except Exception as e:
+        raise SignatureSourceError('corrupt signature header %s: %s' % (where, e))
+
+
+def check_sighdr(sighdr, where, sigkey):
+    """The signature header must parse and carry a signature by sigkey."""
+    if sighdr[:3] != koji.RPM_HEADER_MAGIC:
+        raise SignatureSourceError('corrupt signature header %s: bad magic' % where)
+    found = sighdr_key(sighdr, where)
+    if found != sigkey:
+        raise SignatureSourceError('signature header %s is signed by %s, not %s'
+                                   % (where, found or 'nobody', sigkey))
+
+
+def public_key_file(settings, sigkey):
+    """The armored public key for a sigkey: <public_key_dir>/<sigkey>.asc,
+    else the single public_key_path of the original plugin."""
+    tried = []
+    if settings.public_key_dir:
+        path = os.path.join(settings.public_key_dir, '%s.asc' % sigkey.lower())
+        if os.path.isfile(path):
+            return path
+        tried.append(path)
+    if settings.public_key_path:
+        return settings.public_key_path
+    raise SignatureSourceError('no public key for sigkey %s (%s)' % (
+        sigkey, 'no %s' % tried[0] if tried else
+        'set [signing] public_key_dir or public_key_path'))
+
+
+def read_public_key(path):
+    try:
+        with open(path, 'rb') as fo:
+            data = fo.read()
+    except OSError as e:
+        raise SignatureSourceError('cannot read public key %s: %s' % (path, e.strerror))
+    if b'-----BEGIN PGP PUBLIC KEY BLOCK-----' not in data:
+        raise SignatureSourceError('%s is not an ASCII-armored OpenPGP public key' % path)
+    return data
+
+
+def check_key_signed_rpm(signed, key, key_path):
+    """Check with rpm itself that the key verifies the RPM's header
+    signature, before anything is sent. Returns the RPM's main header.
+
+    rpm verifies a header read from a file descriptor against the keyring
+    of the transaction set; a memfd holding only the headers avoids both a
+    temporary file and reading the payload.
+    """
+    import rpm  # only needed here; keeps the module importable without it
+
+    rawhdr = koji.RawHeader(signed.sighdr)
+    if not (rawhdr.get(koji.RPM_SIGTAG_RSA) or rawhdr.get(koji.RPM_SIGTAG_DSA)):
+        raise SignatureSourceError('%s has no header signature by %s to check'
+                                   % (signed.nvra, signed.sigkey))
+    try:
+        pubkey = rpm.pubkey(key)
+    except (ValueError, TypeError, rpm.error) as e:
+        raise SignatureSourceError('rpm cannot use public key %s: %s' % (key_path, e))
+    keyring = rpm.keyring()
+    keyring.addKey(pubkey)
+    ts = rpm.TransactionSet()
+    ts.setKeyring(keyring)
+    fd = os.memfd_create('rekor_log:%s' % signed.nvra)
+    try:
+        os.write(fd, signed.header_blob())
+        os.lseek(fd, 0, os.SEEK_SET)
+        return ts.hdrFromFdno(fd)
+    except rpm.error as e:
+        if 'public key not available' in str(e):
+            raise SignatureSourceError('public key %s does not verify %s signed by %s'
+                                       % (key_path, signed.nvra, signed.sigkey))
+        raise SignatureSourceError('signature of %s by %s does not verify with %s: %s'
+                                   % (signed.nvra, signed.sigkey, key_path, e))
+    except koji.GenericError as e:
+        raise SignatureSourceError('not a readable RPM: %s: %s' % (signed.path, e))
+    finally:
+        os.close(fd)
+        ts.closeDB()
+
+
+# ---------------------------------------------------------------------------
+# The entry
+# ---------------------------------------------------------------------------
+
+class EntryBody:
+    """The JSON of a proposed rpm entry, produced chunk by chunk.
+
+    requests sends an iterable with a length as a Content-Length body, so
+    the RPM is read, hashed and base64-encoded a chunk at a time: memory
+    stays flat whatever the RPM's size. Rekor's schema is fixed and small,
+    so the JSON around the two base64 strings is written by hand.
+    """
+
+    def __init__(self, signed, public_key):
+        self.signed = signed
+        self.rpm_size = signed.size()
+        self.prefix = b'{"kind":"rpm","apiVersion":"0.0.1","spec":{"package":{"content":"'
+        self.suffix = (b'"},"publicKey":{"content":"' + base64.b64encode(public_key) + b'"}}}')
+        self.sha256 = None
+
+    def __len__(self):
+        return len(self.prefix) + 4 * ((self.rpm_size + 2) // 3) + len(self.suffix)
+
+    def __iter__(self):
+        digest = hashlib.sha256()
+        sent = 0
+        yield self.prefix
+        with self.signed.open() as fo:
+            pending = b''
+            while True:
+                data = fo.read(CHUNK_SIZE)
+                if not data:
+                    break
+                digest.update(data)
+                sent += len(data)
+                data = pending + data
+                cut = len(data) - len(data) % 3
+                pending = data[cut:]
+                yield base64.b64encode(data[:cut])
+            yield base64.b64encode(pending)
+        if sent != self.rpm_size:
+            # The file changed under us: the Content-Length already sent is
+            # wrong, so abort the request rather than send a corrupt entry.
+            raise SignatureSourceError('%s changed while it was being sent (%d bytes, expected %d)'
+                                       % (self.signed.nvra, sent, self.rpm_size))
+        self.sha256 = digest.hexdigest()
+        yield self.suffix
+
+
+# ---------------------------------------------------------------------------
+# The Rekor client
+# ---------------------------------------------------------------------------
+
+class RekorClient:
+    """Rekor v1's REST API: one requests session, bounded retries."""
+
+    def __init__(self, settings):
+        import requests  # imported on first use: the hub pays only when it logs
+        self.requests = requests
+        self.settings = settings
+        self.url = settings.url
+        self.session = requests.Session()
+        self.session.verify = settings.ca_bundle or True
+        self.session.headers['User-Agent'] = 'koji-rekor/%s' % __version__
+
+    def close(self):
+        self.session.close()
+
+    def with_retries(self, what, attempt):
+        """Run attempt(); retry transient failures with doubling delays,
+        within (retries + 1) attempts and a bounded total time."""
+        settings = self.settings
+        deadline = time.monotonic() + (settings.retries + 1) * settings.timeout \
+            + settings.backoff * (2 ** settings.retries)
+        delay = settings.backoff
+        for number in range(settings.retries + 1):
+            try:
+                return attempt()
+            except RekorUnavailable as e:
+                last = e
+                if number == settings.retries or time.monotonic() + delay > deadline:
+                    break
+                LOG.debug('rekor_log: %s failed (%s), retrying in %.1fs', what, e, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise RekorUnavailable('%s (after %d attempts)' % (last, number + 1))
+
+    def request(self, method, path_or_url, **kws):
+        url = urllib.parse.urljoin(self.url + '/', path_or_url)
+        try:
+            return self.session.request(method, url, timeout=self.settings.timeout,
+                                        allow_redirects=False, **kws)
+        except self.requests.Timeout:
+            raise RekorUnavailable('Rekor at %s timed out after %ss' % (self.url, self.settings.timeout))
+        except self.requests.ConnectionError as e:
+            raise RekorUnavailable('cannot reach Rekor at %s: %s' % (self.url, short_reason(e)))
+        except self.requests.RequestException as e:
+            raise RekorUnavailable('request to Rekor at %s failed: %s' % (self.url, short_reason(e)))
+
+    def create_entry(self, body):
+        """POST a proposed entry; returns (entry_id, entry, created)."""
+        def attempt():
+            response = self.request('POST', ENTRIES_PATH, data=body, headers={
+                'Content-Type': 'application/json', 'Accept': 'application/json'})
+            if response.status_code == 201:
+                return single_entry(response) + (True,)
+            if response.status_code == 409:
+                location = response.headers.get('Location')
+                if not location:
+                    raise RekorUnavailable('Rekor answered 409 without a Location header')
+                return self.get_entry(location) + (False,)
+            raise_for_status(response, body)
+        return self.with_retries('upload', attempt)
+
+    def get_entry(self, location):
+        """GET one entry by its URL path (as in a Location header)."""
+        def attempt():
+            response = self.request('GET', location, headers={'Accept': 'application/json'})
+            if response.status_code == 200:
+                return single_entry(response)
+            raise_for_status(response)
+        return self.with_retries('fetch of %s' % location, attempt)
+
+    def log_public_key(self):
+        def attempt():
+            response = self.request('GET', PUBLIC_KEY_PATH)
+            if response.status_code == 200:
+                return response.content
+            raise_for_status(response)
+        return self.with_retries('fetch of the log key', attempt)
+
+    def consistency_proof(self, first_size, last_size, tree_id):
+        def attempt():
+            response = self.request('GET', PROOF_PATH, params={
+                'firstSize': first_size, 'lastSize': last_size, 'treeID': tree_id})
+            if response.status_code == 200:
+                proof = json_of(response)
+                if not isinstance(proof, dict):
+                    raise RekorUnavailable('malformed consistency proof from Rekor')
+                return proof
+            raise_for_status(response)
+        return self.with_retries('consistency proof', attempt)
+
+
+def short_reason(exc):
+    """The innermost reason of a requests/urllib3 error, on one line."""
+    reason = exc
+    while reason.__context__ is not None and not isinstance(reason, OSError):
+        reason = reason.__context__
+    text = str(reason.args[-1] if isinstance(reason, OSError) and reason.args else reason)
+    return ' '.join(text.split())
+
+
+def json_of(response):
+    try:
+        return response.json()
+    except ValueError:
+        raise RekorUnavailable('malformed reply from Rekor (HTTP %d, not JSON)'
+                               % response.status_code)
+
+
+def single_entry(response):
+    """A Rekor answer is {entryID: LogEntry} with exactly one entry."""
+    data = json_of(response)
+    if not isinstance(data, dict) or len(data) != 1:
+        raise RekorUnavailable('malformed reply from Rekor: not a single log entry')
+    (entry_id, entry), = data.items()
+    if not isinstance(entry, dict):
+        raise RekorUnavailable('malformed reply from Rekor: entry is not an object')
+    return entry_id, entry
+
+
+def rekor_message(response):
+    try:
+        message = response.json().get('message')
+    except (ValueError, AttributeError):
+        message = None
+    return ' '.join((message or response.reason or '').split())
+
+
+def raise_for_status(response, body=None):
+    """Turn a Rekor error answer into the matching error."""
+    status, message = response.status_code, rekor_message(response)
+    if status >= 500 or status == 429:
+        raise RekorUnavailable('Rekor answered %d: %s' % (status, message))
+    if status == 413:
+        size = ' (request of %d bytes)' % len(body) if body is not None else ''
+        raise RekorRejected('Rekor refused the upload as too large%s: %s' % (size, message))
+    if any(text in message for text in NO_USABLE_SIGNATURE):
+        raise RekorRejected(
+            'Rekor found no signature it can check (%s): this Rekor needs a header+payload '
+            'signature (rpmsign --rpmv3) or must be version 1.5.4 or newer for header-only '
+            'signatures' % message)
+    raise RekorRejected('Rekor answered %d: %s' % (status, message))
+
+
+# ---------------------------------------------------------------------------
+# Verification
+#
+# Everything the log returns is checked before a receipt is written:
+# the entry UUID, the Merkle inclusion proof (RFC 9162, section 2.1.3.2),
+# the checkpoint (a signed note, as Rekor and the Go sumdb write it), the
+# signed entry timestamp, the log ID, and the body itself.
+# ---------------------------------------------------------------------------
+
+def hash_leaf(data):
+    """RFC 9162, section 2.1.1: the hash of a leaf."""
+    return hashlib.sha256(b'\x00' + data).digest()
+
+
+def hash_children(left, right):
+    """RFC 9162, section 2.1.1: the hash of an interior node."""
+    return hashlib.sha256(b'\x01' + left + right).digest()
+
+
+def root_from_inclusion_proof(index, size, leaf_hash, proof):
+    """RFC 9162, section 2.1.3.2: the root a leaf's inclusion proof leads to."""
+    if index >= size:
+        raise VerificationError('inclusion proof: index %d is not below tree size %d'
+                                % (index, size))
+    fn, sn = index, size - 1
+    r = leaf_hash
+    for p in proof:
+        if sn == 0:
+            raise VerificationError('inclusion proof: too many hashes')
+        if fn & 1 or fn == sn:
+            r = hash_children(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = hash_children(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise VerificationError('inclusion proof: too few hashes')
+    return r
+
+
+def verify_consistency(first_size, second_size, first_root, second_root, proof):
+    """RFC 9162, section 2.1.4.2: the tree of second_size extends the tree
+    of first_size."""
+    if first_size > second_size:
+        raise VerificationError('consistency: tree shrank from %d to %d'
+                                % (first_size, second_size))
+    if first_size == second_size:
+        if proof or first_root != second_root:
+            raise VerificationError('consistency: two roots for tree size %d' % first_size)
+        return
+    if first_size == 0:
+        return
+    if not proof:
+        raise VerificationError('consistency: empty proof')
+    if first_size & (first_size - 1) == 0:
+        proof = [first_root] + list(proof)
+    fn, sn = first_size - 1, second_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = proof[0]
+    for c in proof[1:]:
+        if sn == 0:
+            raise VerificationError('consistency: too many hashes')
+        if fn & 1 or fn == sn:
+            fr = hash_children(c, fr)
+            sr = hash_children(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = hash_children(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0 or fr != first_root or sr != second_root:
+        raise VerificationError('consistency: proof from size %d to %d does not verify'
+                                % (first_size, second_size))
+
+
+def load_log_key(pem):
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    try:
+        return load_pem_public_key(pem)
+    except (ValueError, TypeError) as e:
+        raise VerificationError('not a PEM public key: %s' % e)
+
+
+def log_key_id(key):
+    """SHA-256 of the DER SubjectPublicKeyInfo: Rekor's logID, and (first
+    4 bytes) the key hint of its checkpoint signatures."""
+    from cryptography.hazmat.primitives import serialization
+    der = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).digest()
+
+
+def signature_is_valid(key, signature, data):
+    """ECDSA keys sign SHA-256 digests; Ed25519 keys sign the data."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, data)
+        else:
+            raise VerificationError('unsupported log key type %s' % type(key).__name__)
+    except InvalidSignature:
+        return False
+    return True
+
+
+@dataclass
+class Checkpoint:
+    origin: str
+    size: int
+    root_hash: bytes
+    other: list = field(default_factory=list)
+    text: str = ''
+
+
+def parse_checkpoint(note):
+    """Split a signed note into its text and signature lines, and the text
+    into origin, size, root hash and any further lines (the checkpoint
+    format of Rekor and transparency-dev)."""
+    text, sep, sigs = note.partition('\n\n')
+    if not sep:
+        raise VerificationError('checkpoint: no signature block')
+    text += '\n'
+    lines = text.split('\n')[:-1]
+    if len(lines) < 3:
+        raise VerificationError('checkpoint: fewer than three lines')
+    try:
+        size = int(lines[1])
+        root = base64.b64decode(lines[2], validate=True)
+    except (ValueError, binascii.Error):
+        raise VerificationError('checkpoint: malformed size or root hash')
+    signatures = []
+    for line in sigs.split('\n'):
+        if not line:
+            continue
+        parts = line.split(' ')
+        if len(parts) != 3 or parts[0] != '\u2014':
+            raise VerificationError('checkpoint: malformed signature line')
+        try:
+            raw = base64.b64decode(parts[2], validate=True)
+        except binascii.Error:
+            raise VerificationError('checkpoint: malformed signature')
+        signatures.append((parts[1], raw[:4], raw[4:]))
+    return Checkpoint(lines[0], size, root, lines[3:], text), signatures
+
+
+def verify_checkpoint(note, key, origin_host, tree_id):
+    """The checkpoint is signed by the log key and names the expected log."""
+    checkpoint, signatures = parse_checkpoint(note)
+    hint = log_key_id(key)[:4]
+    if not any(h == hint and signature_is_valid(key, sig, checkpoint.text.encode())
+               for _, h, sig in signatures):
+        raise VerificationError('checkpoint: no valid signature by the log key')
+    host, sep, tree = checkpoint.origin.rpartition(' - ')
+    if not sep or tree != str(tree_id):
+        raise VerificationError('checkpoint: origin %r is not tree %s'
+                                % (checkpoint.origin, tree_id))
+    if origin_host is not None and host != origin_host:
+        raise VerificationError('checkpoint: origin %r is not log %s'
+                                % (checkpoint.origin, origin_host))
+    return checkpoint
+
+
+def canonical_json(value):
+    """RFC 8785 for the SET payload: its values are only integers and ASCII
+    strings, for which sorted keys and no whitespace are the whole rule."""
+    return json.dumps(value, sort_keys=True, separators=(',', ':'), ensure_ascii=True).encode()
+
+
+def verify_set(entry, key):
+    """The signed entry timestamp covers body, integratedTime, logID and the
+    global logIndex."""
+    payload = canonical_json({k: entry[k] for k in
+                              ('body', 'integratedTime', 'logID', 'logIndex')})
+    try:
+        signature = base64.b64decode(entry['verification']['signedEntryTimestamp'], validate=True)
+    except (binascii.Error, TypeError):
+        raise VerificationError('signed entry timestamp: not base64')
+    if not signature_is_valid(key, signature, payload):
+        raise VerificationError('signed entry timestamp: does not verify with the log key')
+
+
+def split_entry_id(entry_id):
+    """An entryID is the 16-hex tree ID then the 64-hex UUID; a bare UUID
+    has no tree ID."""
+    entry_id = entry_id.lower()
+    if len(entry_id) == 80:
+        tree, uuid = entry_id[:16], entry_id[16:]
+    elif len(entry_id) == 64:
+        tree, uuid = None, entry_id
+    else:
+        raise VerificationError('entry ID %r has the wrong length' % entry_id)
+    try:
+        tree_id = int(tree, 16) if tree else None
+        bytes.fromhex(uuid)
+    except ValueError:
+        raise VerificationError('entry ID %r is not hex' % entry_id)
+    return tree_id, uuid
+
+
+def unhex(value, what):
+    try:
+        return bytes.fromhex(value)
+    except (ValueError, TypeError):
+        raise VerificationError('%s is not hex' % what)
+
+
+@dataclass
+class VerifiedEntry:
+    """What a verified entry proves, for logs and receipts."""
+    entry_id: str
+    uuid: str
+    tree_id: int
+    log_index: int
+    tree_index: int
+    tree_size: int
+    root_hash: bytes
+    integrated_time: int
+    body: dict
+    checkpoint: Checkpoint = None
+    notes: list = field(default_factory=list)
+
+
+def verify_log_entry(entry_id, entry, key, origin_host=None, require_set=True, tree_id=None):
+    """Check everything about one Rekor entry that the log signs; raise
+    VerificationError naming the first check that fails."""
+    try:
+        body_bytes = base64.b64decode(entry['body'], validate=True)
+        proof = entry['verification']['inclusionProof']
+        fields = (entry['integratedTime'], entry['logIndex'], proof['logIndex'],
+                  proof['treeSize'])
+        hashes = [unhex(h, 'inclusion proof hash') for h in proof['hashes']]
+        root = unhex(proof['rootHash'], 'root hash')
+    except (KeyError, TypeError, binascii.Error):
+        raise VerificationError('entry is missing fields or malformed')
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
+        raise VerificationError('entry has non-integer indexes or time')
+    entry_tree, uuid = split_entry_id(entry_id)
+    leaf = hash_leaf(body_bytes)
+    if leaf.hex() != uuid:
+        raise VerificationError('entry UUID %s is not the hash of its body' % uuid)
+    if entry_tree is not None:
+        tree_id = entry_tree
+    if log_key_id(key).hex() != str(entry.get('logID', '')).lower():
+        raise VerificationError('logID %s is not the log key' % entry.get('logID'))
+    if root_from_inclusion_proof(proof['logIndex'], proof['treeSize'], leaf, hashes) != root:
+        raise VerificationError('inclusion proof does not lead to root hash %s' % proof['rootHash'])
+    verified = VerifiedEntry(entry_id, uuid, tree_id, entry['logIndex'], proof['logIndex'],
+                             proof['treeSize'], root, entry['integratedTime'],
+                             decode_body(body_bytes))
+    note = proof.get('checkpoint')
+    if not note:
+        raise VerificationError('no checkpoint: nothing signs the root hash')
+    if tree_id is None:
+        raise VerificationError('no tree ID to check the checkpoint origin against')
+    checkpoint = verify_checkpoint(note, key, origin_host, tree_id)
+    if (checkpoint.size, checkpoint.root_hash) != (proof['treeSize'], root):
+        raise VerificationError('checkpoint is for size %d root %s, proof for size %d root %s'
+                                % (checkpoint.size, checkpoint.root_hash.hex(),
+                                   proof['treeSize'], root.hex()))
+    verified.checkpoint = checkpoint
+    if entry['verification'].get('signedEntryTimestamp'):
+        verify_set(entry, key)
+    elif require_set:
+        raise VerificationError('no signed entry timestamp')
+    else:
+        verified.notes.append('no signed entry timestamp to check; the checkpoint signs the entry')
+    return verified
+
+
+def decode_body(body_bytes):
+    try:
+        body = json.loads(body_bytes)
+    except ValueError:
+        raise VerificationError('entry body is not JSON')
+    if not isinstance(body, dict):
+        raise VerificationError('entry body is not an object')
+    return body
+
+
+def openpgp_primary_key(armored):
+    """The primary public-key packet (RFC 4880, section 5.5.2) of an armored
+    key: the same key Rekor re-armored compares equal here.
+
+    Written by hand because none of the project's dependencies parses
+    OpenPGP; only the armor (RFC 4880, section 6.2) and packet framing
+    (section 4.2) are read.
+    """
+    lines = armored.decode('ascii', 'replace').replace('\r', '').split('\n')
+    try:
+        start = lines.index('', next(i for i, l in enumerate(lines) if l.startswith('-----BEGIN')))
+        data = base64.b64decode(''.join(
+            line for line in lines[start + 1:]
+            if line and not line.startswith(('=', '-----'))))
+    except (StopIteration, ValueError, binascii.Error):
+        return None
+    if len(data) < 2 or not data[0] & 0x80:
+        return None
+    first = data[0]
+    if first & 0x40:
+        tag, length_octet = first & 0x3f, data[1]
+        if length_octet < 192:
+            offset, length = 2, length_octet
+        elif length_octet < 224:
+            offset, length = 3, ((length_octet - 192) << 8) + data[2] + 192
+        else:
+            offset, length = 6, int.from_bytes(data[2:6], 'big')
+    else:
+        tag, kind = (first >> 2) & 0x0f, first & 0x03
+        width = {0: 1, 1: 2, 2: 4}.get(kind)
+        if width is None:
+            return None
+        offset, length = 1 + width, int.from_bytes(data[1:1 + width], 'big')
+    return data[offset:offset + length] if tag == 6 else None
+
+
+@dataclass
+class Expected:
+    """What the body of our entry must say."""
+    sha256: str
+    name: str
+    version: str
+    release: str
+    epoch: object
+    arch: str
+    sigmd5: str
+    public_key: bytes
+    source: bool = False
+
+
+def expected_from_header(hdr, sha256, public_key):
+    import rpm
+    return Expected(
+        sha256=sha256, name=text(hdr[rpm.RPMTAG_NAME]), version=text(hdr[rpm.RPMTAG_VERSION]),
+        release=text(hdr[rpm.RPMTAG_RELEASE]), epoch=hdr[rpm.RPMTAG_EPOCH],
+        arch=text(hdr[rpm.RPMTAG_ARCH]), sigmd5=(hdr[rpm.RPMTAG_SIGMD5] or b'').hex(),
+        public_key=public_key, source=not hdr[rpm.RPMTAG_SOURCERPM])
+
+
+def text(value):
+    return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
+
+
+def verify_rpm_body(body, expected):
+    """The log recorded our package, our key and our NEVRA."""
+    if body.get('kind') != 'rpm' or body.get('apiVersion') != '0.0.1':
+        raise VerificationError('body is %s %s, not rpm 0.0.1'
+                                % (body.get('kind'), body.get('apiVersion')))
+    spec = body.get('spec') or {}
+    package = spec.get('package') or {}
+    digest = package.get('hash') or {}
+    if digest.get('algorithm') != 'sha256' or digest.get('value') != expected.sha256:
+        raise VerificationError('body records package %s:%s, we sent sha256:%s' % (
+            digest.get('algorithm'), digest.get('value'), expected.sha256))
+    headers = package.get('headers') or {}
+    epoch = '' if expected.epoch is None else str(expected.epoch)
+    wanted = {'Name': [expected.name], 'Version': [expected.version],
+              'Release': [expected.release], 'Epoch': [epoch] if epoch else ['', '0'],
+              'Architecture': [expected.arch, 'src'] if expected.source else [expected.arch]}
+    for header, allowed in wanted.items():
+        if headers.get(header) not in allowed:
+            raise VerificationError('body records %s %r, the RPM has %r'
+                                    % (header, headers.get(header), allowed[0]))
+    if 'RPMSIGTAG_MD5' in headers and headers['RPMSIGTAG_MD5'] != expected.sigmd5:
+        raise VerificationError('body records RPMSIGTAG_MD5 %s, the RPM has %s'
+                                % (headers['RPMSIGTAG_MD5'], expected.sigmd5))
+    try:
+        logged_key = base64.b64decode((spec.get('publicKey') or {}).get('content') or '')
+    except binascii.Error:
+        logged_key = b''
+    ours = openpgp_primary_key(expected.public_key)
+    if ours is None or openpgp_primary_key(logged_key) != ours:
+        raise VerificationError('body records another public key than the one we sent')
+
+
+# ---------------------------------------------------------------------------
+# Log keys and checkpoints kept under <topdir>/rekor-logs/@state
+# ---------------------------------------------------------------------------
+
+def state_dir(topdir):
+    return os.path.join(topdir, RECEIPT_DIR, STATE_DIR)
+
+
+def resolve_log_key(settings, client, state):
+    """The log key to trust: configured, shipped for the public instance, or
+    pinned on first use under the state directory."""
+    if settings.log_public_key:
+        with open(settings.log_public_key, 'rb') as fo:
+            return load_log_key(fo.read())
+    parts = urllib.parse.urlsplit(settings.url)
+    if parts.hostname == PUBLIC_REKOR_HOST:
+        return load_log_key(PUBLIC_REKOR_KEY)
+    pinned = None
+    if state:
+        pinned = os.path.join(state, 'keys', '%s.pem' % parts.netloc.replace(':', '_'))
+        if os.path.isfile(pinned):
+            with open(pinned, 'rb') as fo:
+                return load_log_key(fo.read())
+    pem = client.log_public_key()
+    key = load_log_key(pem)
+    LOG.warning('rekor_log: trusting the log key of %s on first use (logID %s)%s; set '
+                '[rekor] log_public_key to pin it explicitly', settings.url,
+                log_key_id(key).hex(), ', pinned in %s' % pinned if pinned else '')
+    if pinned:
+        write_atomic(pinned, pem)
+    return key
+
+
+@contextlib.contextmanager
+def locked(path):
+    """An exclusive POSIX lock on path + '.lock' (fcntl locks work on the
+    NFS a topdir usually lives on), shared by every hub and worker."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path + '.lock', os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_consistency(client, state, key, verified):
+    """Prove that the log's tree in this entry extends (or is extended by)
+    the newest tree head seen before, then keep the newer one."""
+    path = os.path.join(state, 'checkpoints', log_key_id(key).hex(), '%d.json' % verified.tree_id)
+    new = (verified.tree_size, verified.root_hash)
+    with locked(path):
+        saved = read_json(path)
+        if saved is not None:
+            old = (saved['size'], bytes.fromhex(saved['root_hash']))
+            (small, large) = sorted([old, new])
+            proof = []
+            if small[0] != large[0] and small[0] > 0:
+                answer = client.consistency_proof(small[0], large[0], verified.tree_id)
+                if str(answer.get('rootHash', '')).lower() != large[1].hex():
+                    raise VerificationError('split view: Rekor gives root %s for size %d, '
+                                            'its checkpoint signed %s' % (
+                                                answer.get('rootHash'), large[0], large[1].hex()))
+                proof = [unhex(h, 'consistency proof hash') for h in answer.get('hashes') or []]
+            try:
+                verify_consistency(small[0], large[0], small[1], large[1], proof)
+            except VerificationError as e:
+                raise VerificationError('split view: the log is not consistent with the '
+                                        'tree head seen before (%s)' % e)
+            if new[0] <= old[0]:
+                return
+        write_atomic(path, json.dumps({
+            'size': verified.tree_size, 'root_hash': verified.root_hash.hex(),
+            'checkpoint': verified.checkpoint.text}, indent=1).encode())
+
+
+def read_json(path):
+    try:
+        with open(path, 'rb') as fo:
+            return json.load(fo)
+    except FileNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Receipts
+# ---------------------------------------------------------------------------
+
+def receipt_path(topdir, rpminfo, sigkey):
+    return os.path.join(
+        topdir, RECEIPT_DIR, rpminfo['name'], rpminfo['version'], rpminfo['release'],
+        rpminfo['arch'], '%s.%s.json' % (nvra_of(rpminfo), sigkey))
+
+
+def make_receipt(settings, nvra, sigkey, sha256, entry_id, entry):
+    return {'rekor_url': settings.url, 'nvra': nvra, 'sigkey': sigkey, 'sha256': sha256,
+            'log_entry': {entry_id: entry}}
+
+
+def write_atomic(path, data):
+    """Write a whole file or nothing: a temporary file in the same
+    directory, fsynced, then renamed over the target."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path))
+    try:
+        with os.fdopen(fd, 'wb') as fo:
+            fo.write(data)
+            fo.flush()
+            os.fsync(fo.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+# ---------------------------------------------------------------------------
+# Logging one signature
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    receipt: dict
+    verified: VerifiedEntry
+    created: bool
+
+
+def upload_signed_rpm(settings, signed, key_path, state=None):
+    """Check, upload and verify one signed RPM; returns the Outcome.
+
+    Nothing is sent unless the key verifies the RPM locally, and nothing is
+    returned unless everything the log answered verifies.
+    """
+    public_key = read_public_key(key_path)
+    hdr = check_key_signed_rpm(signed, public_key, key_path)
+    client = RekorClient(settings)
+    try:
+        key = resolve_log_key(settings, client, state)
+        body = EntryBody(signed, public_key)
+        entry_id, entry, created = client.create_entry(body)
+        if body.sha256 is None:
+            # 409 without our body being read to the end cannot happen with
+            # Rekor, which reads it all; hash the RPM to check the entry.
+            body.sha256 = sha256_of(signed)
+        verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
+        verify_rpm_body(verified.body, expected_from_header(hdr, body.sha256, public_key))
+        if state:
+            check_consistency(client, state, key, verified)
+    finally:
+        client.close()
+    receipt = make_receipt(settings, signed.nvra, signed.sigkey, body.sha256, entry_id, entry)
+    return Outcome(receipt, verified, created)
+
+
+def sha256_of(signed):
+    digest = hashlib.sha256()
+    with signed.open() as fo:
+        for chunk in iter(lambda: fo.read(CHUNK_SIZE), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def log_signature(settings, build, rpminfo, sigkey, topdir):
+    """Log one signature Koji stored, and write its receipt."""
+    signed = locate_signed_rpm(build, rpminfo, sigkey)
+    key_path = public_key_file(settings, sigkey)
+    outcome = upload_signed_rpm(settings, signed, key_path, state_dir(topdir))
+    if settings.record_log_info:
+        path = receipt_path(topdir, rpminfo, sigkey)
+        write_atomic(path, json.dumps(outcome.receipt, indent=2, sort_keys=True).encode())
+    return outcome
+
+
+# ---------------------------------------------------------------------------
+# Callbacks
+# ---------------------------------------------------------------------------
+
+@callback('postRPMSign')
+def rpm_signed(cbtype, *args, **kws):
+    sigkey, rpminfo, build = kws.get('sigkey'), kws['rpm'], kws['build']
+    nvra = nvra_of(rpminfo)
+    if not sigkey:
+        LOG.debug('rekor_log: %s imported without a signature, nothing to log', nvra)
+        return
+    if rpminfo.get('external_repo_id'):
+        LOG.debug('rekor_log: %s is from external repo %s, not logged',
+                  nvra, rpminfo.get('external_repo_name'))
+        return
+    settings = get_config()
+    try:
+        outcome = log_signature(settings, build, rpminfo, sigkey, koji.pathinfo.topdir)
+    except Exception as e:
+        report_failure(settings, nvra, sigkey, e)
+        return
+    verified = outcome.verified
+    LOG.info('rekor_log: %s %s sigkey %s: log index %d, uuid %s',
+             'logged' if outcome.created else 'already in the log:', nvra, sigkey,
+             verified.log_index, verified.uuid)
+
+
+def report_failure(settings, nvra, sigkey, exc):
+    """Log the cause on one line; under enforce, fail the hub call so Koji
+    rolls the signature back."""
+    if isinstance(exc, RekorLogError):
+        cause = str(exc)
+        LOG.error('rekor_log: failed %s sigkey %s: %s', nvra, sigkey, cause)
+    else:
+        cause = 'unexpected %s: %s' % (type(exc).__name__, exc)
+        LOG.error('rekor_log: failed %s sigkey %s: %s', nvra, sigkey, cause, exc_info=exc)
+    if settings.enforce:
+        raise koji.CallbackError('Rekor upload of %s (sigkey %s) failed: %s'
+                                 % (nvra, sigkey, cause))
+
+
+# ---------------------------------------------------------------------------
+# Command line: koji-rekor
+# ---------------------------------------------------------------------------
+
+class UsageError(Exception):
+    """A command could not even start; exit status 2."""
+
+
+def default_topdir():
+    """KojiDir from the hub's configuration, else Koji's default."""
+    parser = koji.read_config_files([(HUB_CONFIG_FILE, False)], raw=True)
+    if parser.has_option('hub', 'KojiDir'):
+        return parser.get('hub', 'KojiDir')
+    return DEFAULT_TOPDIR
+
+
+def cli_settings(args):
+    settings = load_config(args.config)
+    if getattr(args, 'url', None):
+        settings.url = args.url
+        check_url(settings)
+    return settings
+
+
+def cmd_upload(args):
+    settings = cli_settings(args)
+    signed = signed_rpm_from_file(args.rpm)
+    topdir = args.topdir or default_topdir()
+    state = state_dir(topdir) if os.path.isdir(topdir) else None
+    outcome = upload_signed_rpm(settings, signed, args.key, state)
+    data = json.dumps(outcome.receipt, indent=2, sort_keys=True) + '\n'
+    if args.receipt:
+        write_atomic(args.receipt, data.encode())
+    else:
+        sys.stdout.write(data)
+    print('%s %s: log index %d, uuid %s' % (
+        'logged' if outcome.created else 'already in the log:', signed.nvra,
+        outcome.verified.log_index, outcome.verified.uuid), file=sys.stderr)
+    return 0
+
+
+def load_entry_file(path):
+    """A receipt the plugin wrote, or a raw {entryID: LogEntry}."""
+    try:
+        with open(path, 'rb') as fo:
+            data = json.load(fo)
+    except OSError as e:
+        raise UsageError('cannot read %s: %s' % (path, e.strerror))
+    except ValueError:
+        raise UsageError('%s is not JSON' % path)
+    receipt = data if isinstance(data, dict) and 'log_entry' in data else None
+    entries = receipt['log_entry'] if receipt else data
+    if not isinstance(entries, dict) or len(entries) != 1:
+        raise UsageError('%s holds no single Rekor entry' % path)
+    (entry_id, entry), = entries.items()
+    if not isinstance(entry, dict):
+        raise UsageError('%s holds no single Rekor entry' % path)
+    return receipt, entry_id, entry
+
+
+def verify_key_for(args, settings, receipt, entry):
+    """The log key for an offline verify: --log-key, the configured one, or
+    the shipped public-instance key when the entry's logID is its."""
+    if args.log_key:
+        try:
+            with open(args.log_key, 'rb') as fo:
+                return load_log_key(fo.read())
+        except OSError as e:
+            raise UsageError('cannot read %s: %s' % (args.log_key, e.strerror))
+        except VerificationError as e:
+            raise UsageError('%s: %s' % (args.log_key, e))
+    if settings.log_public_key:
+        with open(settings.log_public_key, 'rb') as fo:
+            return load_log_key(fo.read())
+    public = load_log_key(PUBLIC_REKOR_KEY)
+    if str(entry.get('logID', '')).lower() == log_key_id(public).hex():
+        return public
+    raise UsageError('no log key for logID %s: pass --log-key' % entry.get('logID'))
+
+
+def cmd_verify(args):
+    settings = load_config(args.config)
+    receipt, entry_id, entry = load_entry_file(args.file)
+    key = verify_key_for(args, settings, receipt, entry)
+    origin = args.origin
+    if origin is None and receipt:
+        origin = urllib.parse.urlsplit(receipt.get('rekor_url', '')).hostname
+    verified = verify_log_entry(entry_id, entry, key, origin, require_set=False)
+    if args.rpm:
+        check_receipt_rpm(args.rpm, receipt, verified)
+    print('OK %s: log index %d (tree %s, index %d of %d), integrated %s, origin %r' % (
+        verified.uuid, verified.log_index, verified.tree_id, verified.tree_index,
+        verified.tree_size, time.strftime('%Y-%m-%d %H:%M:%S UTC',
+                                          time.gmtime(verified.integrated_time)),
+        verified.checkpoint.origin))
+    for note in verified.notes:
+        print('note: %s' % note)
+    return 0
+
+
+def check_receipt_rpm(path, receipt, verified):
+    """The RPM file is the one the rpm entry logged."""
+    if verified.body.get('kind') != 'rpm':
+        raise UsageError('--rpm needs an rpm entry, this is %s' % verified.body.get('kind'))
+    if not os.path.isfile(path):
+        raise UsageError('no such file: %s' % path)
+    digest = hashlib.sha256()
+    with open(path, 'rb') as fo:
+        for chunk in iter(lambda: fo.read(CHUNK_SIZE), b''):
+            digest.update(chunk)
+    logged = ((verified.body.get('spec') or {}).get('package') or {}).get('hash') or {}
+    if logged.get('value') != digest.hexdigest():
+        raise VerificationError('%s has sha256 %s, the entry logged %s'
+                                % (path, digest.hexdigest(), logged.get('value')))
+    if receipt and receipt.get('sha256') not in (None, digest.hexdigest()):
+        raise VerificationError('receipt records sha256 %s, %s has %s'
+                                % (receipt.get('sha256'), path, digest.hexdigest()))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='koji-rekor', description='Record Koji RPM signatures in a Rekor transparency log.')
+    parser.add_argument('--version', action='version', version='%(prog)s ' + __version__)
+    parser.add_argument('--debug', action='store_true', help='log debug messages')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    upload = sub.add_parser('upload', help='log an RPM that is already signed')
+    upload.add_argument('rpm', help='signed RPM file')
+    upload.add_argument('--key', required=True, help='ASCII-armored public key that signed it')
+    upload.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    upload.add_argument('--url', help='Rekor URL (overrides the configuration)')
+    upload.add_argument('--topdir', help='Koji topdir holding rekor-logs/ (default: KojiDir)')
+    upload.add_argument('--receipt', help='write the receipt here instead of printing it')
+    upload.set_defaults(func=cmd_upload)
+
+    verify = sub.add_parser('verify', help='verify a receipt or Rekor entry offline')
+    verify.add_argument('file', help='receipt written by the plugin, or a {entryID: entry} JSON')
+    verify.add_argument('--rpm', help='also check that this RPM is the one logged')
+    verify.add_argument('--log-key', help="PEM file of the log's public key")
+    verify.add_argument('--origin', help='host the checkpoint origin must name')
+    verify.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    verify.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format='%(levelname)s: %(message)s')
+    try:
+        return args.func(args)
+    except VerificationError as e:
+        print('koji-rekor: verification failed: %s' % e, file=sys.stderr)
+        return 1
+    except RekorLogError as e:
+        print('koji-rekor: %s' % e, file=sys.stderr)
+        return 1
+    except (UsageError, koji.ConfigurationError) as e:
+        print('koji-rekor: %s' % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())
