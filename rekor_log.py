@@ -23,7 +23,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 import koji
-from koji.plugin import callback
+from koji.plugin import callback, ignore_error
 
 __version__ = '0.1.0'
 
@@ -33,6 +33,7 @@ LOG = logging.getLogger('koji.plugin.rekor_log')
 
 DEFAULT_URL = 'https://rekor.sigstore.dev'
 HUB_CONFIG_FILE = '/etc/koji-hub/hub.conf'
+KOJI_CLIENT_CONFIG = '/etc/koji.conf'
 DEFAULT_TOPDIR = '/mnt/koji'
 RECEIPT_DIR = 'rekor-logs'
 # '@' cannot appear in an RPM name, so this never collides with a receipt
@@ -65,26 +66,33 @@ kBbmLSGtks4L3qX6yYY0zufBnhC8Ur/iy55GhWP/9A/bY2LhC30M9+RYtw==
 # ---------------------------------------------------------------------------
 
 class RekorLogError(Exception):
-    """A signature could not be logged; str() is a one-line cause."""
-    retryable = False
+    """A signature could not be logged; str() is a one-line cause.
+
+    permanent: trying again cannot help, so a queued record is moved aside.
+    """
+    permanent = False
 
 
 class SignatureSourceError(RekorLogError):
-    """The signed RPM or its public key is missing, corrupt or mismatched."""
+    """The public key for a signature is missing or does not match."""
+
+
+class SourceGone(SignatureSourceError):
+    """The signed RPM or its signature header is missing or corrupt."""
+    permanent = True
 
 
 class RekorRejected(RekorLogError):
     """Rekor refused the entry for good (4xx)."""
+    permanent = True
 
 
 class RekorUnavailable(RekorLogError):
     """Rekor could not be reached or answered with a server error."""
-    retryable = True
 
 
 class VerificationError(RekorLogError):
     """Something the log returned does not verify."""
-    retryable = True
 
 
 # ---------------------------------------------------------------------------
@@ -105,6 +113,9 @@ class Settings:
     public_key_path: str = None
     enforce: bool = False
     record_log_info: bool = True
+    queue_only: bool = False
+    hub_url: str = None
+    poll_interval: float = 30.0
 
     @property
     def origin_host(self):
@@ -120,7 +131,7 @@ OPTIONS = [
     (('config', 'enforce_rekor_upload'), ('enforce', 'bool')),
     (('config', 'record_log_info'), ('record_log_info', 'bool')),
     (('rekor', 'url'), ('url', 'str')),
-    (('rekor', 'log_public_key'), ('log_public_key', 'file')),
+    (('rekor', 'log_public_key'), ('log_public_key', 'pem')),
     (('rekor', 'origin'), ('origin', 'str')),
     (('rekor', 'timeout'), ('timeout', 'seconds')),
     (('rekor', 'retries'), ('retries', 'count')),
@@ -131,6 +142,9 @@ OPTIONS = [
     (('signing', 'public_key_path'), ('public_key_path', 'file')),
     (('upload', 'enforce'), ('enforce', 'bool')),
     (('upload', 'record_log_info'), ('record_log_info', 'bool')),
+    (('upload', 'queue_only'), ('queue_only', 'bool')),
+    (('koji', 'server'), ('hub_url', 'str')),
+    (('upload', 'poll_interval'), ('poll_interval', 'seconds')),
 ]
 
 BOOLEANS = {'1': True, 'yes': True, 'true': True, 'on': True,
@@ -154,6 +168,9 @@ def load_config(path):
             raw = parser.get(section, option).strip()
             setattr(settings, attr, parse_option(section, option, kind, raw))
     check_url(settings)
+    if settings.enforce and settings.queue_only:
+        raise koji.ConfigurationError('[upload] queue_only: cannot be combined with enforce, '
+                                      'which must upload before Koji commits')
     return settings
 
 
@@ -173,8 +190,14 @@ def parse_option(section, option, kind, raw):
             raise koji.ConfigurationError('%s: %r is not a valid %s' % (
                 name, raw, 'number of seconds' if kind == 'seconds' else 'count'))
         return value
-    if kind == 'file' and not os.path.isfile(raw):
+    if kind in ('file', 'pem') and not os.path.isfile(raw):
         raise koji.ConfigurationError('%s: no such file: %s' % (name, raw))
+    if kind == 'pem':
+        with open(raw, 'rb') as fo:
+            try:
+                load_log_key(fo.read())
+            except VerificationError as e:
+                raise koji.ConfigurationError('%s: %s: %s' % (name, raw, e))
     if kind == 'dir' and not os.path.isdir(raw):
         raise koji.ConfigurationError('%s: no such directory: %s' % (name, raw))
     return raw
@@ -240,12 +263,12 @@ def locate_signed_rpm(build, rpminfo, sigkey):
     unsigned = os.path.join(builddir, koji.pathinfo.rpm(rpminfo))
     sigpath = os.path.join(builddir, koji.pathinfo.sighdr(rpminfo, sigkey))
     if not os.path.isfile(unsigned):
-        raise SignatureSourceError('RPM file missing: %s' % unsigned)
+        raise SourceGone('RPM file missing: %s' % unsigned)
     try:
         with open(sigpath, 'rb') as fo:
             sighdr = fo.read()
     except OSError as e:
-        raise SignatureSourceError('signature header unreadable: %s: %s'
+        raise SourceGone('signature header unreadable: %s: %s'
                                    % (sigpath, e.strerror or e))
     check_sighdr(sighdr, sigpath, sigkey)
     return SignedRpm(nvra, sigkey, unsigned, sighdr, spliced=True)
@@ -254,11 +277,11 @@ def locate_signed_rpm(build, rpminfo, sigkey):
 def signed_rpm_from_file(path):
     """An RPM file signed elsewhere (the `upload` command)."""
     if not os.path.isfile(path):
-        raise SignatureSourceError('RPM file missing: %s' % path)
+        raise SourceGone('RPM file missing: %s' % path)
     sighdr = read_sighdr_of_rpm(path)
     sigkey = sighdr_key(sighdr, path)
     if not sigkey:
-        raise SignatureSourceError('%s is not signed' % path)
+        raise SourceGone('%s is not signed' % path)
     return SignedRpm(os.path.basename(path), sigkey, path, sighdr, spliced=False)
 
 
@@ -266,23 +289,23 @@ def read_sighdr_of_rpm(path):
     try:
         return koji.rip_rpm_sighdr(path)
     except Exception as e:
-        raise SignatureSourceError('not a readable RPM: %s: %s' % (path, e))
+        raise SourceGone('not a readable RPM: %s: %s' % (path, e))
 
 
 def sighdr_key(sighdr, where):
     try:
         return koji.get_sighdr_key(sighdr)
     except Exception as e:
-        raise SignatureSourceError('corrupt signature header %s: %s' % (where, e))
+        raise SourceGone('corrupt signature header %s: %s' % (where, e))
 
 
 def check_sighdr(sighdr, where, sigkey):
     """The signature header must parse and carry a signature by sigkey."""
     if sighdr[:3] != koji.RPM_HEADER_MAGIC:
-        raise SignatureSourceError('corrupt signature header %s: bad magic' % where)
+        raise SourceGone('corrupt signature header %s: bad magic' % where)
     found = sighdr_key(sighdr, where)
     if found != sigkey:
-        raise SignatureSourceError('signature header %s is signed by %s, not %s'
+        raise SourceGone('signature header %s is signed by %s, not %s'
                                    % (where, found or 'nobody', sigkey))
 
 
@@ -325,7 +348,7 @@ def check_key_signed_rpm(signed, key, key_path):
 
     rawhdr = koji.RawHeader(signed.sighdr)
     if not (rawhdr.get(koji.RPM_SIGTAG_RSA) or rawhdr.get(koji.RPM_SIGTAG_DSA)):
-        raise SignatureSourceError('%s has no header signature by %s to check'
+        raise SourceGone('%s has no header signature by %s to check'
                                    % (signed.nvra, signed.sigkey))
     try:
         pubkey = rpm.pubkey(key)
@@ -347,7 +370,7 @@ def check_key_signed_rpm(signed, key, key_path):
         raise SignatureSourceError('signature of %s by %s does not verify with %s: %s'
                                    % (signed.nvra, signed.sigkey, key_path, e))
     except koji.GenericError as e:
-        raise SignatureSourceError('not a readable RPM: %s: %s' % (signed.path, e))
+        raise SourceGone('not a readable RPM: %s: %s' % (signed.path, e))
     finally:
         os.close(fd)
         ts.closeDB()
@@ -396,7 +419,7 @@ class EntryBody:
         if sent != self.rpm_size:
             # The file changed under us: the Content-Length already sent is
             # wrong, so abort the request rather than send a corrupt entry.
-            raise SignatureSourceError('%s changed while it was being sent (%d bytes, expected %d)'
+            raise SourceGone('%s changed while it was being sent (%d bytes, expected %d)'
                                        % (self.signed.nvra, sent, self.rpm_size))
         self.sha256 = digest.hexdigest()
         yield self.suffix
@@ -570,6 +593,8 @@ def hash_children(left, right):
 
 def root_from_inclusion_proof(index, size, leaf_hash, proof):
     """RFC 9162, section 2.1.3.2: the root a leaf's inclusion proof leads to."""
+    if index < 0:
+        raise VerificationError('inclusion proof: negative index %d' % index)
     if index >= size:
         raise VerificationError('inclusion proof: index %d is not below tree size %d'
                                 % (index, size))
@@ -678,6 +703,8 @@ def parse_checkpoint(note):
     """Split a signed note into its text and signature lines, and the text
     into origin, size, root hash and any further lines (the checkpoint
     format of Rekor and transparency-dev)."""
+    if not isinstance(note, str):
+        raise VerificationError('checkpoint: not text')
     text, sep, sigs = note.partition('\n\n')
     if not sep:
         raise VerificationError('checkpoint: no signature block')
@@ -688,7 +715,7 @@ def parse_checkpoint(note):
     try:
         size = int(lines[1])
         root = base64.b64decode(lines[2], validate=True)
-    except (ValueError, binascii.Error):
+    except ValueError:
         raise VerificationError('checkpoint: malformed size or root hash')
     signatures = []
     for line in sigs.split('\n'):
@@ -699,7 +726,7 @@ def parse_checkpoint(note):
             raise VerificationError('checkpoint: malformed signature line')
         try:
             raw = base64.b64decode(parts[2], validate=True)
-        except binascii.Error:
+        except ValueError:
             raise VerificationError('checkpoint: malformed signature')
         signatures.append((parts[1], raw[:4], raw[4:]))
     return Checkpoint(lines[0], size, root, lines[3:], text), signatures
@@ -735,7 +762,7 @@ def verify_set(entry, key):
                               ('body', 'integratedTime', 'logID', 'logIndex')})
     try:
         signature = base64.b64decode(entry['verification']['signedEntryTimestamp'], validate=True)
-    except (binascii.Error, TypeError):
+    except (ValueError, TypeError):
         raise VerificationError('signed entry timestamp: not base64')
     if not signature_is_valid(key, signature, payload):
         raise VerificationError('signed entry timestamp: does not verify with the log key')
@@ -780,6 +807,7 @@ class VerifiedEntry:
     body: dict
     checkpoint: Checkpoint = None
     notes: list = field(default_factory=list)
+    signed_time: bool = True  # integratedTime and logIndex are under the SET
 
 
 def verify_log_entry(entry_id, entry, key, origin_host=None, require_set=True, tree_id=None):
@@ -792,7 +820,7 @@ def verify_log_entry(entry_id, entry, key, origin_host=None, require_set=True, t
                   proof['treeSize'])
         hashes = [unhex(h, 'inclusion proof hash') for h in proof['hashes']]
         root = unhex(proof['rootHash'], 'root hash')
-    except (KeyError, TypeError, binascii.Error):
+    except (KeyError, TypeError, ValueError):
         raise VerificationError('entry is missing fields or malformed')
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
         raise VerificationError('entry has non-integer indexes or time')
@@ -825,7 +853,10 @@ def verify_log_entry(entry_id, entry, key, origin_host=None, require_set=True, t
     elif require_set:
         raise VerificationError('no signed entry timestamp')
     else:
-        verified.notes.append('no signed entry timestamp to check; the checkpoint signs the entry')
+        verified.signed_time = False
+        verified.notes.append('no signed entry timestamp: the checkpoint signs the body and its '
+                              'place in the tree, but nothing signs integratedTime or the '
+                              'global log index shown')
     return verified
 
 
@@ -1050,11 +1081,16 @@ def write_atomic(path, data):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    dfd = os.open(directory, os.O_RDONLY)
+    fsync_directory(directory)
+
+
+def fsync_directory(directory):
+    """Make a rename or creation in directory survive a crash."""
+    fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(dfd)
+        os.fsync(fd)
     finally:
-        os.close(dfd)
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------
@@ -1104,18 +1140,172 @@ def sha256_of(signed):
 
 
 def log_signature(settings, build, rpminfo, sigkey, topdir):
-    """Log one signature Koji stored, and write its receipt."""
+    """Upload and verify one signature Koji stored; returns the Outcome."""
     signed = locate_signed_rpm(build, rpminfo, sigkey)
     key_path = public_key_file(settings, sigkey)
-    outcome = upload_signed_rpm(settings, signed, key_path, state_dir(topdir))
+    return upload_signed_rpm(settings, signed, key_path, state_dir(topdir))
+
+
+def write_receipt(settings, topdir, rpminfo, sigkey, receipt):
     if settings.record_log_info:
         path = receipt_path(topdir, rpminfo, sigkey)
-        write_atomic(path, json.dumps(outcome.receipt, indent=2, sort_keys=True).encode())
-    return outcome
+        write_atomic(path, json.dumps(receipt, indent=2, sort_keys=True).encode())
+
+
+def log_outcome(nvra, sigkey, outcome):
+    verified = outcome.verified
+    LOG.info('rekor_log: %s %s sigkey %s: log index %d, uuid %s',
+             'logged' if outcome.created else 'already in the log:', nvra, sigkey,
+             verified.log_index, verified.uuid)
+
+
+# ---------------------------------------------------------------------------
+# The outbox: <topdir>/rekor-logs/@outbox
+#
+# Every signature is recorded here, fsynced, before anything else happens,
+# so that no crash or outage can lose it. A record is
+#   <nvra>.<sigkey>.uncommitted  while Koji's transaction is open,
+#   <nvra>.<sigkey>.json         once Koji committed the signature,
+# and is removed when its receipt is written. Records that can never succeed
+# are moved to rejected/, those whose transaction was rolled back to
+# rolled-back/, each with the reason.
+# ---------------------------------------------------------------------------
+
+OUTBOX_DIR = '@outbox'
+UNCOMMITTED = '.uncommitted'
+COMMITTED = '.json'
+# Per-record retry delays of the worker: doubled per attempt, capped.
+OUTBOX_BACKOFF = 60
+OUTBOX_BACKOFF_MAX = 6 * 3600
+# A record still uncommitted after this long belongs to a hub request that
+# died or rolled back (hub requests end long before), so the worker asks the
+# hub whether the signature exists.
+COMMIT_GRACE = 3600
+
+# The fields of Koji's build and rpm dicts a record keeps: enough to find
+# the files again (koji.pathinfo) and to name the package.
+BUILD_FIELDS = ('id', 'name', 'version', 'release', 'epoch', 'volume_name')
+RPM_FIELDS = ('id', 'build_id', 'name', 'version', 'release', 'epoch', 'arch',
+              'payloadhash', 'external_repo_id')
+
+
+def outbox_dir(topdir):
+    return os.path.join(topdir, RECEIPT_DIR, OUTBOX_DIR)
+
+
+def record_name(rpminfo, sigkey):
+    return '%s.%s' % (nvra_of(rpminfo), sigkey)
+
+
+def new_record(build, rpminfo, sigkey, sighash):
+    return {'nvra': nvra_of(rpminfo), 'sigkey': sigkey, 'sighash': sighash,
+            'build': {k: build.get(k) for k in BUILD_FIELDS},
+            'rpm': {k: rpminfo.get(k) for k in RPM_FIELDS},
+            'queued': int(time.time()), 'attempts': 0, 'next_attempt': 0,
+            'last_error': None, 'receipt': None}
+
+
+def write_record(path, record):
+    write_atomic(path, json.dumps(record, indent=1, sort_keys=True).encode())
+
+
+def queue_signature(topdir, record):
+    """Record a signature durably, before Koji commits it."""
+    path = os.path.join(outbox_dir(topdir), record_name(record['rpm'], record['sigkey'])
+                        + UNCOMMITTED)
+    write_record(path, record)
+    return path
+
+
+def mark_committed(uncommitted_path):
+    """Koji committed the signature: the record becomes the worker's."""
+    path = uncommitted_path[:-len(UNCOMMITTED)] + COMMITTED
+    os.replace(uncommitted_path, path)
+    fsync_directory(os.path.dirname(path))
+    return path
+
+
+def set_aside(path, folder, reason):
+    """Move a record out of the queue, with the reason, to be looked at."""
+    record = read_json(path) or {}
+    record['set_aside'] = {'reason': reason, 'time': int(time.time())}
+    target = os.path.join(os.path.dirname(path), folder,
+                          os.path.basename(path).replace(UNCOMMITTED, COMMITTED))
+    write_record(target, record)
+    os.unlink(path)
+
+
+@contextlib.contextmanager
+def claimed(path):
+    """Hold a record against every other hub process and worker; yields the
+    record, or None when it is gone or another process holds it.
+
+    The lock is on the record file itself, and the path is checked to still
+    name the locked file, since updates replace the file.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield None
+            return
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        yield read_json(path) if same else None
+    finally:
+        os.close(fd)
+
+
+def deliver(settings, topdir, path, record):
+    """Finish one committed record: upload it unless the receipt is already
+    in it, write the receipt, remove the record. On failure, keep the record
+    with its attempt count and cause, or set it aside for good."""
+    nvra, sigkey = record['nvra'], record['sigkey']
+    try:
+        if record.get('receipt'):
+            write_receipt(settings, topdir, record['rpm'], sigkey, record['receipt'])
+        else:
+            outcome = log_signature(settings, record['build'], record['rpm'], sigkey, topdir)
+            write_receipt(settings, topdir, record['rpm'], sigkey, outcome.receipt)
+            log_outcome(nvra, sigkey, outcome)
+    except Exception as e:
+        cause = failure_cause(e)
+        if getattr(e, 'permanent', False):
+            set_aside(path, 'rejected', cause)
+            LOG.error('rekor_log: failed %s sigkey %s for good, set aside: %s', nvra, sigkey, cause)
+            return 'rejected'
+        record['attempts'] += 1
+        record['last_error'] = cause
+        record['next_attempt'] = int(time.time()) + min(
+            OUTBOX_BACKOFF * 2 ** (record['attempts'] - 1), OUTBOX_BACKOFF_MAX)
+        write_record(path, record)
+        LOG.error('rekor_log: failed %s sigkey %s (attempt %d, kept in the outbox): %s',
+                  nvra, sigkey, record['attempts'], cause)
+        return 'failed'
+    os.unlink(path)
+    return 'logged'
+
+
+def failure_cause(exc):
+    if isinstance(exc, RekorLogError):
+        return str(exc)
+    return 'unexpected %s: %s' % (type(exc).__name__, exc)
 
 
 # ---------------------------------------------------------------------------
 # Callbacks
+#
+# postRPMSign runs inside Koji's transaction, postCommit after it commits
+# (never after a rollback). Without enforce, the upload waits for the
+# commit; with enforce, it happens in postRPMSign so a failure rolls the
+# signature back, and the receipt is written at commit.
 # ---------------------------------------------------------------------------
 
 @callback('postRPMSign')
@@ -1130,29 +1320,177 @@ def rpm_signed(cbtype, *args, **kws):
                   nvra, rpminfo.get('external_repo_name'))
         return
     settings = get_config()
+    topdir = koji.pathinfo.topdir
+    record = new_record(build, rpminfo, sigkey, kws.get('sighash'))
     try:
-        outcome = log_signature(settings, build, rpminfo, sigkey, koji.pathinfo.topdir)
-    except Exception as e:
-        report_failure(settings, nvra, sigkey, e)
+        path = queue_signature(topdir, record)
+    except OSError as e:
+        report_failure(settings, nvra, sigkey, RekorLogError(
+            'cannot queue it in %s: %s' % (outbox_dir(topdir), e.strerror or e)))
         return
-    verified = outcome.verified
-    LOG.info('rekor_log: %s %s sigkey %s: log index %d, uuid %s',
-             'logged' if outcome.created else 'already in the log:', nvra, sigkey,
-             verified.log_index, verified.uuid)
+    if settings.enforce:
+        try:
+            outcome = log_signature(settings, build, rpminfo, sigkey, topdir)
+        except Exception as e:
+            os.unlink(path)
+            report_failure(settings, nvra, sigkey, e)  # raises: Koji rolls back
+        log_outcome(nvra, sigkey, outcome)
+        record['receipt'] = outcome.receipt
+        write_record(path, record)
+    pending = pending_records()
+    if path not in pending:  # the same signature twice in one multicall
+        pending.append(path)
+
+
+def pending_records():
+    """The records queued in this hub request (Koji's request context)."""
+    from koji.context import context
+    if not hasattr(context, 'rekor_log_pending'):
+        context.rekor_log_pending = []
+    return context.rekor_log_pending
+
+
+@callback('postCommit')
+@ignore_error
+def signatures_committed(cbtype, *args, **kws):
+    paths = pending_records()
+    if not paths:
+        return
+    settings = get_config()
+    topdir = koji.pathinfo.topdir
+    while paths:
+        uncommitted = paths.pop(0)
+        try:
+            path = mark_committed(uncommitted)
+        except OSError as e:
+            # Only a worker that judged the request dead could have moved
+            # it; the record is wherever that worker put it.
+            LOG.error('rekor_log: cannot commit %s: %s', uncommitted, e.strerror or e)
+            continue
+        if settings.queue_only:
+            LOG.info('rekor_log: queued %s for the worker', os.path.basename(path))
+            continue
+        with claimed(path) as record:
+            if record is not None:
+                deliver(settings, topdir, path, record)
 
 
 def report_failure(settings, nvra, sigkey, exc):
     """Log the cause on one line; under enforce, fail the hub call so Koji
     rolls the signature back."""
-    if isinstance(exc, RekorLogError):
-        cause = str(exc)
-        LOG.error('rekor_log: failed %s sigkey %s: %s', nvra, sigkey, cause)
-    else:
-        cause = 'unexpected %s: %s' % (type(exc).__name__, exc)
-        LOG.error('rekor_log: failed %s sigkey %s: %s', nvra, sigkey, cause, exc_info=exc)
+    cause = failure_cause(exc)
+    LOG.error('rekor_log: failed %s sigkey %s: %s', nvra, sigkey, cause,
+              exc_info=None if isinstance(exc, RekorLogError) else exc)
     if settings.enforce:
         raise koji.CallbackError('Rekor upload of %s (sigkey %s) failed: %s'
                                  % (nvra, sigkey, cause))
+
+
+# ---------------------------------------------------------------------------
+# The worker: koji-rekor retry
+# ---------------------------------------------------------------------------
+
+def hub_url(settings):
+    """The hub to ask about uncommitted records: [koji] server, else the
+    server of the Koji client configuration on this host."""
+    if settings.hub_url:
+        return settings.hub_url
+    parser = koji.read_config_files([(KOJI_CLIENT_CONFIG, False)], raw=True)
+    if parser.has_option('koji', 'server'):
+        return parser.get('koji', 'server')
+    return None
+
+
+def signature_in_koji(settings, record):
+    """True or False when the hub says whether Koji holds the signature;
+    None when it cannot be asked."""
+    url = hub_url(settings)
+    if not url:
+        return None
+    session = koji.ClientSession(url, opts={
+        'timeout': settings.timeout, 'max_retries': settings.retries,
+        'retry_interval': settings.backoff, 'anon_retry': True})
+    try:
+        return bool(session.queryRPMSigs(rpm_id=record['rpm']['id'], sigkey=record['sigkey']))
+    except Exception as e:
+        LOG.warning('rekor_log: cannot ask the hub at %s about %s: %s',
+                    url, record['nvra'], failure_cause(e))
+        return None
+    finally:
+        session.logout()
+
+
+def resolve_uncommitted(settings, path, counts):
+    """A record left uncommitted by a hub request that died or rolled back:
+    commit it if Koji has the signature, set it aside if Koji has not."""
+    with claimed(path) as record:
+        if record is None:
+            return
+        known = signature_in_koji(settings, record)
+        if known is None:
+            counts['unconfirmed'] += 1
+        elif known:
+            mark_committed(path)
+        else:
+            set_aside(path, 'rolled-back', 'Koji has no such signature: the import '
+                      'that queued it was rolled back')
+            LOG.warning('rekor_log: %s sigkey %s was rolled back in Koji, set aside',
+                        record['nvra'], record['sigkey'])
+            counts['rolled back'] += 1
+
+
+def drain_outbox(settings, topdir, limit=None, now=False):
+    """One pass over the outbox; returns counts of what happened."""
+    counts = dict.fromkeys(('logged', 'failed', 'rejected', 'waiting', 'busy',
+                            'unconfirmed', 'rolled back'), 0)
+    outbox = outbox_dir(topdir)
+    names = sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []
+    for name in names:
+        path = os.path.join(outbox, name)
+        if name.endswith(UNCOMMITTED) and os.path.getmtime(path) < time.time() - COMMIT_GRACE:
+            resolve_uncommitted(settings, path, counts)
+    done = 0
+    for name in sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []:
+        if not name.endswith(COMMITTED) or name.startswith('.'):
+            continue
+        if limit is not None and done >= limit:
+            break
+        path = os.path.join(outbox, name)
+        with claimed(path) as record:
+            if record is None:
+                counts['busy'] += 1
+            elif not now and record['next_attempt'] > time.time():
+                counts['waiting'] += 1
+            else:
+                counts[deliver(settings, topdir, path, record)] += 1
+                done += 1
+    return counts
+
+
+def outbox_left(topdir):
+    """Records still queued (committed or not) and the soonest attempt."""
+    outbox = outbox_dir(topdir)
+    left, soonest = 0, None
+    for name in os.listdir(outbox) if os.path.isdir(outbox) else []:
+        if name.endswith((COMMITTED, UNCOMMITTED)) and not name.startswith('.'):
+            left += 1
+            record = read_json(os.path.join(outbox, name)) or {}
+            due = record.get('next_attempt') or 0
+            soonest = due if soonest is None else min(soonest, due)
+    return left, soonest
+
+
+def summary_line(counts, topdir):
+    left, soonest = outbox_left(topdir)
+    rejected = os.path.join(outbox_dir(topdir), 'rejected')
+    aside = len(os.listdir(rejected)) if os.path.isdir(rejected) else 0
+    parts = ['%s %d' % (k, v) for k, v in counts.items() if v]
+    line = '%s; %d left in the outbox' % (', '.join(parts) or 'nothing to do', left)
+    if left and soonest:
+        line += ' (next attempt %s)' % time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(soonest))
+    if aside:
+        line += '; %d set aside in %s' % (aside, rejected)
+    return line
 
 
 # ---------------------------------------------------------------------------
@@ -1169,6 +1507,30 @@ def default_topdir():
     if parser.has_option('hub', 'KojiDir'):
         return parser.get('hub', 'KojiDir')
     return DEFAULT_TOPDIR
+
+
+def cmd_retry(args):
+    import signal
+    import threading
+    settings = load_config(args.config)
+    topdir = args.topdir or default_topdir()
+    if not os.path.isdir(topdir):
+        raise UsageError('no such topdir: %s' % topdir)
+    koji.pathinfo.topdir = topdir
+    if not args.watch:
+        counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
+        print(summary_line(counts, topdir))
+        return 1 if counts['failed'] or counts['rejected'] else 0
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    LOG.info('rekor_log: watching %s every %ss', outbox_dir(topdir), settings.poll_interval)
+    while not stop.is_set():
+        counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
+        if any(counts[k] for k in ('logged', 'failed', 'rejected', 'rolled back')):
+            LOG.info('rekor_log: %s', summary_line(counts, topdir))
+        stop.wait(settings.poll_interval)
+    return 0
 
 
 def cli_settings(args):
@@ -1245,11 +1607,12 @@ def cmd_verify(args):
     verified = verify_log_entry(entry_id, entry, key, origin, require_set=False)
     if args.rpm:
         check_receipt_rpm(args.rpm, receipt, verified)
-    print('OK %s: log index %d (tree %s, index %d of %d), integrated %s, origin %r' % (
-        verified.uuid, verified.log_index, verified.tree_id, verified.tree_index,
+    unsigned = '' if verified.signed_time else ' (unsigned)'
+    print('OK %s: log index %d%s (tree %s, index %d of %d), integrated %s%s, origin %r' % (
+        verified.uuid, verified.log_index, unsigned, verified.tree_id, verified.tree_index,
         verified.tree_size, time.strftime('%Y-%m-%d %H:%M:%S UTC',
                                           time.gmtime(verified.integrated_time)),
-        verified.checkpoint.origin))
+        unsigned, verified.checkpoint.origin))
     for note in verified.notes:
         print('note: %s' % note)
     return 0
@@ -1297,6 +1660,16 @@ def build_parser():
     verify.add_argument('--origin', help='host the checkpoint origin must name')
     verify.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
     verify.set_defaults(func=cmd_verify)
+
+    retry = sub.add_parser('retry', help='upload what the outbox holds (for cron or a service)')
+    retry.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    retry.add_argument('--topdir', help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    retry.add_argument('--limit', type=int, help='upload at most N records per pass')
+    retry.add_argument('--now', action='store_true',
+                       help="retry failed records now instead of at their next attempt")
+    retry.add_argument('--watch', action='store_true',
+                       help='keep running: a pass every [upload] poll_interval seconds until stopped')
+    retry.set_defaults(func=cmd_retry)
     return parser
 
 
