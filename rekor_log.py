@@ -1155,7 +1155,7 @@ def write_receipt(settings, topdir, rpminfo, sigkey, receipt):
 def log_outcome(nvra, sigkey, outcome):
     verified = outcome.verified
     LOG.info('rekor_log: %s %s sigkey %s: log index %d, uuid %s',
-             'logged' if outcome.created else 'already in the log:', nvra, sigkey,
+             'logged' if outcome.created else 'already in the log', nvra, sigkey,
              verified.log_index, verified.uuid)
 
 
@@ -1279,7 +1279,8 @@ def deliver(settings, topdir, path, record):
         cause = failure_cause(e)
         if getattr(e, 'permanent', False):
             set_aside(path, 'rejected', cause)
-            LOG.error('rekor_log: failed %s sigkey %s for good, set aside: %s', nvra, sigkey, cause)
+            LOG.error('rekor_log: failed %s sigkey %s (for good, set aside in rejected/): %s',
+                      nvra, sigkey, cause)
             return 'rejected'
         record['attempts'] += 1
         record['last_error'] = cause
@@ -1291,6 +1292,12 @@ def deliver(settings, topdir, path, record):
         return 'failed'
     os.unlink(path)
     return 'logged'
+
+
+def record_identity(path):
+    """(nvra, sigkey) from a record's file name <nvra>.<sigkey>.json."""
+    stem = os.path.basename(path).rsplit('.', 1)[0]
+    return tuple(stem.rsplit('.', 1))
 
 
 def failure_cause(exc):
@@ -1368,7 +1375,7 @@ def signatures_committed(cbtype, *args, **kws):
             LOG.error('rekor_log: cannot commit %s: %s', uncommitted, e.strerror or e)
             continue
         if settings.queue_only:
-            LOG.info('rekor_log: queued %s for the worker', os.path.basename(path))
+            LOG.info('rekor_log: queued %s sigkey %s for the worker', *record_identity(path))
             continue
         with claimed(path) as record:
             if record is not None:
@@ -1379,7 +1386,8 @@ def report_failure(settings, nvra, sigkey, exc):
     """Log the cause on one line; under enforce, fail the hub call so Koji
     rolls the signature back."""
     cause = failure_cause(exc)
-    LOG.error('rekor_log: failed %s sigkey %s: %s', nvra, sigkey, cause,
+    LOG.error('rekor_log: failed %s sigkey %s%s: %s', nvra, sigkey,
+              ' (enforce: the import is rolled back)' if settings.enforce else '', cause,
               exc_info=None if isinstance(exc, RekorLogError) else exc)
     if settings.enforce:
         raise koji.CallbackError('Rekor upload of %s (sigkey %s) failed: %s'
@@ -1434,8 +1442,8 @@ def resolve_uncommitted(settings, path, counts):
         else:
             set_aside(path, 'rolled-back', 'Koji has no such signature: the import '
                       'that queued it was rolled back')
-            LOG.warning('rekor_log: %s sigkey %s was rolled back in Koji, set aside',
-                        record['nvra'], record['sigkey'])
+            LOG.warning('rekor_log: rolled back %s sigkey %s: Koji has no such signature, '
+                        'set aside in rolled-back/', record['nvra'], record['sigkey'])
             counts['rolled back'] += 1
 
 
@@ -1553,7 +1561,7 @@ def cmd_upload(args):
     else:
         sys.stdout.write(data)
     print('%s %s: log index %d, uuid %s' % (
-        'logged' if outcome.created else 'already in the log:', signed.nvra,
+        'logged' if outcome.created else 'already in the log', signed.nvra,
         outcome.verified.log_index, outcome.verified.uuid), file=sys.stderr)
     return 0
 

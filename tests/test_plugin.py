@@ -120,7 +120,7 @@ def test_a_repeat_meets_409_and_uses_the_existing_entry(configured_hub, rekor, t
     assert list(second['log_entry']) == list(first['log_entry'])
     assert rekor.count('POST', ENTRIES) == 2
     assert len(rekor.log.entries) == 1
-    assert 'already in the log: hello-1.0-1.noarch' in plugin_log.text
+    assert 'already in the log hello-1.0-1.noarch' in plugin_log.text
     assert not any(n.startswith('.') for n in os.listdir(receipt_file(topdir, imported).parent))
 
 
