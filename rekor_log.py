@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -42,6 +43,11 @@ STATE_DIR = '@state'
 ENTRIES_PATH = '/api/v1/log/entries'
 PUBLIC_KEY_PATH = '/api/v1/log/publicKey'
 PROOF_PATH = '/api/v1/log/proof'
+LOG_INFO_PATH = '/api/v1/log'
+INDEX_PATH = '/api/v1/index/retrieve'
+RETRIEVE_PATH = '/api/v1/log/entries/retrieve'
+# Rekor's maxSearchQueries: the most entries one retrieve request may name.
+RETRIEVE_BATCH = 10
 
 # Bytes read from the RPM at a time: a multiple of 3 so that each chunk
 # base64-encodes on its own, small enough to keep memory flat.
@@ -519,6 +525,47 @@ class RekorClient:
             raise_for_status(response)
         return self.with_retries('consistency proof', attempt)
 
+    def log_info(self):
+        """The active tree's signed head, and those of inactive shards."""
+        def attempt():
+            response = self.request('GET', LOG_INFO_PATH, headers={'Accept': 'application/json'})
+            if response.status_code == 200:
+                info = json_of(response)
+                if not isinstance(info, dict):
+                    raise RekorUnavailable('malformed log info from Rekor')
+                return info
+            raise_for_status(response)
+        return self.with_retries('fetch of the log info', attempt)
+
+    def search_index(self, query):
+        """The entry IDs (or bare UUIDs) Rekor's index has for a query."""
+        def attempt():
+            response = self.request('POST', INDEX_PATH, json=query,
+                                    headers={'Accept': 'application/json'})
+            if response.status_code == 200:
+                found = json_of(response)
+                if not isinstance(found, list) or not all(isinstance(i, str) for i in found):
+                    raise RekorUnavailable('malformed index search answer from Rekor')
+                return found
+            raise_for_status(response)
+        return self.with_retries('index search', attempt)
+
+    def retrieve_entries(self, entry_ids):
+        """[(entryID, entry)] for at most RETRIEVE_BATCH IDs; Rekor leaves
+        out the ones it does not have."""
+        def attempt():
+            response = self.request('POST', RETRIEVE_PATH, json={'entryUUIDs': entry_ids},
+                                    headers={'Accept': 'application/json'})
+            if response.status_code == 200:
+                found = json_of(response)
+                if not isinstance(found, list) or not all(
+                        isinstance(e, dict) and all(isinstance(v, dict) for v in e.values())
+                        for e in found):
+                    raise RekorUnavailable('malformed entries from Rekor')
+                return [item for entries in found for item in entries.items()]
+            raise_for_status(response)
+        return self.with_retries('fetch of %d entries' % len(entry_ids), attempt)
+
 
 def short_reason(exc):
     """The innermost reason of a requests/urllib3 error, on one line."""
@@ -906,6 +953,17 @@ def openpgp_primary_key(armored):
     return data[offset:offset + length] if tag == 6 else None
 
 
+def openpgp_fingerprint(armored):
+    """The fingerprint of an armored key's primary key, as 40 upper-case hex
+    digits: RFC 4880, section 12.2, SHA-1 over 0x99, the two-octet length
+    and the body of the public-key packet. None unless it is a version 4
+    key, the only version whose fingerprint is defined so."""
+    body = openpgp_primary_key(armored)
+    if not body or body[0] != 4 or len(body) > 0xffff:
+        return None
+    return hashlib.sha1(b'\x99' + len(body).to_bytes(2, 'big') + body).hexdigest().upper()
+
+
 @dataclass
 class Expected:
     """What the body of our entry must say."""
@@ -998,24 +1056,53 @@ def resolve_log_key(settings, client, state):
     return key
 
 
+# fcntl locks belong to a process, not a thread: the threads of one process
+# (koji-rekor backfill --jobs) also take a lock of their own per path.
+THREAD_LOCKS = {}
+THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def thread_lock(path):
+    with THREAD_LOCKS_GUARD:
+        return THREAD_LOCKS.setdefault(path, threading.Lock())
+
+
 @contextlib.contextmanager
 def locked(path):
     """An exclusive POSIX lock on path + '.lock' (fcntl locks work on the
     NFS a topdir usually lives on), shared by every hub and worker."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path + '.lock', os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    with thread_lock(path):
+        fd = os.open(path + '.lock', os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
 
-def check_consistency(client, state, key, verified):
-    """Prove that the log's tree in this entry extends (or is extended by)
-    the newest tree head seen before, then keep the newer one."""
-    path = os.path.join(state, 'checkpoints', log_key_id(key).hex(), '%d.json' % verified.tree_id)
-    new = (verified.tree_size, verified.root_hash)
+def checkpoint_dir(state, key):
+    return os.path.join(state, 'checkpoints', log_key_id(key).hex())
+
+
+def checkpoint_path(state, key, tree_id):
+    return os.path.join(checkpoint_dir(state, key), '%d.json' % tree_id)
+
+
+def saved_tree_head(state, key, tree_id):
+    """(size, root hash) of the newest tree head kept for a tree, or None."""
+    saved = read_json(checkpoint_path(state, key, tree_id))
+    if saved is None:
+        return None
+    return saved['size'], bytes.fromhex(saved['root_hash'])
+
+
+def check_consistency(client, state, key, tree_id, size, root_hash, checkpoint_text):
+    """Prove that this tree head of the log extends (or is extended by) the
+    newest one seen before, then keep the newer one. The plugin checks the
+    tree head of each entry, the monitor the log's own."""
+    path = checkpoint_path(state, key, tree_id)
+    new = (size, root_hash)
     with locked(path):
         saved = read_json(path)
         if saved is not None:
@@ -1023,7 +1110,7 @@ def check_consistency(client, state, key, verified):
             (small, large) = sorted([old, new])
             proof = []
             if small[0] != large[0] and small[0] > 0:
-                answer = client.consistency_proof(small[0], large[0], verified.tree_id)
+                answer = client.consistency_proof(small[0], large[0], tree_id)
                 if str(answer.get('rootHash', '')).lower() != large[1].hex():
                     raise VerificationError('split view: Rekor gives root %s for size %d, '
                                             'its checkpoint signed %s' % (
@@ -1037,8 +1124,8 @@ def check_consistency(client, state, key, verified):
             if new[0] <= old[0]:
                 return
         write_atomic(path, json.dumps({
-            'size': verified.tree_size, 'root_hash': verified.root_hash.hex(),
-            'checkpoint': verified.checkpoint.text}, indent=1).encode())
+            'size': size, 'root_hash': root_hash.hex(), 'checkpoint': checkpoint_text},
+            indent=1).encode())
 
 
 def read_json(path):
@@ -1097,6 +1184,12 @@ def fsync_directory(directory):
 # Logging one signature
 # ---------------------------------------------------------------------------
 
+# librpm keeps process-wide state (macros, its log), so the threads of
+# koji-rekor backfill --jobs check one RPM at a time; a check reads only the
+# headers, so this costs them nothing.
+RPM_LOCK = threading.Lock()
+
+
 @dataclass
 class Outcome:
     receipt: dict
@@ -1111,7 +1204,8 @@ def upload_signed_rpm(settings, signed, key_path, state=None):
     returned unless everything the log answered verifies.
     """
     public_key = read_public_key(key_path)
-    hdr = check_key_signed_rpm(signed, public_key, key_path)
+    with RPM_LOCK:
+        hdr = check_key_signed_rpm(signed, public_key, key_path)
     client = RekorClient(settings)
     try:
         key = resolve_log_key(settings, client, state)
@@ -1124,7 +1218,8 @@ def upload_signed_rpm(settings, signed, key_path, state=None):
         verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
         verify_rpm_body(verified.body, expected_from_header(hdr, body.sha256, public_key))
         if state:
-            check_consistency(client, state, key, verified)
+            check_consistency(client, state, key, verified.tree_id, verified.tree_size,
+                              verified.root_hash, verified.checkpoint.text)
     finally:
         client.close()
     receipt = make_receipt(settings, signed.nvra, signed.sigkey, body.sha256, entry_id, entry)
@@ -1502,6 +1597,709 @@ def summary_line(counts, topdir):
 
 
 # ---------------------------------------------------------------------------
+# Progress on stderr
+# ---------------------------------------------------------------------------
+
+# Without a terminal, a progress line at most this often (and at the end),
+# so that cron mail or a journal gets a few lines, not thousands.
+PROGRESS_INTERVAL = 5.0
+
+
+class Progress:
+    """One progress line on stderr: rewritten in place on a terminal,
+    otherwise printed now and then."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.shown = False
+        self.last = None
+
+    def update(self, text, done=False):
+        """Show text; done ends this line of progress (always printed)."""
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write('\r%s\x1b[K%s' % (text, '\n' if done else ''))
+            self.shown = not done
+        elif done or self.last is None or now - self.last >= PROGRESS_INTERVAL:
+            self.stream.write(text + '\n')
+            self.last = None if done else now
+        self.stream.flush()
+
+    def clear(self):
+        """Make room on a terminal for a line that is not progress."""
+        if self.shown:
+            self.stream.write('\r\x1b[K')
+            self.stream.flush()
+            self.shown = False
+
+
+# ---------------------------------------------------------------------------
+# Watching the log: koji-rekor monitor
+#
+# For cron or a timer, two questions answered from what the log signs: has
+# each tree of the log only grown since the tree heads seen before (by the
+# plugin or an earlier run)? And does the log hold entries made with our
+# signing keys that this Koji did not make? What could not be checked is
+# reported as such, never taken for good news.
+# ---------------------------------------------------------------------------
+
+# The watchlist is shaped after rekor-monitor's: monitoredValues holding
+# lists; these are the ones that mean something for OpenPGP-signed RPMs.
+WATCHLIST_TOP = 'monitoredValues'
+WATCHLIST_LISTS = ('fingerprints', 'keys')
+YAML_NULL = 'tag:yaml.org,2002:null'
+
+
+@dataclass
+class Watchlist:
+    fingerprints: list = field(default_factory=list)  # 40 upper-case hex digits each
+    keys: list = field(default_factory=list)          # paths of armored public keys
+
+
+def read_watchlist(path):
+    """Read and check a watchlist; a fault is a UsageError naming its line.
+
+    PyYAML's safe loader composes the file into nodes, which are read
+    directly: they know their line, and a fingerprint stays the text it
+    was written as (constructed, 0123... would be an octal number).
+    """
+    try:
+        import yaml  # only a watchlist needs it
+    except ImportError:
+        raise UsageError('reading a watchlist needs PyYAML (python3-pyyaml)')
+    try:
+        with open(path, 'rb') as fo:
+            root = yaml.compose(fo.read(), Loader=yaml.SafeLoader)
+    except OSError as e:
+        raise UsageError('cannot read watchlist %s: %s' % (path, e.strerror))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise UsageError('%s: line %s: not valid YAML: %s' % (
+            path, mark.line + 1 if mark else '?', e.problem or e.context))
+    except yaml.YAMLError as e:
+        raise UsageError('%s: not valid YAML: %s' % (path, ' '.join(str(e).split())))
+    watchlist = Watchlist()
+    for _, values in yaml_mapping(root, path, 'the watchlist', (WATCHLIST_TOP,)):
+        for name, items in yaml_mapping(values, path, WATCHLIST_TOP, WATCHLIST_LISTS):
+            for item in yaml_sequence(items, path, name):
+                if name == 'fingerprints':
+                    watchlist.fingerprints.append(watchlist_fingerprint(item, path))
+                else:
+                    watchlist.keys.append(watchlist_key_file(item, path))
+    return watchlist
+
+
+def watchlist_error(path, node, message):
+    return UsageError('%s: line %d: %s' % (path, node.start_mark.line + 1, message))
+
+
+def yaml_mapping(node, path, what, known):
+    """(key, value node) of a mapping node with only known keys; an empty
+    value is an empty mapping."""
+    import yaml
+    if node is None or node.tag == YAML_NULL:
+        return []
+    if not isinstance(node, yaml.MappingNode):
+        raise watchlist_error(path, node, '%s must be a mapping' % what)
+    pairs = []
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.value not in known:
+            raise watchlist_error(path, key, 'unknown key %r in %s (known: %s)' % (
+                getattr(key, 'value', key.tag), what, ', '.join(known)))
+        pairs.append((key.value, value))
+    return pairs
+
+
+def yaml_sequence(node, path, what):
+    """The scalar nodes of a list; an empty value is an empty list."""
+    import yaml
+    if node.tag == YAML_NULL:
+        return []
+    if not isinstance(node, yaml.SequenceNode):
+        raise watchlist_error(path, node, '%s must be a list' % what)
+    for item in node.value:
+        if not isinstance(item, yaml.ScalarNode) or not item.value.strip():
+            raise watchlist_error(path, item, 'each item of %s must be text' % what)
+    return node.value
+
+
+def watchlist_fingerprint(node, path):
+    """A v4 fingerprint as GnuPG prints it (groups of four, any case, an
+    optional 0x) as 40 upper-case hex digits."""
+    text = ''.join(node.value.split())
+    if text[:2].lower() == '0x':
+        text = text[2:]
+    try:
+        if len(text) != 40:
+            raise ValueError
+        bytes.fromhex(text)
+    except ValueError:
+        raise watchlist_error(path, node, 'fingerprint %r is not 40 hex digits (the fingerprint '
+                              'of a version 4 OpenPGP key)' % node.value)
+    return text.upper()
+
+
+def watchlist_key_file(node, path):
+    """A key file, relative to the watchlist's directory unless absolute."""
+    key_path = os.path.join(os.path.dirname(os.path.abspath(path)), node.value)
+    if not os.path.isfile(key_path):
+        raise watchlist_error(path, node, 'no such key file: %s' % key_path)
+    return key_path
+
+
+@dataclass
+class WatchedKey:
+    """One of our signing keys, with every file it was read from."""
+    armored: bytes
+    primary: bytes  # the public-key packet: the key's identity
+    fingerprint: str
+    files: list = field(default_factory=list)
+
+    @property
+    def name(self):
+        """Koji's sigkey: the last 8 hex digits of a v4 key's fingerprint."""
+        if self.fingerprint:
+            return self.fingerprint[-8:].lower()
+        return os.path.basename(self.files[0])
+
+
+@dataclass
+class Report:
+    """What the monitor checked and found. Exit status: 1 on findings, else
+    2 if something could not be checked, else 0."""
+    url: str
+    topdir: str
+    progress: Progress
+    log_id: str = None
+    trees: list = field(default_factory=list)
+    receipts: int = None
+    keys: list = field(default_factory=list)
+    watchlist: list = field(default_factory=list)
+    findings: list = field(default_factory=list)
+    unchecked: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    def finding(self, kind, message):
+        self.findings.append({'kind': kind, 'message': message})
+        self.progress.clear()
+        LOG.error('rekor_log: finding: %s', message)
+
+    def not_checked(self, message):
+        self.unchecked.append(message)
+        self.progress.clear()
+        LOG.warning('rekor_log: not checked: %s', message)
+
+    def note(self, message):
+        self.notes.append(message)
+
+    @property
+    def status(self):
+        return 1 if self.findings else 2 if self.unchecked else 0
+
+    def as_json(self):
+        return {'rekor_url': self.url, 'log_id': self.log_id, 'topdir': self.topdir,
+                'trees': self.trees, 'receipts': self.receipts, 'keys': self.keys,
+                'watchlist': self.watchlist, 'findings': self.findings,
+                'not_checked': self.unchecked, 'notes': self.notes, 'exit_status': self.status}
+
+
+@dataclass
+class LogView:
+    """What one monitor run holds of the log, handed down its checks."""
+    client: RekorClient
+    settings: Settings
+    state: str
+    key: object  # the log key
+    report: Report
+    heads: dict = field(default_factory=dict)  # (tree, size, root) -> proved consistent
+
+
+def monitor_log(settings, topdir, watchlist, progress):
+    """Check the log's trees, then the entries of each of our keys."""
+    report = Report(settings.url, topdir, progress)
+    keys = watched_keys(settings, watchlist, report)
+    match_fingerprints(watchlist, keys, report)
+    state = state_dir(topdir)
+    client = RekorClient(settings)
+    try:
+        try:
+            log_key = resolve_log_key(settings, client, state)
+        except RekorLogError as e:
+            report.not_checked('the log key of %s: %s' % (settings.url, e))
+            return report
+        report.log_id = log_key_id(log_key).hex()
+        view = LogView(client, settings, state, log_key, report)
+        try:
+            check_tree_heads(view)
+        except RekorLogError as e:
+            report.not_checked('the tree heads of %s: %s' % (settings.url, e))
+            if keys:
+                report.not_checked('the entries of our %d keys, since the log does not answer'
+                                   % len(keys))
+            return report
+        if keys:
+            receipts = receipt_hashes(topdir, report)
+            for key in keys:
+                try:
+                    check_key_entries(view, key, receipts)
+                except RekorLogError as e:
+                    report.not_checked('the entries of key %s: %s' % (key.name, e))
+    finally:
+        client.close()
+    return report
+
+
+def watched_keys(settings, watchlist, report):
+    """Each *.asc of public_key_dir, public_key_path and the watchlist's key
+    files, once per primary key."""
+    import glob
+    paths = []
+    if settings.public_key_dir:
+        paths += sorted(glob.glob(os.path.join(glob.escape(settings.public_key_dir), '*.asc')))
+    if settings.public_key_path:
+        paths.append(settings.public_key_path)
+    keys = {}
+    for path in paths + watchlist.keys:
+        try:
+            armored = read_public_key(path)
+        except SignatureSourceError as e:
+            report.not_checked(str(e))
+            continue
+        primary = openpgp_primary_key(armored)
+        if primary is None:
+            report.not_checked('%s holds no OpenPGP public key' % path)
+            continue
+        key = keys.setdefault(primary, WatchedKey(armored, primary, openpgp_fingerprint(armored)))
+        if path not in key.files:
+            key.files.append(path)
+    return list(keys.values())
+
+
+def match_fingerprints(watchlist, keys, report):
+    """Rekor's index is searched by key, never by fingerprint: a watched
+    fingerprint is checked only if one of the keys we have is its key."""
+    ours = {key.fingerprint: key for key in keys if key.fingerprint}
+    for fingerprint in watchlist.fingerprints:
+        key = ours.get(fingerprint)
+        report.watchlist.append({'fingerprint': fingerprint, 'key': key.name if key else None,
+                                 'files': key.files if key else []})
+        if key is None:
+            report.not_checked(
+                'fingerprint %s: no public key for it, so the log cannot be searched for it; '
+                "add its armored public key to the watchlist's keys or to public_key_dir"
+                % fingerprint)
+
+
+def check_tree_heads(view):
+    """Verify the signed head of the active tree and of each inactive shard
+    and prove it consistent with the one kept; notice any tree seen before
+    that the log no longer lists. Only the signed checkpoint counts: the
+    treeSize and rootHash beside it are unsigned."""
+    info = view.client.log_info()
+    shards = [(info, True)] + [(shard, False) for shard in info.get('inactiveShards') or []]
+    listed = set()
+    for shard, active in shards:
+        tree_id, note = tree_head_fields(shard)
+        listed.add(tree_id)
+        try:
+            checkpoint = verify_checkpoint(note, view.key, view.settings.origin_host, tree_id)
+        except VerificationError as e:
+            view.report.finding('bad tree head', 'tree %d: its signed tree head does not verify: %s'
+                                % (tree_id, e))
+            continue
+        check_tree_head(view, tree_id, checkpoint, active)
+    for tree_id, size in kept_tree_heads(view.state, view.key):
+        if tree_id not in listed:
+            view.report.finding('tree missing', 'tree %d, seen before at size %d, is not listed by '
+                                'the log any more, neither active nor inactive' % (tree_id, size))
+
+
+def tree_head_fields(shard):
+    try:
+        return int(shard['treeID']), shard['signedTreeHead']
+    except (KeyError, TypeError, ValueError):
+        raise RekorUnavailable('malformed log info from Rekor: a tree without a treeID '
+                               'or signedTreeHead')
+
+
+def check_tree_head(view, tree_id, checkpoint, active):
+    """A signed tree head against the one kept for its tree: a tree that
+    shrank, or one not provably consistent with it, is a finding."""
+    before = saved_tree_head(view.state, view.key, tree_id)
+    tree = {'tree_id': str(tree_id), 'active': active, 'size': checkpoint.size,
+            'root_hash': checkpoint.root_hash.hex(), 'size_before': before and before[0]}
+    view.report.trees.append(tree)
+    if before and before[0] > checkpoint.size:
+        tree['status'] = 'shrank'
+        view.heads[(tree_id, checkpoint.size, checkpoint.root_hash)] = False
+        try:
+            check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
+                              checkpoint.root_hash, checkpoint.text)
+            how = 'an older view, which the log still proves the newer one extends'
+        except (VerificationError, RekorRejected) as e:
+            how = 'and the log cannot prove it consistent with the one seen before: %s' % e
+        view.report.finding('tree shrank', 'tree %d shrank: the log signs size %d now, size %d '
+                            'was seen before (%s)' % (tree_id, checkpoint.size, before[0], how))
+        return
+    tree['status'] = ('first seen' if before is None else 'unchanged'
+                      if before == (checkpoint.size, checkpoint.root_hash) else 'grew')
+    if not prove_consistent(view, tree_id, checkpoint):
+        tree['status'] = 'inconsistent'
+
+
+def prove_consistent(view, tree_id, checkpoint):
+    """check_consistency once per tree head and run; a failure is a split
+    view, whether the proof fails or the log refuses to give one."""
+    head = (tree_id, checkpoint.size, checkpoint.root_hash)
+    if head not in view.heads:
+        try:
+            check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
+                              checkpoint.root_hash, checkpoint.text)
+            view.heads[head] = True
+        except VerificationError as e:
+            view.heads[head] = False
+            view.report.finding('split view', 'tree %d: %s' % (tree_id, e))
+        except RekorRejected as e:
+            view.heads[head] = False
+            view.report.finding('split view', 'tree %d: split view: the log refuses to prove its '
+                                'tree of size %d consistent with the tree head seen before: %s'
+                                % (tree_id, checkpoint.size, e))
+    return view.heads[head]
+
+
+def kept_tree_heads(state, key):
+    """(tree ID, size) of every tree head kept for the log."""
+    directory = checkpoint_dir(state, key)
+    heads = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        stem, _, suffix = name.partition('.')
+        if suffix == 'json' and stem.isdigit():
+            heads.append((int(stem), saved_tree_head(state, key, int(stem))[0]))
+    return heads
+
+
+def receipt_hashes(topdir, report):
+    """The sha256 of every RPM with a receipt under <topdir>/rekor-logs."""
+    hashes, unreadable = set(), 0
+    for directory, subdirs, files in os.walk(os.path.join(topdir, RECEIPT_DIR)):
+        subdirs[:] = [d for d in subdirs if not d.startswith(('@', '.'))]
+        for name in files:
+            if name.endswith('.json') and not name.startswith('.'):
+                try:
+                    hashes.add(read_json(os.path.join(directory, name))['sha256'])
+                except (OSError, ValueError, KeyError, TypeError):
+                    unreadable += 1
+    report.receipts = len(hashes)
+    if unreadable:
+        report.note('%d receipts under %s could not be read; an entry of theirs would be '
+                    'reported as having none' % (unreadable, os.path.join(topdir, RECEIPT_DIR)))
+    return hashes
+
+
+ENTRY_COUNTS = ('entries', 'rpm_with_receipt', 'rpm_without_receipt', 'other_kind',
+                'unverified', 'not_returned', 'other_key')
+
+
+def check_key_entries(view, key, receipts):
+    """Every entry the log's index lists for one of our keys, fetched a
+    batch at a time and verified; each one this Koji did not make is a
+    finding."""
+    found = view.client.search_index({'publicKey': {
+        'format': 'pgp', 'content': base64.b64encode(key.armored).decode()}})
+    ids = list(dict.fromkeys(entry_id.lower() for entry_id in found))
+    counts = dict.fromkeys(ENTRY_COUNTS, 0)
+    counts['entries'] = len(ids)
+    view.report.keys.append({'key': key.name, 'fingerprint': key.fingerprint,
+                             'files': key.files, 'counts': counts})
+    returned = set()
+    if not ids:
+        view.report.progress.update('checked 0/0 entries for key %s' % key.name, done=True)
+    for start in range(0, len(ids), RETRIEVE_BATCH):
+        for entry_id, entry in view.client.retrieve_entries(ids[start:start + RETRIEVE_BATCH]):
+            if entry_id.lower() not in returned:
+                returned.add(entry_id.lower())
+                check_key_entry(view, key, entry_id, entry, receipts, counts)
+        done = min(start + RETRIEVE_BATCH, len(ids))
+        view.report.progress.update('checked %d/%d entries for key %s' % (done, len(ids), key.name),
+                                    done=done == len(ids))
+    uuids = {entry_id[-64:] for entry_id in returned}
+    counts['not_returned'] = sum(1 for i in ids if i not in returned and i not in uuids)
+    if counts['not_returned']:
+        view.report.note('key %s: the index lists %d entries the log did not return (the index '
+                         'is not part of what the log signs)' % (key.name, counts['not_returned']))
+    if counts['other_key']:
+        view.report.note('key %s: the index lists %d entries made with another key'
+                         % (key.name, counts['other_key']))
+
+
+def check_key_entry(view, key, entry_id, entry, receipts, counts):
+    try:
+        verified = verify_log_entry(entry_id, entry, view.key, view.settings.origin_host)
+    except VerificationError as e:
+        counts['unverified'] += 1
+        view.report.finding('unverified entry', 'key %s: entry %s does not verify: %s'
+                            % (key.name, entry_id, e))
+        return
+    prove_consistent(view, verified.tree_id, verified.checkpoint)
+    body = verified.body
+    logged_keys = body_public_keys(body)
+    if logged_keys and key.primary not in logged_keys:
+        counts['other_key'] += 1
+        return
+    where = 'entry %s (log index %d, integrated %s)' % (
+        verified.entry_id, verified.log_index,
+        time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(verified.integrated_time)))
+    if body.get('kind') != 'rpm':
+        counts['other_kind'] += 1
+        view.report.finding('other kind', 'key %s: %s %s is made with our key; this Koji makes '
+                            'only rpm entries' % (key.name, body.get('kind'), where))
+        return
+    package = (body.get('spec') or {}).get('package') or {}
+    sha256 = (package.get('hash') or {}).get('value')
+    if sha256 in receipts:
+        counts['rpm_with_receipt'] += 1
+        return
+    counts['rpm_without_receipt'] += 1
+    view.report.finding('rpm without receipt', 'key %s: rpm %s logs %s sha256:%s, which has no '
+                        'receipt under %s: an RPM signed with our key that this Koji did not log'
+                        % (key.name, where, logged_nvra(package), sha256,
+                           os.path.join(view.report.topdir, RECEIPT_DIR)))
+
+
+def body_public_keys(body):
+    """The OpenPGP primary keys an entry body names: spec.publicKey (rpm,
+    alpine) or spec.signature.publicKey (rekord)."""
+    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
+    signature = spec.get('signature') if isinstance(spec.get('signature'), dict) else {}
+    keys = []
+    for holder in (spec.get('publicKey'), signature.get('publicKey')):
+        if isinstance(holder, dict) and isinstance(holder.get('content'), str):
+            try:
+                primary = openpgp_primary_key(base64.b64decode(holder['content'], validate=True))
+            except binascii.Error:
+                primary = None
+            if primary:
+                keys.append(primary)
+    return keys
+
+
+def logged_nvra(package):
+    headers = package.get('headers') or {}
+    return '%s-%s-%s.%s' % tuple(headers.get(name, '?') for name in
+                                 ('Name', 'Version', 'Release', 'Architecture'))
+
+
+TREE_STATUS = {'first seen': 'first seen', 'unchanged': 'unchanged since seen before',
+               'grew': 'grew from size %(size_before)s, proved consistent',
+               'shrank': 'SHRANK from size %(size_before)s',
+               'inconsistent': 'NOT consistent with the tree head seen before'}
+
+
+def format_report(report):
+    lines = ['Rekor log %s (logID %s)' % (report.url, report.log_id or 'unknown')]
+    for tree in report.trees:
+        lines.append('  tree %s (%s): size %d, root %s: %s' % (
+            tree['tree_id'], 'active' if tree['active'] else 'inactive', tree['size'],
+            tree['root_hash'], TREE_STATUS[tree['status']] % tree))
+    if report.receipts is not None:
+        lines.append('Receipts: %d under %s' % (report.receipts,
+                                                os.path.join(report.topdir, RECEIPT_DIR)))
+    if report.keys:
+        lines.append("Keys (the entries the log's index lists for each):")
+    for key in report.keys:
+        counts = key['counts']
+        detail = ', '.join('%s %d' % (name.replace('_', ' '), counts[name])
+                           for name in ENTRY_COUNTS[1:] if counts[name])
+        lines.append('  key %s (%s): %d entries%s' % (key['key'], ', '.join(key['files']),
+                                                     counts['entries'],
+                                                     ': ' + detail if detail else ''))
+    if report.watchlist:
+        lines.append('Watchlist:')
+    for item in report.watchlist:
+        lines.append('  fingerprint %s: %s' % (
+            item['fingerprint'], 'key %s' % item['key'] if item['key'] else 'NOT CHECKABLE'))
+    for title, items in (('Notes', report.notes), ('Not checked', report.unchecked),
+                         ('FINDINGS', [f['message'] for f in report.findings])):
+        if items:
+            lines.append('%s:' % title)
+            lines += ['  - %s' % item for item in items]
+    if report.findings:
+        result = '%d finding%s' % (len(report.findings), 's' if len(report.findings) > 1 else '')
+    elif report.unchecked:
+        result = 'nothing found, but not everything could be checked'
+    else:
+        result = 'OK, nothing found'
+    lines.append('Result: %s (exit %d)' % (result, report.status))
+    return '\n'.join(lines) + '\n'
+
+
+# ---------------------------------------------------------------------------
+# Backfill: koji-rekor backfill
+#
+# Signatures Koji imported before the plugin was enabled (or while it was
+# off) are in the sigcache only. Each one without a receipt is logged
+# exactly as the plugin logs it; a rerun skips what has receipts.
+# ---------------------------------------------------------------------------
+
+SIGHDR_SUFFIX = '.rpm.sig'
+BACKFILL_COUNTS = ('logged', 'already in the log', 'failed', 'unknown key',
+                   'skipped', 'queued', 'ignored')
+
+
+@dataclass
+class StoredSignature:
+    """A signature header in the sigcache, and the dicts Koji would hand the
+    plugin for it, as far as the path tells them."""
+    build: dict
+    rpminfo: dict
+    sigkey: str
+    path: str
+
+    @property
+    def nvra(self):
+        return nvra_of(self.rpminfo)
+
+
+def stored_signatures(topdir):
+    """Every signature header in every volume's sigcache, once per RPM and
+    sigkey; and (path, reason) for files not where Koji would keep them.
+
+    Other volumes come first: Koji links a build on another volume from the
+    default one, and the build is then named with its own volume.
+    """
+    import glob
+    found, ignored, seen = [], [], set()
+    pattern = os.path.join('*', '*', '*', 'data', 'sigcache', '*', '*', '*' + SIGHDR_SUFFIX)
+    for volume, packages in volume_packages(topdir):
+        for path in sorted(glob.glob(os.path.join(glob.escape(packages), pattern))):
+            try:
+                signature = stored_signature(volume, packages, path)
+            except ValueError as e:
+                ignored.append((path, str(e)))
+                continue
+            identity = (signature.nvra, signature.sigkey)
+            if identity not in seen:
+                seen.add(identity)
+                found.append(signature)
+    return sorted(found, key=lambda s: (s.nvra, s.sigkey)), ignored
+
+
+def volume_packages(topdir):
+    """(volume name, packages directory): vol/<name>/packages for each other
+    volume, then the default volume's."""
+    voldir = os.path.join(topdir, 'vol')
+    names = sorted(n for n in os.listdir(voldir) if not n.startswith('.')) \
+        if os.path.isdir(voldir) else []
+    return [(name, os.path.join(voldir, name, 'packages')) for name in names] \
+        + [('DEFAULT', os.path.join(topdir, 'packages'))]
+
+
+def stored_signature(volume, packages, path):
+    """The build and rpm of a sigcache file from its path:
+    <packages>/N/V/R/data/sigcache/<sigkey>/<arch>/<rpm nvra>.rpm.sig. The
+    RPM's name comes from the file (a subpackage's is not the build's), and
+    koji.pathinfo must give back this very path."""
+    name, version, release, _, _, sigkey, arch, filename = \
+        os.path.relpath(path, packages).split(os.sep)
+    try:
+        parsed = koji.parse_NVRA(filename[:-len('.sig')])
+    except koji.GenericError:
+        raise ValueError('not <name>-<version>-<release>.<arch>%s' % SIGHDR_SUFFIX)
+    build = {'name': name, 'version': version, 'release': release, 'volume_name': volume}
+    rpminfo = {'name': parsed['name'], 'version': parsed['version'],
+               'release': parsed['release'], 'arch': parsed['arch'], 'epoch': None}
+    expected = os.path.join(koji.pathinfo.build(build), koji.pathinfo.sighdr(rpminfo, sigkey))
+    if os.path.normpath(expected) != os.path.normpath(path):
+        raise ValueError('not where Koji keeps it (koji.pathinfo gives %s)' % expected)
+    return StoredSignature(build, rpminfo, sigkey, path)
+
+
+def sort_signatures(settings, topdir, signatures, counts):
+    """The signatures to log: those with neither a receipt nor a record in
+    the outbox (the worker logs those) whose public key we have. Returns
+    (to log, [(signature, why the key is unknown)])."""
+    todo, unknown = [], []
+    for signature in signatures:
+        if os.path.exists(receipt_path(topdir, signature.rpminfo, signature.sigkey)):
+            counts['skipped'] += 1
+        elif queued_in_outbox(topdir, signature):
+            counts['queued'] += 1
+        else:
+            try:
+                public_key_file(settings, signature.sigkey)
+                todo.append(signature)
+            except SignatureSourceError as e:
+                counts['unknown key'] += 1
+                unknown.append((signature, str(e)))
+    return todo, unknown
+
+
+def queued_in_outbox(topdir, signature):
+    stem = os.path.join(outbox_dir(topdir), record_name(signature.rpminfo, signature.sigkey))
+    return os.path.exists(stem + COMMITTED) or os.path.exists(stem + UNCOMMITTED)
+
+
+def backfill_one(settings, topdir, signature):
+    """Log one stored signature as the plugin does; runs in a worker thread
+    (log_signature makes a RekorClient of its own for each call)."""
+    outcome = log_signature(settings, signature.build, signature.rpminfo, signature.sigkey,
+                            topdir)
+    write_receipt(settings, topdir, signature.rpminfo, signature.sigkey, outcome.receipt)
+    return outcome
+
+
+def backfill(settings, topdir, todo, jobs, counts, progress):
+    """Log each signature with at most jobs at a time; returns the failures
+    as (signature, cause)."""
+    import concurrent.futures
+    failures = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    futures = {pool.submit(backfill_one, settings, topdir, s): s for s in todo}
+    try:
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            signature = futures[future]
+            progress.clear()
+            try:
+                outcome = future.result()
+            except Exception as e:
+                cause = failure_cause(e)
+                counts['failed'] += 1
+                failures.append((signature, cause))
+                LOG.error('rekor_log: failed %s sigkey %s: %s', signature.nvra, signature.sigkey,
+                          cause, exc_info=None if isinstance(e, RekorLogError) else e)
+            else:
+                counts['logged' if outcome.created else 'already in the log'] += 1
+                log_outcome(signature.nvra, signature.sigkey, outcome)
+            progress.update('backfill: %d/%d signatures (%s)' % (
+                done, len(todo), ', '.join('%s %d' % (k, counts[k]) for k in BACKFILL_COUNTS[:3])),
+                done=done == len(todo))
+    finally:
+        # On an interrupt, what has not started is dropped; a rerun finds it.
+        for future in futures:
+            future.cancel()
+        pool.shutdown(wait=True)
+    return failures
+
+
+def backfill_summary(counts, would_log=None):
+    """The last line of a backfill; would_log: what a dry run would log."""
+    if would_log is None:
+        parts = ['logged %d' % counts['logged'],
+                 'already in the log %d' % counts['already in the log'],
+                 'failed %d' % counts['failed']]
+    else:
+        parts = ['would log %d' % would_log]
+    parts += ['unknown key %d' % counts['unknown key'],
+              'skipped %d (receipt exists)' % counts['skipped']]
+    if counts['queued']:
+        parts.append('queued %d (in the outbox, for the worker)' % counts['queued'])
+    if counts['ignored']:
+        parts.append('ignored %d (not laid out as Koji does)' % counts['ignored'])
+    return ', '.join(parts)
+
+
+# ---------------------------------------------------------------------------
 # Command line: koji-rekor
 # ---------------------------------------------------------------------------
 
@@ -1519,7 +2317,6 @@ def default_topdir():
 
 def cmd_retry(args):
     import signal
-    import threading
     settings = load_config(args.config)
     topdir = args.topdir or default_topdir()
     if not os.path.isdir(topdir):
@@ -1539,6 +2336,70 @@ def cmd_retry(args):
             LOG.info('rekor_log: %s', summary_line(counts, topdir))
         stop.wait(settings.poll_interval)
     return 0
+
+
+def cmd_monitor(args):
+    settings = load_config(args.config)
+    topdir = args.topdir or default_topdir()
+    if not os.path.isdir(topdir):
+        raise UsageError('no such topdir: %s' % topdir)
+    watchlist = read_watchlist(args.watchlist) if args.watchlist else Watchlist()
+    progress = Progress()
+    report = monitor_log(settings, topdir, watchlist, progress)
+    progress.clear()
+    if args.json:
+        sys.stdout.write(json.dumps(report.as_json(), indent=2, sort_keys=True) + '\n')
+    else:
+        sys.stdout.write(format_report(report))
+    return report.status
+
+
+def cmd_backfill(args):
+    settings = load_config(args.config)
+    topdir = os.path.abspath(args.topdir or default_topdir())
+    if not os.path.isdir(topdir):
+        raise UsageError('no such topdir: %s' % topdir)
+    koji.pathinfo.topdir = topdir
+    if not settings.record_log_info:
+        LOG.warning('rekor_log: [upload] record_log_info is off: no receipts are written, so '
+                    'a rerun sends every signature again')
+    counts = dict.fromkeys(BACKFILL_COUNTS, 0)
+    signatures, ignored = stored_signatures(topdir)
+    counts['ignored'] = len(ignored)
+    todo, unknown = sort_signatures(settings, topdir, signatures, counts)
+    for path, reason in ignored:
+        print('ignored %s: %s' % (path, reason))
+    for signature, reason in unknown:
+        print('unknown key %s: %s (%s): %s' % (signature.sigkey, signature.nvra,
+                                               signature.path, reason))
+    if args.dry_run:
+        for signature in todo:
+            print('would log %s sigkey %s (%s)' % (signature.nvra, signature.sigkey,
+                                                   signature.path))
+        print(backfill_summary(counts, would_log=len(todo)))
+        return 0
+    if todo:
+        # Trust the log key once, before the workers, not once per thread.
+        client = RekorClient(settings)
+        try:
+            resolve_log_key(settings, client, state_dir(topdir))
+        finally:
+            client.close()
+    failures = backfill(settings, topdir, todo, args.jobs, counts, Progress())
+    for signature, cause in failures:
+        print('failed %s sigkey %s: %s' % (signature.nvra, signature.sigkey, cause))
+    print(backfill_summary(counts))
+    return 1 if failures else 0
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError('%r is not a positive whole number' % text)
+    return value
 
 
 def cli_settings(args):
@@ -1678,6 +2539,28 @@ def build_parser():
     retry.add_argument('--watch', action='store_true',
                        help='keep running: a pass every [upload] poll_interval seconds until stopped')
     retry.set_defaults(func=cmd_retry)
+
+    monitor = sub.add_parser(
+        'monitor', help="check the log's consistency and every entry made with our keys "
+                        '(for cron or a timer)')
+    monitor.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    monitor.add_argument('--watchlist', metavar='FILE.yaml',
+                         help='YAML file of further keys and fingerprints to watch')
+    monitor.add_argument('--topdir',
+                         help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    monitor.add_argument('--json', action='store_true', help='print the report as JSON')
+    monitor.set_defaults(func=cmd_monitor)
+
+    backfill = sub.add_parser('backfill',
+                              help='log the signatures in the topdir that have no receipt')
+    backfill.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    backfill.add_argument('--topdir',
+                          help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    backfill.add_argument('--dry-run', action='store_true',
+                          help='list what would be logged, send nothing')
+    backfill.add_argument('--jobs', type=positive_int, default=2, metavar='N',
+                          help='upload N signatures at a time (default: 2)')
+    backfill.set_defaults(func=cmd_backfill)
     return parser
 
 
