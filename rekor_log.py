@@ -1320,14 +1320,18 @@ def mark_committed(uncommitted_path):
     return path
 
 
-def set_aside(path, folder, reason):
-    """Move a record out of the queue, with the reason, to be looked at."""
-    record = read_json(path) or {}
-    record['set_aside'] = {'reason': reason, 'time': int(time.time())}
+def set_aside(path, record, folder, reason):
+    """Move a record out of the queue, with the reason, to be looked at.
+
+    The rename comes first: if a hub committed the record meanwhile, the
+    rename fails and the record stays where the hub put it.
+    """
     target = os.path.join(os.path.dirname(path), folder,
                           os.path.basename(path).replace(UNCOMMITTED, COMMITTED))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.rename(path, target)
+    record['set_aside'] = {'reason': reason, 'time': int(time.time())}
     write_record(target, record)
-    os.unlink(path)
 
 
 @contextlib.contextmanager
@@ -1338,9 +1342,14 @@ def claimed(path):
     The lock is on the record file itself, and the path is checked to still
     name the locked file, since updates replace the file.
     """
+    in_process = thread_lock(path)
+    if not in_process.acquire(blocking=False):
+        yield None
+        return
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
+        in_process.release()
         yield None
         return
     try:
@@ -1353,9 +1362,26 @@ def claimed(path):
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
-        yield read_json(path) if same else None
+        yield read_locked_record(fd) if same else None
     finally:
         os.close(fd)
+        in_process.release()
+
+
+def read_locked_record(fd):
+    """Read a record through the descriptor that holds its lock: closing any
+    other descriptor of the file would drop this process's POSIX locks."""
+    chunks, offset = [], 0
+    while True:
+        chunk = os.pread(fd, 65536, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    try:
+        return json.loads(b''.join(chunks))
+    except ValueError:
+        return None
 
 
 def deliver(settings, topdir, path, record):
@@ -1373,7 +1399,7 @@ def deliver(settings, topdir, path, record):
     except Exception as e:
         cause = failure_cause(e)
         if getattr(e, 'permanent', False):
-            set_aside(path, 'rejected', cause)
+            set_aside(path, record, 'rejected', cause)
             LOG.error('rekor_log: failed %s sigkey %s (for good, set aside in rejected/): %s',
                       nvra, sigkey, cause)
             return 'rejected'
@@ -1385,7 +1411,8 @@ def deliver(settings, topdir, path, record):
         LOG.error('rekor_log: failed %s sigkey %s (attempt %d, kept in the outbox): %s',
                   nvra, sigkey, record['attempts'], cause)
         return 'failed'
-    os.unlink(path)
+    with contextlib.suppress(FileNotFoundError):  # set aside by an admin meanwhile
+        os.unlink(path)
     return 'logged'
 
 
@@ -1444,6 +1471,20 @@ def rpm_signed(cbtype, *args, **kws):
         pending.append(path)
 
 
+def reclaim_rolled_back(uncommitted):
+    """A worker judged this request dead (it outlived COMMIT_GRACE) and set
+    its record aside as rolled back; Koji has now committed it: take it back."""
+    name = os.path.basename(uncommitted)[:-len(UNCOMMITTED)] + COMMITTED
+    outbox = os.path.dirname(uncommitted)
+    try:
+        os.rename(os.path.join(outbox, 'rolled-back', name), os.path.join(outbox, name))
+    except FileNotFoundError:
+        return None
+    LOG.warning('rekor_log: %s was set aside as rolled back, but Koji committed it: queued again',
+                name)
+    return os.path.join(outbox, name)
+
+
 def pending_records():
     """The records queued in this hub request (Koji's request context)."""
     from koji.context import context
@@ -1464,11 +1505,11 @@ def signatures_committed(cbtype, *args, **kws):
         uncommitted = paths.pop(0)
         try:
             path = mark_committed(uncommitted)
-        except OSError as e:
-            # Only a worker that judged the request dead could have moved
-            # it; the record is wherever that worker put it.
-            LOG.error('rekor_log: cannot commit %s: %s', uncommitted, e.strerror or e)
-            continue
+        except FileNotFoundError:
+            path = reclaim_rolled_back(uncommitted)
+            if path is None:
+                LOG.error('rekor_log: cannot commit %s: the record is gone', uncommitted)
+                continue
         if settings.queue_only:
             LOG.info('rekor_log: queued %s sigkey %s for the worker', *record_identity(path))
             continue
@@ -1533,9 +1574,10 @@ def resolve_uncommitted(settings, path, counts):
         if known is None:
             counts['unconfirmed'] += 1
         elif known:
-            mark_committed(path)
+            with contextlib.suppress(FileNotFoundError):  # the hub committed it meanwhile
+                mark_committed(path)
         else:
-            set_aside(path, 'rolled-back', 'Koji has no such signature: the import '
+            set_aside(path, record, 'rolled-back', 'Koji has no such signature: the import '
                       'that queued it was rolled back')
             LOG.warning('rekor_log: rolled back %s sigkey %s: Koji has no such signature, '
                         'set aside in rolled-back/', record['nvra'], record['sigkey'])
@@ -1550,7 +1592,7 @@ def drain_outbox(settings, topdir, limit=None, now=False):
     names = sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []
     for name in names:
         path = os.path.join(outbox, name)
-        if name.endswith(UNCOMMITTED) and os.path.getmtime(path) < time.time() - COMMIT_GRACE:
+        if name.endswith(UNCOMMITTED) and age(path) > COMMIT_GRACE:
             resolve_uncommitted(settings, path, counts)
     done = 0
     for name in sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []:
@@ -1568,6 +1610,14 @@ def drain_outbox(settings, topdir, limit=None, now=False):
                 counts[deliver(settings, topdir, path, record)] += 1
                 done += 1
     return counts
+
+
+def age(path):
+    """Seconds since a record was written; 0 once a hub has moved it."""
+    try:
+        return time.time() - os.path.getmtime(path)
+    except FileNotFoundError:
+        return 0
 
 
 def outbox_left(topdir):

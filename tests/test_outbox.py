@@ -457,10 +457,27 @@ def test_an_old_uncommitted_record_is_resolved_by_asking_koji(world, sigs, koji_
     assert world.account(imported) == where
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'drain_outbox() lists the outbox, then calls os.path.getmtime() on each .uncommitted '
-    'name; a hub request that commits (renames) one of them in between makes getmtime '
-    'raise FileNotFoundError, which kills the worker (exit 1, traceback; --watch dies too)'))
+def test_a_request_that_outlives_the_grace_takes_its_record_back_at_commit(world, sigs,
+                                                                           koji_hub, plugin_log):
+    """A worker judged the request dead and set its record aside as rolled
+    back, because Koji did not have the signature yet; then Koji commits."""
+    imported = sigs[0]
+    world.configure(koji_server=koji_hub.url)
+    context._threadclear()
+    try:
+        koji.plugin.run_callbacks('postRPMSign', sigkey=imported.sigkey, sighash=imported.sighash,
+                                  build=imported.build, rpm=imported.rpm)
+        world.age(imported)
+        done = world.retry()
+        assert (done.returncode, done.summary) == (0, 'rolled back 1; 0 left in the outbox')
+        koji.plugin.run_callbacks('postCommit')
+    finally:
+        context._threadclear()
+    assert world.account(imported) == {imported.name: 'receipt'}
+    assert world.posts() == 1
+    assert 'but Koji committed it: queued again' in plugin_log.text
+
+
 def test_a_hub_committing_while_the_worker_resolves_does_not_crash_it(world, sigs, koji_hub):
     world.configure(koji_server=koji_hub.url, timeout=10)
     old, young = sigs[2], sigs[0]   # alpha-... sorts before hello-...
@@ -913,10 +930,6 @@ def test_concurrent_workers_log_each_record_once(world, sigs):
     assert world.posts() == world.posts(201) + world.posts(409)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'claimed() locks the record with fcntl.lockf, then read_json() opens and closes '
-    'the same file, and closing any descriptor of a file drops all of the process\'s '
-    'POSIX locks on it: the record is unlocked while it is being delivered'))
 def test_a_record_held_by_one_process_is_skipped_by_another(world, sigs):
     world.configure(queue_only=True)
     imported = sigs[0]
@@ -931,10 +944,6 @@ def test_a_record_held_by_one_process_is_skipped_by_another(world, sigs):
         assert (done.returncode, done.summary) == (0, 'busy 1; 1 left in the outbox')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'the claim on a record is lost as soon as it is read (see above): a second worker '
-    'uploads the record the first one is uploading, and whichever finishes second '
-    'crashes in deliver() on os.unlink(path) with FileNotFoundError, exit 1'))
 def test_a_worker_leaves_alone_the_record_another_worker_is_uploading(world, sigs):
     world.configure(queue_only=True, timeout=20)
     world.sign(*sigs[:4])
