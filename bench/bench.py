@@ -177,19 +177,16 @@ def proc_write_bytes():
 def child_plugin(args):
     """postRPMSign + postCommit as the hub fires them."""
     import koji
-    import koji.plugin
-    from koji.context import context
+    import hubsim
     info, conf = load_child_inputs(args)
     koji.pathinfo.topdir = info['topdir']
-    plugin = load_plugin(conf)
+    plugin, _ = hubsim.load_plugin(conf)
     receipt_dir = os.path.join(info['topdir'], 'rekor-logs')
     shutil.rmtree(receipt_dir, ignore_errors=True)
     written = proc_write_bytes()
     start = time.perf_counter()
-    koji.plugin.run_callbacks('postRPMSign', **info['callback'])
-    koji.plugin.run_callbacks('postCommit')
+    hubsim.hub_request([info['callback']])
     seconds = time.perf_counter() - start
-    context._threadclear()
     receipts = [f for _, _, files in os.walk(receipt_dir) for f in files
                 if f.endswith('.%s.json' % info['callback']['sigkey'])]
     if not receipts:
@@ -235,17 +232,6 @@ def load_child_inputs(args):
     return info, args.conf
 
 
-def load_plugin(conf):
-    import koji.plugin
-    module = koji.plugin.PluginTracker(path=[ROOT]).load('rekor_log')
-    module.CONFIG_FILE = conf
-    for value in vars(module).values():
-        if callable(value) and not isinstance(value, type):
-            for cbtype in getattr(value, 'callbacks', None) or ():
-                koji.plugin.register_callback(cbtype, value)
-    return module
-
-
 def write_conf(path, rekor, info, queue_only=False):
     with open(path, 'w') as fo:
         fo.write('[rekor]\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
@@ -271,19 +257,15 @@ def run_curl(url, body):
 def child_queue(args):
     """Median time postRPMSign + postCommit add when the hub only queues."""
     import koji
-    import koji.plugin
-    from koji.context import context
+    import hubsim
     info, conf = load_child_inputs(args)
     koji.pathinfo.topdir = info['topdir']
-    load_plugin(conf)
+    hubsim.load_plugin(conf)
     times = []
     for _ in range(args.runs):
-        context._threadclear()
         start = time.perf_counter()
-        koji.plugin.run_callbacks('postRPMSign', **info['callback'])
-        koji.plugin.run_callbacks('postCommit')
+        hubsim.hub_request([info['callback']])
         times.append(time.perf_counter() - start)
-    context._threadclear()
     shutil.rmtree(os.path.join(info['topdir'], 'rekor-logs', '@outbox'), ignore_errors=True)
     print(json.dumps({'median': statistics.median(times), 'max': max(times)}))
 

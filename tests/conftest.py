@@ -10,10 +10,9 @@ import sys
 import textwrap
 
 import koji
-import koji.plugin
 import pytest
-from koji.context import context
 
+import hubsim
 import rpmfactory
 from rekor_server import RekorServer
 
@@ -100,20 +99,8 @@ class Hub:
         self.module.CONFIG = None
 
     def sign(self, *imports, commit=True, **overrides):
-        """One hub request importing signatures: postRPMSign for each, as
-        add_rpm_sig fires it, then postCommit if the transaction commits
-        (kojixmlrpc skips it on rollback), in a fresh request context."""
-        context._threadclear()
-        try:
-            for imported in imports:
-                kws = dict(sigkey=imported.sigkey, sighash=imported.sighash,
-                           build=imported.build, rpm=imported.rpm)
-                kws.update(overrides)
-                koji.plugin.run_callbacks('postRPMSign', **kws)
-            if commit:
-                koji.plugin.run_callbacks('postCommit')
-        finally:
-            context._threadclear()
+        """One hub request importing these signatures (see hubsim)."""
+        hubsim.hub_request(imports, commit=commit, **overrides)
 
     def outbox(self):
         path = koji.pathinfo.topdir + '/rekor-logs/@outbox'
@@ -121,26 +108,12 @@ class Hub:
                       and n.endswith(('.json', '.uncommitted'))) if os.path.isdir(path) else []
 
 
-def register_like_the_hub(module):
-    """kojixmlrpc's HandlerRegistry.register_plugin, for callbacks."""
-    registered = []
-    for value in vars(module).values():
-        if isinstance(value, type) or not callable(value):
-            continue
-        for cbtype in getattr(value, 'callbacks', None) or ():
-            koji.plugin.register_callback(cbtype, value)
-            registered.append((cbtype, value))
-    return registered
-
-
 @pytest.fixture
 def hub(tmp_path, topdir):
-    tracker = koji.plugin.PluginTracker(path=[ROOT])
-    module = tracker.load('rekor_log', reload=True)
-    registered = register_like_the_hub(module)
-    yield Hub(module, tmp_path / 'rekor_log.conf')
-    for cbtype, func in registered:
-        koji.plugin.callbacks[cbtype].remove(func)
+    conf = tmp_path / 'rekor_log.conf'
+    module, registered = hubsim.load_plugin(conf)
+    yield Hub(module, conf)
+    hubsim.unregister(registered)
 
 
 @pytest.fixture

@@ -27,23 +27,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+import hubsim  # noqa: E402
 import rpmfactory  # noqa: E402
 from rekor_server import RekorServer  # noqa: E402
 
 
 def step(text):
     print('\n== %s' % text, flush=True)
-
-
-def load_plugin(conf_path):
-    """Load and register the plugin as the hub does (kojixmlrpc)."""
-    module = koji.plugin.PluginTracker(path=[ROOT]).load('rekor_log')
-    module.CONFIG_FILE = conf_path
-    for value in vars(module).values():
-        if callable(value) and not isinstance(value, type):
-            for cbtype in getattr(value, 'callbacks', None) or ():
-                koji.plugin.register_callback(cbtype, value)
-    return module
 
 
 def run(work):
@@ -78,7 +68,7 @@ def run(work):
 
         step('The hub fires postRPMSign inside its transaction: the signature is queued')
         koji.pathinfo.topdir = topdir
-        load_plugin(conf)
+        hubsim.load_plugin(conf)
         koji.plugin.run_callbacks('postRPMSign', sigkey=imported.sigkey,
                                   sighash=imported.sighash, build=imported.build,
                                   rpm=imported.rpm)

@@ -18,26 +18,11 @@ arguments. Log messages of the plugin go to stderr.
 import argparse
 import json
 import logging
-import os
 import sys
 
 import koji
-import koji.plugin
-from koji.context import context
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_plugin(conf):
-    module = koji.plugin.PluginTracker(path=[ROOT]).load('rekor_log')
-    module.CONFIG_FILE = conf
-    module.CONFIG = None
-    for value in vars(module).values():
-        if isinstance(value, type) or not callable(value):
-            continue
-        for cbtype in getattr(value, 'callbacks', None) or ():
-            koji.plugin.register_callback(cbtype, value)
-    return module
+import hubsim
 
 
 def one_line_cause(exc):
@@ -65,21 +50,12 @@ def main(argv=None):
         with open(path) as fo:
             imports.append(json.load(fo))
     koji.pathinfo.topdir = args.topdir
-    load_plugin(args.conf)
-
-    context._threadclear()
+    hubsim.load_plugin(args.conf)
     try:
-        for imported in imports:
-            koji.plugin.run_callbacks('postRPMSign', sigkey=imported['sigkey'],
-                                      sighash=imported['sighash'], build=imported['build'],
-                                      rpm=imported['rpm'])
-        if not args.no_commit:
-            koji.plugin.run_callbacks('postCommit')
+        hubsim.hub_request(imports, commit=not args.no_commit)
     except koji.CallbackError as e:
         print(one_line_cause(e), flush=True)
         return 1
-    finally:
-        context._threadclear()
     return 0
 
 
