@@ -638,6 +638,16 @@ def hash_children(left, right):
     return hashlib.sha256(b'\x01' + left + right).digest()
 
 
+def shift_past_right_edge(fn, sn):
+    """RFC 9162, sections 2.1.3.2 (step 4.b.ii) and 2.1.4.2 (step 6.b.iii):
+    if LSB(fn) is not set, right-shift fn and sn equally until LSB(fn) is
+    set or fn is 0."""
+    while not fn & 1 and fn != 0:
+        fn >>= 1
+        sn >>= 1
+    return fn, sn
+
+
 def root_from_inclusion_proof(index, size, leaf_hash, proof):
     """RFC 9162, section 2.1.3.2: the root a leaf's inclusion proof leads to."""
     if index < 0:
@@ -652,9 +662,7 @@ def root_from_inclusion_proof(index, size, leaf_hash, proof):
             raise VerificationError('inclusion proof: too many hashes')
         if fn & 1 or fn == sn:
             r = hash_children(p, r)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
+            fn, sn = shift_past_right_edge(fn, sn)
         else:
             r = hash_children(r, p)
         fn >>= 1
@@ -691,9 +699,7 @@ def verify_consistency(first_size, second_size, first_root, second_root, proof):
         if fn & 1 or fn == sn:
             fr = hash_children(c, fr)
             sr = hash_children(c, sr)
-            while not fn & 1 and fn != 0:
-                fn >>= 1
-                sn >>= 1
+            fn, sn = shift_past_right_edge(fn, sn)
         else:
             sr = hash_children(sr, c)
         fn >>= 1
