@@ -288,7 +288,13 @@ def signed_rpm_from_file(path):
     sigkey = sighdr_key(sighdr, path)
     if not sigkey:
         raise SourceGone('%s is not signed' % path)
-    return SignedRpm(os.path.basename(path), sigkey, path, sighdr, spliced=False)
+    try:
+        # src_arch: a source RPM's arch is 'src', as Koji names it.
+        nvra = nvra_of(koji.get_header_fields(path, ['name', 'version', 'release', 'arch'],
+                                              src_arch=True))
+    except Exception as e:
+        raise SourceGone('not a readable RPM: %s: %s' % (path, e))
+    return SignedRpm(nvra, sigkey, path, sighdr, spliced=False)
 
 
 def read_sighdr_of_rpm(path):

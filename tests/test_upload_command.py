@@ -1,0 +1,98 @@
+"""koji-rekor upload: an RPM signed before the plugin was enabled, logged
+from the command line against the local Rekor-compatible log."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import rekor_log
+from conftest import ROOT
+
+ENTRIES = '/api/v1/log/entries'
+
+
+@pytest.fixture
+def conf(tmp_path, log_key_file):
+    path = tmp_path / 'rekor_log.conf'
+    path.write_text('[rekor]\nallow_insecure_http = true\nlog_public_key = %s\nretries = 0\n'
+                    % log_key_file)
+    return str(path)
+
+
+def upload(capsys, *args):
+    status = rekor_log.main(['upload'] + [str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_upload_logs_a_signed_rpm_and_writes_the_receipt(rekor, conf, signed_rpms, keys,
+                                                         tmp_path):
+    receipt_path = tmp_path / 'receipt.json'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'rekor_log', 'upload', signed_rpms[('ed25519', 'rpmv3')],
+         '--key', keys['ed25519'].path, '--config', conf, '--url', rekor.url,
+         '--topdir', str(tmp_path), '--receipt', str(receipt_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith('logged hello-1.0-1.noarch: log index 0, uuid ')
+    receipt = json.loads(receipt_path.read_text())
+    assert (receipt['nvra'], receipt['sigkey'], receipt['rekor_url']) == (
+        'hello-1.0-1.noarch', keys['ed25519'].sigkey, rekor.url)
+    assert rekor.count('POST', ENTRIES) == 1
+    # The receipt verifies offline with the same command line.
+    status = rekor_log.main(['verify', str(receipt_path), '--rpm',
+                             signed_rpms[('ed25519', 'rpmv3')], '--config', conf])
+    assert status == 0
+
+
+def test_upload_prints_the_receipt_without_receipt_option(rekor, conf, signed_rpms, keys,
+                                                          tmp_path, capsys):
+    status, out, err = upload(capsys, signed_rpms[('rsa', 'header')], '--key', keys['rsa'].path,
+                              '--config', conf, '--url', rekor.url, '--topdir', tmp_path)
+    assert status == 0
+    assert json.loads(out)['nvra'] == 'hello-1.0-1.noarch'
+
+
+def test_upload_again_uses_the_existing_entry(rekor, conf, signed_rpms, keys, tmp_path, capsys):
+    args = (signed_rpms[('rsa', 'header')], '--key', keys['rsa'].path, '--config', conf,
+            '--url', rekor.url, '--topdir', tmp_path)
+    first = json.loads(upload(capsys, *args)[1])
+    status, out, err = upload(capsys, *args)
+    assert status == 0 and err.startswith('already in the log hello-1.0-1.noarch')
+    (entry_id, entry), = json.loads(out)['log_entry'].items()
+    (first_id, first_entry), = first['log_entry'].items()
+    # The same entry; its SET and checkpoint are signed afresh for each answer.
+    assert entry_id == first_id
+    assert {k: entry[k] for k in ('body', 'integratedTime', 'logID', 'logIndex')} == \
+        {k: first_entry[k] for k in ('body', 'integratedTime', 'logID', 'logIndex')}
+    assert len(rekor.log.entries) == 1
+
+
+@pytest.mark.parametrize('case', ['wrong key', 'unsigned', 'missing'])
+def test_upload_refuses_before_sending_anything(rekor, conf, signed_rpms, unsigned_rpm, keys,
+                                               tmp_path, capsys, case):
+    rpm, key = signed_rpms[('rsa', 'header')], keys['rsa'].path
+    if case == 'wrong key':
+        key = keys['other'].path
+        cause = 'public key %s does not verify hello-1.0-1.noarch signed by %s' % (
+            key, keys['rsa'].sigkey)
+    elif case == 'unsigned':
+        rpm, cause = unsigned_rpm, '%s is not signed' % unsigned_rpm
+    else:
+        rpm = str(tmp_path / 'nothing.rpm')
+        cause = 'RPM file missing: %s' % rpm
+    status, out, err = upload(capsys, rpm, '--key', key, '--config', conf, '--url', rekor.url,
+                              '--topdir', tmp_path)
+    assert (status, out, err) == (1, '', 'koji-rekor: %s\n' % cause)
+    assert rekor.count('POST', ENTRIES) == 0
+
+
+def test_upload_to_plain_http_needs_the_configuration_to_allow_it(rekor, signed_rpms, keys,
+                                                                  tmp_path, capsys):
+    status, out, err = upload(capsys, signed_rpms[('rsa', 'header')], '--key', keys['rsa'].path,
+                              '--config', '/nonexistent.conf', '--url', rekor.url)
+    assert status == 2
+    assert err.startswith('koji-rekor: [rekor] url: %s is plain http' % rekor.url)
+    assert rekor.count('POST', ENTRIES) == 0
