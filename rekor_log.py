@@ -519,58 +519,47 @@ class RekorClient:
             raise_for_status(response)
         return self.with_retries('fetch of the log key', attempt)
 
-    def consistency_proof(self, first_size, last_size, tree_id):
+    def json_answer(self, what, method, path, valid, **kws):
+        """A 200 answer's JSON, retried like any request, or
+        RekorUnavailable when it is not what valid() accepts."""
         def attempt():
-            response = self.request('GET', PROOF_PATH, params={
-                'firstSize': first_size, 'lastSize': last_size, 'treeID': tree_id})
+            response = self.request(method, path, headers={'Accept': 'application/json'}, **kws)
             if response.status_code == 200:
-                proof = json_of(response)
-                if not isinstance(proof, dict):
-                    raise RekorUnavailable('malformed consistency proof from Rekor')
-                return proof
+                data = json_of(response)
+                if not valid(data):
+                    raise RekorUnavailable('malformed %s from Rekor' % what)
+                return data
             raise_for_status(response)
-        return self.with_retries('consistency proof', attempt)
+        return self.with_retries(what, attempt)
+
+    def consistency_proof(self, first_size, last_size, tree_id):
+        return self.json_answer('consistency proof', 'GET', PROOF_PATH, is_object, params={
+            'firstSize': first_size, 'lastSize': last_size, 'treeID': tree_id})
 
     def log_info(self):
         """The active tree's signed head, and those of inactive shards."""
-        def attempt():
-            response = self.request('GET', LOG_INFO_PATH, headers={'Accept': 'application/json'})
-            if response.status_code == 200:
-                info = json_of(response)
-                if not isinstance(info, dict):
-                    raise RekorUnavailable('malformed log info from Rekor')
-                return info
-            raise_for_status(response)
-        return self.with_retries('fetch of the log info', attempt)
+        return self.json_answer('log info', 'GET', LOG_INFO_PATH, is_object)
 
     def search_index(self, query):
         """The entry IDs (or bare UUIDs) Rekor's index has for a query."""
-        def attempt():
-            response = self.request('POST', INDEX_PATH, json=query,
-                                    headers={'Accept': 'application/json'})
-            if response.status_code == 200:
-                found = json_of(response)
-                if not isinstance(found, list) or not all(isinstance(i, str) for i in found):
-                    raise RekorUnavailable('malformed index search answer from Rekor')
-                return found
-            raise_for_status(response)
-        return self.with_retries('index search', attempt)
+        return self.json_answer(
+            'index search answer', 'POST', INDEX_PATH,
+            lambda found: isinstance(found, list) and all(isinstance(i, str) for i in found),
+            json=query)
 
     def retrieve_entries(self, entry_ids):
         """[(entryID, entry)] for at most RETRIEVE_BATCH IDs; Rekor leaves
         out the ones it does not have."""
-        def attempt():
-            response = self.request('POST', RETRIEVE_PATH, json={'entryUUIDs': entry_ids},
-                                    headers={'Accept': 'application/json'})
-            if response.status_code == 200:
-                found = json_of(response)
-                if not isinstance(found, list) or not all(
-                        isinstance(e, dict) and all(isinstance(v, dict) for v in e.values())
-                        for e in found):
-                    raise RekorUnavailable('malformed entries from Rekor')
-                return [item for entries in found for item in entries.items()]
-            raise_for_status(response)
-        return self.with_retries('fetch of %d entries' % len(entry_ids), attempt)
+        found = self.json_answer(
+            'entries', 'POST', RETRIEVE_PATH,
+            lambda found: isinstance(found, list) and all(
+                is_object(e) and all(is_object(v) for v in e.values()) for e in found),
+            json={'entryUUIDs': entry_ids})
+        return [item for entries in found for item in entries.items()]
+
+
+def is_object(value):
+    return isinstance(value, dict)
 
 
 def short_reason(exc):
