@@ -199,11 +199,10 @@ def parse_option(section, option, kind, raw):
     if kind in ('file', 'pem') and not os.path.isfile(raw):
         raise koji.ConfigurationError('%s: no such file: %s' % (name, raw))
     if kind == 'pem':
-        with open(raw, 'rb') as fo:
-            try:
-                load_log_key(fo.read())
-            except VerificationError as e:
-                raise koji.ConfigurationError('%s: %s: %s' % (name, raw, e))
+        try:
+            read_log_key(raw)
+        except VerificationError as e:
+            raise koji.ConfigurationError('%s: %s: %s' % (name, raw, e))
     if kind == 'dir' and not os.path.isdir(raw):
         raise koji.ConfigurationError('%s: no such directory: %s' % (name, raw))
     return raw
@@ -712,6 +711,11 @@ def load_log_key(pem):
         raise VerificationError('not a PEM public key: %s' % e)
 
 
+def read_log_key(path):
+    with open(path, 'rb') as fo:
+        return load_log_key(fo.read())
+
+
 def log_key_id(key):
     """SHA-256 of the DER SubjectPublicKeyInfo: Rekor's logID, and (first
     4 bytes) the key hint of its checkpoint signatures."""
@@ -1036,8 +1040,7 @@ def resolve_log_key(settings, client, state):
     """The log key to trust: configured, shipped for the public instance, or
     pinned on first use under the state directory."""
     if settings.log_public_key:
-        with open(settings.log_public_key, 'rb') as fo:
-            return load_log_key(fo.read())
+        return read_log_key(settings.log_public_key)
     parts = urllib.parse.urlsplit(settings.url)
     if parts.hostname == PUBLIC_REKOR_HOST:
         return load_log_key(PUBLIC_REKOR_KEY)
@@ -1045,8 +1048,7 @@ def resolve_log_key(settings, client, state):
     if state:
         pinned = os.path.join(state, 'keys', '%s.pem' % parts.netloc.replace(':', '_'))
         if os.path.isfile(pinned):
-            with open(pinned, 'rb') as fo:
-                return load_log_key(fo.read())
+            return read_log_key(pinned)
     pem = client.log_public_key()
     key = load_log_key(pem)
     LOG.warning('rekor_log: trusting the log key of %s on first use (logID %s)%s; set '
@@ -1215,7 +1217,8 @@ def upload_signed_rpm(settings, signed, key_path, state=None):
         if body.sha256 is None:
             # 409 without our body being read to the end cannot happen with
             # Rekor, which reads it all; hash the RPM to check the entry.
-            body.sha256 = sha256_of(signed)
+            with signed.open() as fo:
+                body.sha256 = sha256_of(fo)
         verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
         verify_rpm_body(verified.body, expected_from_header(hdr, body.sha256, public_key))
         if state:
@@ -1227,11 +1230,11 @@ def upload_signed_rpm(settings, signed, key_path, state=None):
     return Outcome(receipt, verified, created)
 
 
-def sha256_of(signed):
+def sha256_of(fo):
+    """Hex SHA-256 of a stream, read a chunk at a time."""
     digest = hashlib.sha256()
-    with signed.open() as fo:
-        for chunk in iter(lambda: fo.read(CHUNK_SIZE), b''):
-            digest.update(chunk)
+    for chunk in iter(lambda: fo.read(CHUNK_SIZE), b''):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -2502,15 +2505,13 @@ def verify_key_for(args, settings, receipt, entry):
     the shipped public-instance key when the entry's logID is its."""
     if args.log_key:
         try:
-            with open(args.log_key, 'rb') as fo:
-                return load_log_key(fo.read())
+            return read_log_key(args.log_key)
         except OSError as e:
             raise UsageError('cannot read %s: %s' % (args.log_key, e.strerror))
         except VerificationError as e:
             raise UsageError('%s: %s' % (args.log_key, e))
     if settings.log_public_key:
-        with open(settings.log_public_key, 'rb') as fo:
-            return load_log_key(fo.read())
+        return read_log_key(settings.log_public_key)
     public = load_log_key(PUBLIC_REKOR_KEY)
     if str(entry.get('logID', '')).lower() == log_key_id(public).hex():
         return public
@@ -2544,17 +2545,15 @@ def check_receipt_rpm(path, receipt, verified):
         raise UsageError('--rpm needs an rpm entry, this is %s' % verified.body.get('kind'))
     if not os.path.isfile(path):
         raise UsageError('no such file: %s' % path)
-    digest = hashlib.sha256()
     with open(path, 'rb') as fo:
-        for chunk in iter(lambda: fo.read(CHUNK_SIZE), b''):
-            digest.update(chunk)
+        sha256 = sha256_of(fo)
     logged = ((verified.body.get('spec') or {}).get('package') or {}).get('hash') or {}
-    if logged.get('value') != digest.hexdigest():
+    if logged.get('value') != sha256:
         raise VerificationError('%s has sha256 %s, the entry logged %s'
-                                % (path, digest.hexdigest(), logged.get('value')))
-    if receipt and receipt.get('sha256') not in (None, digest.hexdigest()):
+                                % (path, sha256, logged.get('value')))
+    if receipt and receipt.get('sha256') not in (None, sha256):
         raise VerificationError('receipt records sha256 %s, %s has %s'
-                                % (receipt.get('sha256'), path, digest.hexdigest()))
+                                % (receipt.get('sha256'), path, sha256))
 
 
 def build_parser():
