@@ -3,7 +3,7 @@ PYTHON ?= python3
 
 VERSION := $(shell sed -n "s/^__version__ = '\\(.*\\)'/\\1/p" rekor_log.py)
 RPMTOP := $(CURDIR)/build/rpm
-SOURCES := rekor_log.py rekor_log.conf README.md LICENSE systemd
+SOURCES := rekor_log.py koji_rekor.py rekor_log.conf README.md LICENSE systemd
 
 .PHONY: setup test demo rpm clean
 

@@ -95,7 +95,7 @@ def run(work):
     print(json.dumps(shown, indent=2))
 
     step('Anyone can check it again, offline: koji-rekor verify')
-    cmd = [sys.executable, os.path.join(ROOT, 'rekor_log.py'), 'verify', receipt_path,
+    cmd = [sys.executable, os.path.join(ROOT, 'koji_rekor.py'), 'verify', receipt_path,
            '--rpm', signed, '--log-key', log_key, '--config', '/dev/null']
     print('$ koji-rekor verify %s --rpm %s --log-key %s' % (
         os.path.relpath(receipt_path, work), os.path.basename(signed), 'rekor.pub'))

@@ -13,6 +13,7 @@ import sys
 import koji
 import pytest
 
+import koji_rekor
 import rekor_log
 import rpmfactory
 from conftest import ROOT
@@ -108,7 +109,7 @@ class Backfill:
         self.conf, self.topdir, self.capsys = conf, topdir, capsys
 
     def run(self, *args):
-        status = rekor_log.main(['backfill', '--config', str(self.conf),
+        status = koji_rekor.main(['backfill', '--config', str(self.conf),
                                  '--topdir', str(self.topdir)] + [str(a) for a in args])
         out, err = self.capsys.readouterr()
         assert 'Traceback' not in err
@@ -167,7 +168,7 @@ def test_a_rerun_posts_nothing(backfill, layout, rekor):
 
 
 def test_the_dicts_from_the_path_are_those_koji_pathinfo_expects(layout, topdir):
-    found, ignored = rekor_log.stored_signatures(str(topdir))
+    found, ignored = koji_rekor.stored_signatures(str(topdir))
     assert ignored == []
     by_nvra = {s.nvra: s for s in found}
     assert sorted(by_nvra) == sorted(layout.nvra(label) for label in layout.signatures)
@@ -287,7 +288,7 @@ def test_a_file_not_where_koji_keeps_it_is_ignored(backfill, layout, topdir):
 
 def test_backfill_as_a_command(layout, configured_hub, topdir, rekor):
     done = subprocess.run(
-        [sys.executable, '-m', 'rekor_log', 'backfill', '--config', str(configured_hub.conf_path),
+        [sys.executable, '-m', 'koji_rekor', 'backfill', '--config', str(configured_hub.conf_path),
          '--topdir', str(topdir), '--jobs', '2'], cwd=ROOT, capture_output=True, text=True,
         timeout=PROCESS_TIMEOUT, stdin=subprocess.DEVNULL)
 

@@ -16,6 +16,7 @@ import textwrap
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import koji_rekor
 import rekor_log
 import rpmfactory
 from conftest import KEY_ALGOS, ROOT
@@ -44,7 +45,7 @@ class Monitor:
 
     def run(self, *args):
         self.caplog.clear()
-        status = rekor_log.main(['monitor', '--config', str(self.conf),
+        status = koji_rekor.main(['monitor', '--config', str(self.conf),
                                  '--topdir', str(self.topdir)] + [str(a) for a in args])
         out, err = self.capsys.readouterr()
         assert 'Traceback' not in err
@@ -350,13 +351,13 @@ def test_an_entry_proved_at_another_tree_head_is_checked_against_the_kept_one(
     settings = rekor_log.load_config(str(monitor.conf))
     client = rekor_log.RekorClient(settings)
     log_key = rekor_log.load_log_key(rekor.log.public_key_pem)
-    report = rekor_log.Report(settings.url, str(topdir), rekor_log.Progress())
-    view = rekor_log.LogView(client, settings, str(topdir / 'rekor-logs' / '@state'), log_key,
+    report = koji_rekor.Report(settings.url, str(topdir), koji_rekor.Progress())
+    view = koji_rekor.LogView(client, settings, str(topdir / 'rekor-logs' / '@state'), log_key,
                              report)
     try:
-        (key,) = [k for k in rekor_log.watched_keys(settings, rekor_log.Watchlist(), report)
+        (key,) = [k for k in koji_rekor.watched_keys(settings, koji_rekor.Watchlist(), report)
                   if k.name == keys['rsa'].sigkey]
-        rekor_log.check_key_entries(view, key, rekor_log.receipt_hashes(str(topdir), report))
+        koji_rekor.check_key_entries(view, key, koji_rekor.receipt_hashes(str(topdir), report))
     finally:
         client.close()
 
@@ -367,7 +368,7 @@ def test_an_entry_proved_at_another_tree_head_is_checked_against_the_kept_one(
 
 
 def test_entries_are_fetched_at_most_ten_at_a_time(monitor, rekor, keys, monkeypatch):
-    monkeypatch.setattr(rekor_log, 'PROGRESS_INTERVAL', 3600)  # however slow the machine
+    monkeypatch.setattr(koji_rekor, 'PROGRESS_INTERVAL', 3600)  # however slow the machine
     armored = OpenPgpKey.parse(keys['rsa'].armored).canonical_armor
     for n in range(23):
         rekor.log.add_entry(canonical_json({
@@ -501,7 +502,7 @@ def test_a_malformed_watchlist_names_the_line(monitor, tmp_path, rekor, text, li
 def test_a_fingerprint_of_digits_stays_as_written(tmp_path):
     # Read as YAML values, 0123... would be an octal number and lose digits.
     path = write_watchlist(tmp_path, 'monitoredValues:\n  fingerprints: [%s]\n' % ('0' + '7' * 39))
-    assert rekor_log.read_watchlist(str(path)).fingerprints == ['0' + '7' * 39]
+    assert koji_rekor.read_watchlist(str(path)).fingerprints == ['0' + '7' * 39]
 
 
 def test_an_empty_watchlist_adds_nothing(monitor, tmp_path, rekor):
@@ -561,7 +562,7 @@ def test_the_command_logs_findings_and_exits_1(monitor, rekor):
     assert monitor.run()[0] == 0
     rekor.log.rewrite_history()
 
-    done = subprocess.run([sys.executable, 'rekor_log.py', 'monitor', '--config', monitor.conf,
+    done = subprocess.run([sys.executable, 'koji_rekor.py', 'monitor', '--config', monitor.conf,
                            '--topdir', monitor.topdir], cwd=ROOT, capture_output=True, text=True,
                           timeout=PROCESS_TIMEOUT, stdin=subprocess.DEVNULL)
 
@@ -580,7 +581,7 @@ class Terminal(io.StringIO):
 
 def test_progress_on_a_terminal_is_one_line_rewritten_in_place():
     stream = Terminal()
-    progress = rekor_log.Progress(stream)
+    progress = koji_rekor.Progress(stream)
     progress.update('checked 10/20 entries for key k')
     progress.clear()
     stream.write('a finding\n')
@@ -591,9 +592,9 @@ def test_progress_on_a_terminal_is_one_line_rewritten_in_place():
 
 
 def test_progress_without_a_terminal_prints_now_and_then_and_the_end(monkeypatch):
-    monkeypatch.setattr(rekor_log, 'PROGRESS_INTERVAL', 3600)  # however slow the machine
+    monkeypatch.setattr(koji_rekor, 'PROGRESS_INTERVAL', 3600)  # however slow the machine
     stream = io.StringIO()
-    progress = rekor_log.Progress(stream)
+    progress = koji_rekor.Progress(stream)
     for n in range(1, 5):
         progress.update('step %d/4' % n, done=n == 4)
     progress.update('other 1/1', done=True)

@@ -4,7 +4,7 @@ and each signature is logged once.
 
 Hub requests run in this process through Koji's plugin loader (the `hub`
 fixture) or in processes of their own (tests/hub_request.py); the worker is
-the real command line (`python3 -m rekor_log retry`). Rekor is the local log
+the real command line (`python3 -m koji_rekor retry`). Rekor is the local log
 of tests/rekor_server.py and the Koji hub the worker asks about uncommitted
 records is a small XML-RPC server; both listen on 127.0.0.1 only.
 """
@@ -243,7 +243,7 @@ class World:
         return Retry(proc.returncode, lines[0], proc.stderr)
 
     def retry_cmd(self, *args):
-        return [sys.executable, '-m', 'rekor_log', 'retry', '--config', str(self.hub.conf_path),
+        return [sys.executable, '-m', 'koji_rekor', 'retry', '--config', str(self.hub.conf_path),
                 '--topdir', str(self.topdir)] + list(args)
 
     # what is where -----------------------------------------------------------------

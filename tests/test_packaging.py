@@ -22,6 +22,7 @@ EXPECTED_FILES = {
     '/usr/share/doc/koji-rekor',
     '/usr/share/doc/koji-rekor/README.md',
     '/usr/share/koji-rekor',
+    '/usr/share/koji-rekor/koji_rekor.py',
     '/usr/share/koji-rekor/rekor.sigstore.dev.pub',
     '/usr/share/licenses/koji-rekor',
     '/usr/share/licenses/koji-rekor/LICENSE',
@@ -67,7 +68,7 @@ def test_the_installed_rpm_puts_the_plugin_where_koji_loads_it(built_rpm, tmp_pa
     wrapper = (root / 'usr/bin/koji-rekor').read_text()
     assert "sys.path.insert(0, '/usr/lib/koji-hub-plugins')" in wrapper
     out = run([sys.executable, str(root / 'usr/bin/koji-rekor'), '--version'],
-              env=dict(os.environ, PYTHONPATH=str(plugins))).stdout
+              env=dict(os.environ, PYTHONPATH='%s:%s' % (plugins, root / 'usr/share/koji-rekor'))).stdout
     assert out.strip() == 'koji-rekor %s' % module.__version__
 
 

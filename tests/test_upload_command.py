@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import rekor_log
+import koji_rekor
 from conftest import ROOT
 
 ENTRIES = '/api/v1/log/entries'
@@ -22,7 +22,7 @@ def conf(tmp_path, log_key_file):
 
 
 def upload(capsys, *args):
-    status = rekor_log.main(['upload'] + [str(a) for a in args])
+    status = koji_rekor.main(['upload'] + [str(a) for a in args])
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -31,7 +31,7 @@ def test_upload_logs_a_signed_rpm_and_writes_the_receipt(rekor, conf, signed_rpm
                                                          tmp_path):
     receipt_path = tmp_path / 'receipt.json'
     proc = subprocess.run(
-        [sys.executable, '-m', 'rekor_log', 'upload', signed_rpms[('ed25519', 'rpmv3')],
+        [sys.executable, '-m', 'koji_rekor', 'upload', signed_rpms[('ed25519', 'rpmv3')],
          '--key', keys['ed25519'].path, '--config', conf, '--url', rekor.url,
          '--topdir', str(tmp_path), '--receipt', str(receipt_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -42,7 +42,7 @@ def test_upload_logs_a_signed_rpm_and_writes_the_receipt(rekor, conf, signed_rpm
         'hello-1.0-1.noarch', keys['ed25519'].sigkey, rekor.url)
     assert rekor.count('POST', ENTRIES) == 1
     # The receipt verifies offline with the same command line.
-    status = rekor_log.main(['verify', str(receipt_path), '--rpm',
+    status = koji_rekor.main(['verify', str(receipt_path), '--rpm',
                              signed_rpms[('ed25519', 'rpmv3')], '--config', conf])
     assert status == 0
 

@@ -19,6 +19,7 @@ import sys
 
 import pytest
 
+import koji_rekor
 import rekor_log
 from conftest import ROOT, SHARED
 from rekor_log import VerificationError
@@ -129,7 +130,7 @@ def read_json(path):
 
 def run_cli(capsys, *argv):
     """koji-rekor in this process: (exit status, stdout, stderr)."""
-    status = rekor_log.main([str(a) for a in argv])
+    status = koji_rekor.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     assert 'Traceback' not in err
     return status, out, err
@@ -305,9 +306,9 @@ def test_verify_production_entry_without_checkpoint_fails(real, capsys):
 
 
 def test_verify_as_a_real_command(real, tmp_path):
-    """python3 -m rekor_log verify, as a separate process."""
+    """python3 -m koji_rekor verify, as a separate process."""
     done = subprocess.run(
-        [sys.executable, '-m', 'rekor_log', 'verify', os.path.join(REAL, PRODUCTION),
+        [sys.executable, '-m', 'koji_rekor', 'verify', os.path.join(REAL, PRODUCTION),
          '--config', NO_CONFIG], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith('OK %s: ' % real_entry(PRODUCTION)[0][16:])
@@ -965,13 +966,13 @@ def test_tampered_receipt_fails(receipt, capsys):
 
 def test_verify_receipt_as_a_real_command(receipt):
     done = subprocess.run(
-        [sys.executable, '-m', 'rekor_log', 'verify', receipt.path, '--log-key',
+        [sys.executable, '-m', 'koji_rekor', 'verify', receipt.path, '--log-key',
          str(receipt.key), '--rpm', str(receipt.rpm), '--config', NO_CONFIG],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (0, '')
     assert done.stdout.startswith('OK %s: ' % receipt.entry.uuid)
     done = subprocess.run(
-        [sys.executable, '-m', 'rekor_log', 'verify', receipt.path, '--log-key',
+        [sys.executable, '-m', 'koji_rekor', 'verify', receipt.path, '--log-key',
          str(receipt.key), '--rpm', str(receipt.other_rpm), '--config', NO_CONFIG],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
@@ -1099,7 +1100,7 @@ def test_verify_command_reports_malformed_entry_fields_without_traceback(receipt
     MALFORMED[case](entry)
     path = write_json(tmp_path / 'malformed.json', {entry_id: entry})
     try:
-        status = rekor_log.main(['verify', path, '--log-key', str(receipt.key),
+        status = koji_rekor.main(['verify', path, '--log-key', str(receipt.key),
                                  '--config', NO_CONFIG])
     except Exception as e:  # what the interpreter would print as a traceback
         raise AssertionError('traceback: %s: %s' % (type(e).__name__, e))

@@ -1,0 +1,1137 @@
+#!/usr/bin/python3
+# koji-rekor: the admin's command line of the rekor_log hub plugin (upload,
+# verify, retry, monitor, backfill). The hub never loads this module; it
+# imports the plugin module for everything the two share, as Koji's CLI
+# plugins sit beside their hub plugins.
+#
+# SPDX-License-Identifier: LGPL-2.1-only
+
+import argparse
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+import koji
+
+from rekor_log import (
+    COMMITTED, COMMIT_GRACE, CONFIG_FILE, DEFAULT_TOPDIR, HUB_CONFIG_FILE,
+    KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
+    RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError,
+    UNCOMMITTED, VerificationError, __version__, check_consistency, check_url,
+    checkpoint_dir, claimed, deliver, failure_cause, load_config, load_log_key,
+    log_key_id, log_outcome, log_signature, mark_committed, nvra_of, openpgp_fingerprint,
+    openpgp_primary_key, outbox_dir, public_key_file, read_json, read_log_key,
+    read_public_key, receipt_path, record_name, resolve_log_key, saved_tree_head,
+    set_aside, sha256_of, signed_rpm_from_file, state_dir, upload_signed_rpm,
+    verify_checkpoint, verify_log_entry, write_atomic, write_receipt,
+)
+
+# ---------------------------------------------------------------------------
+# The worker: koji-rekor retry
+# ---------------------------------------------------------------------------
+
+def hub_url(settings):
+    """The hub to ask about uncommitted records: [koji] server, else the
+    server of the Koji client configuration on this host."""
+    if settings.hub_url:
+        return settings.hub_url
+    parser = koji.read_config_files([(KOJI_CLIENT_CONFIG, False)], raw=True)
+    if parser.has_option('koji', 'server'):
+        return parser.get('koji', 'server')
+    return None
+
+
+def signature_in_koji(settings, record):
+    """True or False when the hub says whether Koji holds the signature;
+    None when it cannot be asked."""
+    url = hub_url(settings)
+    if not url:
+        return None
+    session = koji.ClientSession(url, opts={
+        'timeout': settings.timeout, 'max_retries': settings.retries,
+        'retry_interval': settings.backoff, 'anon_retry': True})
+    try:
+        return bool(session.queryRPMSigs(rpm_id=record['rpm']['id'], sigkey=record['sigkey']))
+    except Exception as e:
+        LOG.warning('rekor_log: cannot ask the hub at %s about %s: %s',
+                    url, record['nvra'], failure_cause(e))
+        return None
+    finally:
+        session.logout()
+
+
+def resolve_uncommitted(settings, path, counts):
+    """A record left uncommitted by a hub request that died or rolled back:
+    commit it if Koji has the signature, set it aside if Koji has not."""
+    with claimed(path) as record:
+        if record is None:
+            return
+        known = signature_in_koji(settings, record)
+        if known is None:
+            counts['unconfirmed'] += 1
+        elif known:
+            with contextlib.suppress(FileNotFoundError):  # the hub committed it meanwhile
+                mark_committed(path)
+        else:
+            set_aside(path, record, 'rolled-back', 'Koji has no such signature: the import '
+                      'that queued it was rolled back')
+            LOG.warning('rekor_log: rolled back %s sigkey %s: Koji has no such signature, '
+                        'set aside in rolled-back/', record['nvra'], record['sigkey'])
+            counts['rolled back'] += 1
+
+
+def drain_outbox(settings, topdir, limit=None, now=False):
+    """One pass over the outbox; returns counts of what happened."""
+    counts = dict.fromkeys(('logged', 'failed', 'rejected', 'waiting', 'busy',
+                            'unconfirmed', 'rolled back'), 0)
+    outbox = outbox_dir(topdir)
+    names = sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []
+    for name in names:
+        path = os.path.join(outbox, name)
+        if name.endswith(UNCOMMITTED) and age(path) > COMMIT_GRACE:
+            resolve_uncommitted(settings, path, counts)
+    done = 0
+    for name in sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []:
+        if not name.endswith(COMMITTED) or name.startswith('.'):
+            continue
+        if limit is not None and done >= limit:
+            break
+        path = os.path.join(outbox, name)
+        with claimed(path) as record:
+            if record is None:
+                counts['busy'] += 1
+            elif not now and record['next_attempt'] > time.time():
+                counts['waiting'] += 1
+            else:
+                counts[deliver(settings, topdir, path, record)] += 1
+                done += 1
+    return counts
+
+
+def age(path):
+    """Seconds since a record was written; 0 once a hub has moved it."""
+    try:
+        return time.time() - os.path.getmtime(path)
+    except FileNotFoundError:
+        return 0
+
+
+def outbox_left(topdir):
+    """Records still queued (committed or not) and the soonest attempt."""
+    outbox = outbox_dir(topdir)
+    left, soonest = 0, None
+    for name in os.listdir(outbox) if os.path.isdir(outbox) else []:
+        if name.endswith((COMMITTED, UNCOMMITTED)) and not name.startswith('.'):
+            left += 1
+            record = read_json(os.path.join(outbox, name)) or {}
+            due = record.get('next_attempt') or 0
+            soonest = due if soonest is None else min(soonest, due)
+    return left, soonest
+
+
+def summary_line(counts, topdir):
+    left, soonest = outbox_left(topdir)
+    rejected = os.path.join(outbox_dir(topdir), 'rejected')
+    aside = len(os.listdir(rejected)) if os.path.isdir(rejected) else 0
+    parts = ['%s %d' % (k, v) for k, v in counts.items() if v]
+    line = '%s; %d left in the outbox' % (', '.join(parts) or 'nothing to do', left)
+    if left and soonest:
+        line += ' (next attempt %s)' % time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(soonest))
+    if aside:
+        line += '; %d set aside in %s' % (aside, rejected)
+    return line
+
+
+# ---------------------------------------------------------------------------
+# Progress on stderr
+# ---------------------------------------------------------------------------
+
+# Without a terminal, a progress line at most this often (and at the end),
+# so that cron mail or a journal gets a few lines, not thousands.
+PROGRESS_INTERVAL = 5.0
+
+
+class Progress:
+    """One progress line on stderr: rewritten in place on a terminal,
+    otherwise printed now and then."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.shown = False
+        self.last = None
+
+    def update(self, text, done=False):
+        """Show text; done ends this line of progress (always printed)."""
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write('\r%s\x1b[K%s' % (text, '\n' if done else ''))
+            self.shown = not done
+        elif done or self.last is None or now - self.last >= PROGRESS_INTERVAL:
+            self.stream.write(text + '\n')
+            self.last = None if done else now
+        self.stream.flush()
+
+    def clear(self):
+        """Make room on a terminal for a line that is not progress."""
+        if self.shown:
+            self.stream.write('\r\x1b[K')
+            self.stream.flush()
+            self.shown = False
+
+
+# ---------------------------------------------------------------------------
+# Watching the log: koji-rekor monitor
+#
+# For cron or a timer, two questions answered from what the log signs: has
+# each tree of the log only grown since the tree heads seen before (by the
+# plugin or an earlier run)? And does the log hold entries made with our
+# signing keys that this Koji did not make? What could not be checked is
+# reported as such, never taken for good news.
+# ---------------------------------------------------------------------------
+
+# The watchlist is shaped after rekor-monitor's: monitoredValues holding
+# lists; these are the ones that mean something for OpenPGP-signed RPMs.
+WATCHLIST_TOP = 'monitoredValues'
+WATCHLIST_LISTS = ('fingerprints', 'keys')
+YAML_NULL = 'tag:yaml.org,2002:null'
+
+
+@dataclass
+class Watchlist:
+    fingerprints: list = field(default_factory=list)  # 40 upper-case hex digits each
+    keys: list = field(default_factory=list)          # paths of armored public keys
+
+
+def read_watchlist(path):
+    """Read and check a watchlist; a fault is a UsageError naming its line.
+
+    PyYAML's safe loader composes the file into nodes, which are read
+    directly: they know their line, and a fingerprint stays the text it
+    was written as (constructed, 0123... would be an octal number).
+    """
+    try:
+        import yaml  # only a watchlist needs it
+    except ImportError:
+        raise UsageError('reading a watchlist needs PyYAML (python3-pyyaml)')
+    try:
+        with open(path, 'rb') as fo:
+            root = yaml.compose(fo.read(), Loader=yaml.SafeLoader)
+    except OSError as e:
+        raise UsageError('cannot read watchlist %s: %s' % (path, e.strerror))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise UsageError('%s: line %s: not valid YAML: %s' % (
+            path, mark.line + 1 if mark else '?', e.problem or e.context))
+    except yaml.YAMLError as e:
+        raise UsageError('%s: not valid YAML: %s' % (path, ' '.join(str(e).split())))
+    watchlist = Watchlist()
+    for _, values in yaml_mapping(root, path, 'the watchlist', (WATCHLIST_TOP,)):
+        for name, items in yaml_mapping(values, path, WATCHLIST_TOP, WATCHLIST_LISTS):
+            for item in yaml_sequence(items, path, name):
+                if name == 'fingerprints':
+                    watchlist.fingerprints.append(watchlist_fingerprint(item, path))
+                else:
+                    watchlist.keys.append(watchlist_key_file(item, path))
+    return watchlist
+
+
+def watchlist_error(path, node, message):
+    return UsageError('%s: line %d: %s' % (path, node.start_mark.line + 1, message))
+
+
+def yaml_mapping(node, path, what, known):
+    """(key, value node) of a mapping node with only known keys; an empty
+    value is an empty mapping."""
+    import yaml
+    if node is None or node.tag == YAML_NULL:
+        return []
+    if not isinstance(node, yaml.MappingNode):
+        raise watchlist_error(path, node, '%s must be a mapping' % what)
+    pairs = []
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.value not in known:
+            raise watchlist_error(path, key, 'unknown key %r in %s (known: %s)' % (
+                getattr(key, 'value', key.tag), what, ', '.join(known)))
+        pairs.append((key.value, value))
+    return pairs
+
+
+def yaml_sequence(node, path, what):
+    """The scalar nodes of a list; an empty value is an empty list."""
+    import yaml
+    if node.tag == YAML_NULL:
+        return []
+    if not isinstance(node, yaml.SequenceNode):
+        raise watchlist_error(path, node, '%s must be a list' % what)
+    for item in node.value:
+        if not isinstance(item, yaml.ScalarNode) or not item.value.strip():
+            raise watchlist_error(path, item, 'each item of %s must be text' % what)
+    return node.value
+
+
+def watchlist_fingerprint(node, path):
+    """A v4 fingerprint as GnuPG prints it (groups of four, any case, an
+    optional 0x) as 40 upper-case hex digits."""
+    text = ''.join(node.value.split())
+    if text[:2].lower() == '0x':
+        text = text[2:]
+    try:
+        if len(text) != 40:
+            raise ValueError
+        bytes.fromhex(text)
+    except ValueError:
+        raise watchlist_error(path, node, 'fingerprint %r is not 40 hex digits (the fingerprint '
+                              'of a version 4 OpenPGP key)' % node.value)
+    return text.upper()
+
+
+def watchlist_key_file(node, path):
+    """A key file, relative to the watchlist's directory unless absolute."""
+    key_path = os.path.join(os.path.dirname(os.path.abspath(path)), node.value)
+    if not os.path.isfile(key_path):
+        raise watchlist_error(path, node, 'no such key file: %s' % key_path)
+    return key_path
+
+
+@dataclass
+class WatchedKey:
+    """One of our signing keys, with every file it was read from."""
+    armored: bytes
+    primary: bytes  # the public-key packet: the key's identity
+    fingerprint: str
+    files: list = field(default_factory=list)
+
+    @property
+    def name(self):
+        """Koji's sigkey: the last 8 hex digits of a v4 key's fingerprint."""
+        if self.fingerprint:
+            return self.fingerprint[-8:].lower()
+        return os.path.basename(self.files[0])
+
+
+@dataclass
+class Report:
+    """What the monitor checked and found. Exit status: 1 on findings, else
+    2 if something could not be checked, else 0."""
+    url: str
+    topdir: str
+    progress: Progress
+    log_id: str = None
+    trees: list = field(default_factory=list)
+    receipts: int = None
+    keys: list = field(default_factory=list)
+    watchlist: list = field(default_factory=list)
+    findings: list = field(default_factory=list)
+    unchecked: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    def finding(self, kind, message):
+        self.findings.append({'kind': kind, 'message': message})
+        self.progress.clear()
+        LOG.error('rekor_log: finding: %s', message)
+
+    def not_checked(self, message):
+        self.unchecked.append(message)
+        self.progress.clear()
+        LOG.warning('rekor_log: not checked: %s', message)
+
+    def note(self, message):
+        self.notes.append(message)
+
+    @property
+    def status(self):
+        return 1 if self.findings else 2 if self.unchecked else 0
+
+    def as_json(self):
+        return {'rekor_url': self.url, 'log_id': self.log_id, 'topdir': self.topdir,
+                'trees': self.trees, 'receipts': self.receipts, 'keys': self.keys,
+                'watchlist': self.watchlist, 'findings': self.findings,
+                'not_checked': self.unchecked, 'notes': self.notes, 'exit_status': self.status}
+
+
+@dataclass
+class LogView:
+    """What one monitor run holds of the log, handed down its checks."""
+    client: RekorClient
+    settings: Settings
+    state: str
+    key: object  # the log key
+    report: Report
+    heads: dict = field(default_factory=dict)  # (tree, size, root) -> proved consistent
+
+
+def monitor_log(settings, topdir, watchlist, progress):
+    """Check the log's trees, then the entries of each of our keys."""
+    report = Report(settings.url, topdir, progress)
+    keys = watched_keys(settings, watchlist, report)
+    match_fingerprints(watchlist, keys, report)
+    state = state_dir(topdir)
+    client = RekorClient(settings)
+    try:
+        try:
+            log_key = resolve_log_key(settings, client, state)
+        except RekorLogError as e:
+            report.not_checked('the log key of %s: %s' % (settings.url, e))
+            return report
+        report.log_id = log_key_id(log_key).hex()
+        view = LogView(client, settings, state, log_key, report)
+        try:
+            check_tree_heads(view)
+        except RekorLogError as e:
+            report.not_checked('the tree heads of %s: %s' % (settings.url, e))
+            if keys:
+                report.not_checked('the entries of our %d keys, since the log does not answer'
+                                   % len(keys))
+            return report
+        if keys:
+            receipts = receipt_hashes(topdir, report)
+            for key in keys:
+                try:
+                    check_key_entries(view, key, receipts)
+                except RekorLogError as e:
+                    report.not_checked('the entries of key %s: %s' % (key.name, e))
+    finally:
+        client.close()
+    return report
+
+
+def watched_keys(settings, watchlist, report):
+    """Each *.asc of public_key_dir, public_key_path and the watchlist's key
+    files, once per primary key."""
+    import glob
+    paths = []
+    if settings.public_key_dir:
+        paths += sorted(glob.glob(os.path.join(glob.escape(settings.public_key_dir), '*.asc')))
+    if settings.public_key_path:
+        paths.append(settings.public_key_path)
+    keys = {}
+    for path in paths + watchlist.keys:
+        try:
+            armored = read_public_key(path)
+        except SignatureSourceError as e:
+            report.not_checked(str(e))
+            continue
+        primary = openpgp_primary_key(armored)
+        if primary is None:
+            report.not_checked('%s holds no OpenPGP public key' % path)
+            continue
+        key = keys.setdefault(primary, WatchedKey(armored, primary, openpgp_fingerprint(armored)))
+        if path not in key.files:
+            key.files.append(path)
+    return list(keys.values())
+
+
+def match_fingerprints(watchlist, keys, report):
+    """Rekor's index is searched by key, never by fingerprint: a watched
+    fingerprint is checked only if one of the keys we have is its key."""
+    ours = {key.fingerprint: key for key in keys if key.fingerprint}
+    for fingerprint in watchlist.fingerprints:
+        key = ours.get(fingerprint)
+        report.watchlist.append({'fingerprint': fingerprint, 'key': key.name if key else None,
+                                 'files': key.files if key else []})
+        if key is None:
+            report.not_checked(
+                'fingerprint %s: no public key for it, so the log cannot be searched for it; '
+                "add its armored public key to the watchlist's keys or to public_key_dir"
+                % fingerprint)
+
+
+def check_tree_heads(view):
+    """Verify the signed head of the active tree and of each inactive shard
+    and prove it consistent with the one kept; notice any tree seen before
+    that the log no longer lists. Only the signed checkpoint counts: the
+    treeSize and rootHash beside it are unsigned."""
+    info = view.client.log_info()
+    shards = [(info, True)] + [(shard, False) for shard in info.get('inactiveShards') or []]
+    listed = set()
+    for shard, active in shards:
+        tree_id, note = tree_head_fields(shard)
+        listed.add(tree_id)
+        try:
+            checkpoint = verify_checkpoint(note, view.key, view.settings.origin_host, tree_id)
+        except VerificationError as e:
+            view.report.finding('bad tree head', 'tree %d: its signed tree head does not verify: %s'
+                                % (tree_id, e))
+            continue
+        check_tree_head(view, tree_id, checkpoint, active)
+    for tree_id, size in kept_tree_heads(view.state, view.key):
+        if tree_id not in listed:
+            view.report.finding('tree missing', 'tree %d, seen before at size %d, is not listed by '
+                                'the log any more, neither active nor inactive' % (tree_id, size))
+
+
+def tree_head_fields(shard):
+    try:
+        return int(shard['treeID']), shard['signedTreeHead']
+    except (KeyError, TypeError, ValueError):
+        raise RekorUnavailable('malformed log info from Rekor: a tree without a treeID '
+                               'or signedTreeHead')
+
+
+def check_tree_head(view, tree_id, checkpoint, active):
+    """A signed tree head against the one kept for its tree: a tree that
+    shrank, or one not provably consistent with it, is a finding."""
+    before = saved_tree_head(view.state, view.key, tree_id)
+    tree = {'tree_id': str(tree_id), 'active': active, 'size': checkpoint.size,
+            'root_hash': checkpoint.root_hash.hex(), 'size_before': before and before[0]}
+    view.report.trees.append(tree)
+    if before and before[0] > checkpoint.size:
+        tree['status'] = 'shrank'
+        view.heads[(tree_id, checkpoint.size, checkpoint.root_hash)] = False
+        try:
+            check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
+                              checkpoint.root_hash, checkpoint.text)
+            how = 'an older view, which the log still proves the newer one extends'
+        except (VerificationError, RekorRejected) as e:
+            how = 'and the log cannot prove it consistent with the one seen before: %s' % e
+        view.report.finding('tree shrank', 'tree %d shrank: the log signs size %d now, size %d '
+                            'was seen before (%s)' % (tree_id, checkpoint.size, before[0], how))
+        return
+    tree['status'] = ('first seen' if before is None else 'unchanged'
+                      if before == (checkpoint.size, checkpoint.root_hash) else 'grew')
+    if not prove_consistent(view, tree_id, checkpoint):
+        tree['status'] = 'inconsistent'
+
+
+def prove_consistent(view, tree_id, checkpoint):
+    """check_consistency once per tree head and run; a failure is a split
+    view, whether the proof fails or the log refuses to give one."""
+    head = (tree_id, checkpoint.size, checkpoint.root_hash)
+    if head not in view.heads:
+        try:
+            check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
+                              checkpoint.root_hash, checkpoint.text)
+            view.heads[head] = True
+        except VerificationError as e:
+            view.heads[head] = False
+            view.report.finding('split view', 'tree %d: %s' % (tree_id, e))
+        except RekorRejected as e:
+            view.heads[head] = False
+            view.report.finding('split view', 'tree %d: split view: the log refuses to prove its '
+                                'tree of size %d consistent with the tree head seen before: %s'
+                                % (tree_id, checkpoint.size, e))
+    return view.heads[head]
+
+
+def kept_tree_heads(state, key):
+    """(tree ID, size) of every tree head kept for the log."""
+    directory = checkpoint_dir(state, key)
+    heads = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        stem, _, suffix = name.partition('.')
+        if suffix == 'json' and stem.isdigit():
+            heads.append((int(stem), saved_tree_head(state, key, int(stem))[0]))
+    return heads
+
+
+def receipt_hashes(topdir, report):
+    """The sha256 of every RPM with a receipt under <topdir>/rekor-logs."""
+    hashes, unreadable = set(), 0
+    for directory, subdirs, files in os.walk(os.path.join(topdir, RECEIPT_DIR)):
+        subdirs[:] = [d for d in subdirs if not d.startswith(('@', '.'))]
+        for name in files:
+            if name.endswith('.json') and not name.startswith('.'):
+                try:
+                    hashes.add(read_json(os.path.join(directory, name))['sha256'])
+                except (OSError, ValueError, KeyError, TypeError):
+                    unreadable += 1
+    report.receipts = len(hashes)
+    if unreadable:
+        report.note('%d receipts under %s could not be read; an entry of theirs would be '
+                    'reported as having none' % (unreadable, os.path.join(topdir, RECEIPT_DIR)))
+    return hashes
+
+
+ENTRY_COUNTS = ('entries', 'rpm_with_receipt', 'rpm_without_receipt', 'other_kind',
+                'unverified', 'not_returned', 'other_key')
+
+
+def check_key_entries(view, key, receipts):
+    """Every entry the log's index lists for one of our keys, fetched a
+    batch at a time and verified; each one this Koji did not make is a
+    finding."""
+    found = view.client.search_index({'publicKey': {
+        'format': 'pgp', 'content': base64.b64encode(key.armored).decode()}})
+    ids = list(dict.fromkeys(entry_id.lower() for entry_id in found))
+    counts = dict.fromkeys(ENTRY_COUNTS, 0)
+    counts['entries'] = len(ids)
+    view.report.keys.append({'key': key.name, 'fingerprint': key.fingerprint,
+                             'files': key.files, 'counts': counts})
+    returned = set()
+    if not ids:
+        view.report.progress.update('checked 0/0 entries for key %s' % key.name, done=True)
+    for start in range(0, len(ids), RETRIEVE_BATCH):
+        for entry_id, entry in view.client.retrieve_entries(ids[start:start + RETRIEVE_BATCH]):
+            if entry_id.lower() not in returned:
+                returned.add(entry_id.lower())
+                check_key_entry(view, key, entry_id, entry, receipts, counts)
+        done = min(start + RETRIEVE_BATCH, len(ids))
+        view.report.progress.update('checked %d/%d entries for key %s' % (done, len(ids), key.name),
+                                    done=done == len(ids))
+    uuids = {entry_id[-64:] for entry_id in returned}
+    counts['not_returned'] = sum(1 for i in ids if i not in returned and i not in uuids)
+    if counts['not_returned']:
+        view.report.note('key %s: the index lists %d entries the log did not return (the index '
+                         'is not part of what the log signs)' % (key.name, counts['not_returned']))
+    if counts['other_key']:
+        view.report.note('key %s: the index lists %d entries made with another key'
+                         % (key.name, counts['other_key']))
+
+
+def check_key_entry(view, key, entry_id, entry, receipts, counts):
+    try:
+        verified = verify_log_entry(entry_id, entry, view.key, view.settings.origin_host)
+    except VerificationError as e:
+        counts['unverified'] += 1
+        view.report.finding('unverified entry', 'key %s: entry %s does not verify: %s'
+                            % (key.name, entry_id, e))
+        return
+    prove_consistent(view, verified.tree_id, verified.checkpoint)
+    body = verified.body
+    logged_keys = body_public_keys(body)
+    if logged_keys and key.primary not in logged_keys:
+        counts['other_key'] += 1
+        return
+    where = 'entry %s (log index %d, integrated %s)' % (
+        verified.entry_id, verified.log_index,
+        time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(verified.integrated_time)))
+    if body.get('kind') != 'rpm':
+        counts['other_kind'] += 1
+        view.report.finding('other kind', 'key %s: %s %s is made with our key; this Koji makes '
+                            'only rpm entries' % (key.name, body.get('kind'), where))
+        return
+    package = (body.get('spec') or {}).get('package') or {}
+    sha256 = (package.get('hash') or {}).get('value')
+    if sha256 in receipts:
+        counts['rpm_with_receipt'] += 1
+        return
+    counts['rpm_without_receipt'] += 1
+    view.report.finding('rpm without receipt', 'key %s: rpm %s logs %s sha256:%s, which has no '
+                        'receipt under %s: an RPM signed with our key that this Koji did not log'
+                        % (key.name, where, logged_nvra(package), sha256,
+                           os.path.join(view.report.topdir, RECEIPT_DIR)))
+
+
+def body_public_keys(body):
+    """The OpenPGP primary keys an entry body names: spec.publicKey (rpm,
+    alpine) or spec.signature.publicKey (rekord)."""
+    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
+    signature = spec.get('signature') if isinstance(spec.get('signature'), dict) else {}
+    keys = []
+    for holder in (spec.get('publicKey'), signature.get('publicKey')):
+        if isinstance(holder, dict) and isinstance(holder.get('content'), str):
+            try:
+                primary = openpgp_primary_key(base64.b64decode(holder['content'], validate=True))
+            except binascii.Error:
+                primary = None
+            if primary:
+                keys.append(primary)
+    return keys
+
+
+def logged_nvra(package):
+    headers = package.get('headers') or {}
+    return '%s-%s-%s.%s' % tuple(headers.get(name, '?') for name in
+                                 ('Name', 'Version', 'Release', 'Architecture'))
+
+
+TREE_STATUS = {'first seen': 'first seen', 'unchanged': 'unchanged since seen before',
+               'grew': 'grew from size %(size_before)s, proved consistent',
+               'shrank': 'SHRANK from size %(size_before)s',
+               'inconsistent': 'NOT consistent with the tree head seen before'}
+
+
+def format_report(report):
+    lines = ['Rekor log %s (logID %s)' % (report.url, report.log_id or 'unknown')]
+    for tree in report.trees:
+        lines.append('  tree %s (%s): size %d, root %s: %s' % (
+            tree['tree_id'], 'active' if tree['active'] else 'inactive', tree['size'],
+            tree['root_hash'], TREE_STATUS[tree['status']] % tree))
+    if report.receipts is not None:
+        lines.append('Receipts: %d under %s' % (report.receipts,
+                                                os.path.join(report.topdir, RECEIPT_DIR)))
+    if report.keys:
+        lines.append("Keys (the entries the log's index lists for each):")
+    for key in report.keys:
+        counts = key['counts']
+        detail = ', '.join('%s %d' % (name.replace('_', ' '), counts[name])
+                           for name in ENTRY_COUNTS[1:] if counts[name])
+        lines.append('  key %s (%s): %d entries%s' % (key['key'], ', '.join(key['files']),
+                                                     counts['entries'],
+                                                     ': ' + detail if detail else ''))
+    if report.watchlist:
+        lines.append('Watchlist:')
+    for item in report.watchlist:
+        lines.append('  fingerprint %s: %s' % (
+            item['fingerprint'], 'key %s' % item['key'] if item['key'] else 'NOT CHECKABLE'))
+    for title, items in (('Notes', report.notes), ('Not checked', report.unchecked),
+                         ('FINDINGS', [f['message'] for f in report.findings])):
+        if items:
+            lines.append('%s:' % title)
+            lines += ['  - %s' % item for item in items]
+    if report.findings:
+        result = '%d finding%s' % (len(report.findings), 's' if len(report.findings) > 1 else '')
+    elif report.unchecked:
+        result = 'nothing found, but not everything could be checked'
+    else:
+        result = 'OK, nothing found'
+    lines.append('Result: %s (exit %d)' % (result, report.status))
+    return '\n'.join(lines) + '\n'
+
+
+# ---------------------------------------------------------------------------
+# Backfill: koji-rekor backfill
+#
+# Signatures Koji imported before the plugin was enabled (or while it was
+# off) are in the sigcache only. Each one without a receipt is logged
+# exactly as the plugin logs it; a rerun skips what has receipts.
+# ---------------------------------------------------------------------------
+
+SIGHDR_SUFFIX = '.rpm.sig'
+BACKFILL_COUNTS = ('logged', 'already in the log', 'failed', 'unknown key',
+                   'skipped', 'queued', 'ignored')
+
+
+@dataclass
+class StoredSignature:
+    """A signature header in the sigcache, and the dicts Koji would hand the
+    plugin for it, as far as the path tells them."""
+    build: dict
+    rpminfo: dict
+    sigkey: str
+    path: str
+
+    @property
+    def nvra(self):
+        return nvra_of(self.rpminfo)
+
+
+def stored_signatures(topdir):
+    """Every signature header in every volume's sigcache, once per RPM and
+    sigkey; and (path, reason) for files not where Koji would keep them.
+
+    Other volumes come first: Koji links a build on another volume from the
+    default one, and the build is then named with its own volume.
+    """
+    import glob
+    found, ignored, seen = [], [], set()
+    pattern = os.path.join('*', '*', '*', 'data', 'sigcache', '*', '*', '*' + SIGHDR_SUFFIX)
+    for volume, packages in volume_packages(topdir):
+        for path in sorted(glob.glob(os.path.join(glob.escape(packages), pattern))):
+            try:
+                signature = stored_signature(volume, packages, path)
+            except ValueError as e:
+                ignored.append((path, str(e)))
+                continue
+            identity = (signature.nvra, signature.sigkey)
+            if identity not in seen:
+                seen.add(identity)
+                found.append(signature)
+    return sorted(found, key=lambda s: (s.nvra, s.sigkey)), ignored
+
+
+def volume_packages(topdir):
+    """(volume name, packages directory): vol/<name>/packages for each other
+    volume, then the default volume's."""
+    voldir = os.path.join(topdir, 'vol')
+    names = sorted(n for n in os.listdir(voldir) if not n.startswith('.')) \
+        if os.path.isdir(voldir) else []
+    return [(name, os.path.join(voldir, name, 'packages')) for name in names] \
+        + [('DEFAULT', os.path.join(topdir, 'packages'))]
+
+
+def stored_signature(volume, packages, path):
+    """The build and rpm of a sigcache file from its path:
+    <packages>/N/V/R/data/sigcache/<sigkey>/<arch>/<rpm nvra>.rpm.sig. The
+    RPM's name comes from the file (a subpackage's is not the build's), and
+    koji.pathinfo must give back this very path."""
+    name, version, release, _, _, sigkey, arch, filename = \
+        os.path.relpath(path, packages).split(os.sep)
+    try:
+        parsed = koji.parse_NVRA(filename[:-len('.sig')])
+    except koji.GenericError:
+        raise ValueError('not <name>-<version>-<release>.<arch>%s' % SIGHDR_SUFFIX)
+    build = {'name': name, 'version': version, 'release': release, 'volume_name': volume}
+    rpminfo = {'name': parsed['name'], 'version': parsed['version'],
+               'release': parsed['release'], 'arch': parsed['arch'], 'epoch': None}
+    expected = os.path.join(koji.pathinfo.build(build), koji.pathinfo.sighdr(rpminfo, sigkey))
+    if os.path.normpath(expected) != os.path.normpath(path):
+        raise ValueError('not where Koji keeps it (koji.pathinfo gives %s)' % expected)
+    return StoredSignature(build, rpminfo, sigkey, path)
+
+
+def sort_signatures(settings, topdir, signatures, counts):
+    """The signatures to log: those with neither a receipt nor a record in
+    the outbox (the worker logs those) whose public key we have. Returns
+    (to log, [(signature, why the key is unknown)])."""
+    todo, unknown = [], []
+    for signature in signatures:
+        if os.path.exists(receipt_path(topdir, signature.rpminfo, signature.sigkey)):
+            counts['skipped'] += 1
+        elif queued_in_outbox(topdir, signature):
+            counts['queued'] += 1
+        else:
+            try:
+                public_key_file(settings, signature.sigkey)
+                todo.append(signature)
+            except SignatureSourceError as e:
+                counts['unknown key'] += 1
+                unknown.append((signature, str(e)))
+    return todo, unknown
+
+
+def queued_in_outbox(topdir, signature):
+    stem = os.path.join(outbox_dir(topdir), record_name(signature.rpminfo, signature.sigkey))
+    return os.path.exists(stem + COMMITTED) or os.path.exists(stem + UNCOMMITTED)
+
+
+def backfill_one(settings, topdir, signature):
+    """Log one stored signature as the plugin does; runs in a worker thread
+    (log_signature makes a RekorClient of its own for each call)."""
+    outcome = log_signature(settings, signature.build, signature.rpminfo, signature.sigkey,
+                            topdir)
+    write_receipt(settings, topdir, signature.rpminfo, signature.sigkey, outcome.receipt)
+    return outcome
+
+
+def backfill(settings, topdir, todo, jobs, counts, progress):
+    """Log each signature with at most jobs at a time; returns the failures
+    as (signature, cause)."""
+    import concurrent.futures
+    failures = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    futures = {pool.submit(backfill_one, settings, topdir, s): s for s in todo}
+    try:
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            signature = futures[future]
+            progress.clear()
+            try:
+                outcome = future.result()
+            except Exception as e:
+                cause = failure_cause(e)
+                counts['failed'] += 1
+                failures.append((signature, cause))
+                LOG.error('rekor_log: failed %s sigkey %s: %s', signature.nvra, signature.sigkey,
+                          cause, exc_info=None if isinstance(e, RekorLogError) else e)
+            else:
+                counts['logged' if outcome.created else 'already in the log'] += 1
+                log_outcome(signature.nvra, signature.sigkey, outcome)
+            progress.update('backfill: %d/%d signatures (%s)' % (
+                done, len(todo), ', '.join('%s %d' % (k, counts[k]) for k in BACKFILL_COUNTS[:3])),
+                done=done == len(todo))
+    finally:
+        # On an interrupt, what has not started is dropped; a rerun finds it.
+        for future in futures:
+            future.cancel()
+        pool.shutdown(wait=True)
+    return failures
+
+
+def backfill_summary(counts, would_log=None):
+    """The last line of a backfill; would_log: what a dry run would log."""
+    if would_log is None:
+        parts = ['logged %d' % counts['logged'],
+                 'already in the log %d' % counts['already in the log'],
+                 'failed %d' % counts['failed']]
+    else:
+        parts = ['would log %d' % would_log]
+    parts += ['unknown key %d' % counts['unknown key'],
+              'skipped %d (receipt exists)' % counts['skipped']]
+    if counts['queued']:
+        parts.append('queued %d (in the outbox, for the worker)' % counts['queued'])
+    if counts['ignored']:
+        parts.append('ignored %d (not laid out as Koji does)' % counts['ignored'])
+    return ', '.join(parts)
+
+
+# ---------------------------------------------------------------------------
+# Command line: koji-rekor
+# ---------------------------------------------------------------------------
+
+class UsageError(Exception):
+    """A command could not even start; exit status 2."""
+
+
+def default_topdir():
+    """KojiDir from the hub's configuration, else Koji's default."""
+    parser = koji.read_config_files([(HUB_CONFIG_FILE, False)], raw=True)
+    if parser.has_option('hub', 'KojiDir'):
+        return parser.get('hub', 'KojiDir')
+    return DEFAULT_TOPDIR
+
+
+def cmd_retry(args):
+    import signal
+    settings = load_config(args.config)
+    topdir = args.topdir or default_topdir()
+    if not os.path.isdir(topdir):
+        raise UsageError('no such topdir: %s' % topdir)
+    koji.pathinfo.topdir = topdir
+    if not args.watch:
+        counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
+        print(summary_line(counts, topdir))
+        return 1 if counts['failed'] or counts['rejected'] else 0
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    LOG.info('rekor_log: watching %s every %ss', outbox_dir(topdir), settings.poll_interval)
+    while not stop.is_set():
+        counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
+        if any(counts[k] for k in ('logged', 'failed', 'rejected', 'rolled back')):
+            LOG.info('rekor_log: %s', summary_line(counts, topdir))
+        stop.wait(settings.poll_interval)
+    return 0
+
+
+def cmd_monitor(args):
+    settings = load_config(args.config)
+    topdir = args.topdir or default_topdir()
+    if not os.path.isdir(topdir):
+        raise UsageError('no such topdir: %s' % topdir)
+    watchlist = read_watchlist(args.watchlist) if args.watchlist else Watchlist()
+    progress = Progress()
+    report = monitor_log(settings, topdir, watchlist, progress)
+    progress.clear()
+    if args.json:
+        sys.stdout.write(json.dumps(report.as_json(), indent=2, sort_keys=True) + '\n')
+    else:
+        sys.stdout.write(format_report(report))
+    return report.status
+
+
+def cmd_backfill(args):
+    settings = load_config(args.config)
+    topdir = os.path.abspath(args.topdir or default_topdir())
+    if not os.path.isdir(topdir):
+        raise UsageError('no such topdir: %s' % topdir)
+    koji.pathinfo.topdir = topdir
+    if not settings.record_log_info:
+        LOG.warning('rekor_log: [upload] record_log_info is off: no receipts are written, so '
+                    'a rerun sends every signature again')
+    counts = dict.fromkeys(BACKFILL_COUNTS, 0)
+    signatures, ignored = stored_signatures(topdir)
+    counts['ignored'] = len(ignored)
+    todo, unknown = sort_signatures(settings, topdir, signatures, counts)
+    for path, reason in ignored:
+        print('ignored %s: %s' % (path, reason))
+    for signature, reason in unknown:
+        print('unknown key %s: %s (%s): %s' % (signature.sigkey, signature.nvra,
+                                               signature.path, reason))
+    if args.dry_run:
+        for signature in todo:
+            print('would log %s sigkey %s (%s)' % (signature.nvra, signature.sigkey,
+                                                   signature.path))
+        print(backfill_summary(counts, would_log=len(todo)))
+        return 0
+    if todo:
+        # Trust the log key once, before the workers, not once per thread.
+        client = RekorClient(settings)
+        try:
+            resolve_log_key(settings, client, state_dir(topdir))
+        finally:
+            client.close()
+    failures = backfill(settings, topdir, todo, args.jobs, counts, Progress())
+    for signature, cause in failures:
+        print('failed %s sigkey %s: %s' % (signature.nvra, signature.sigkey, cause))
+    print(backfill_summary(counts))
+    return 1 if failures else 0
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError('%r is not a positive whole number' % text)
+    return value
+
+
+def cli_settings(args):
+    settings = load_config(args.config)
+    if getattr(args, 'url', None):
+        settings.url = args.url
+        check_url(settings)
+    return settings
+
+
+def cmd_upload(args):
+    settings = cli_settings(args)
+    signed = signed_rpm_from_file(args.rpm)
+    topdir = args.topdir or default_topdir()
+    state = state_dir(topdir) if os.path.isdir(topdir) else None
+    outcome = upload_signed_rpm(settings, signed, args.key, state)
+    data = json.dumps(outcome.receipt, indent=2, sort_keys=True) + '\n'
+    if args.receipt:
+        write_atomic(args.receipt, data.encode())
+    else:
+        sys.stdout.write(data)
+    print('%s %s: log index %d, uuid %s' % (
+        'logged' if outcome.created else 'already in the log', signed.nvra,
+        outcome.verified.log_index, outcome.verified.uuid), file=sys.stderr)
+    return 0
+
+
+def load_entry_file(path):
+    """A receipt the plugin wrote, or a raw {entryID: LogEntry}."""
+    try:
+        with open(path, 'rb') as fo:
+            data = json.load(fo)
+    except OSError as e:
+        raise UsageError('cannot read %s: %s' % (path, e.strerror))
+    except ValueError:
+        raise UsageError('%s is not JSON' % path)
+    receipt = data if isinstance(data, dict) and 'log_entry' in data else None
+    entries = receipt['log_entry'] if receipt else data
+    if not isinstance(entries, dict) or len(entries) != 1:
+        raise UsageError('%s holds no single Rekor entry' % path)
+    (entry_id, entry), = entries.items()
+    if not isinstance(entry, dict):
+        raise UsageError('%s holds no single Rekor entry' % path)
+    return receipt, entry_id, entry
+
+
+def verify_key_for(args, settings, receipt, entry):
+    """The log key for an offline verify: --log-key, the configured one, or
+    the shipped public-instance key when the entry's logID is its."""
+    if args.log_key:
+        try:
+            return read_log_key(args.log_key)
+        except OSError as e:
+            raise UsageError('cannot read %s: %s' % (args.log_key, e.strerror))
+        except VerificationError as e:
+            raise UsageError('%s: %s' % (args.log_key, e))
+    if settings.log_public_key:
+        return read_log_key(settings.log_public_key)
+    public = load_log_key(PUBLIC_REKOR_KEY)
+    if str(entry.get('logID', '')).lower() == log_key_id(public).hex():
+        return public
+    raise UsageError('no log key for logID %s: pass --log-key' % entry.get('logID'))
+
+
+def cmd_verify(args):
+    settings = load_config(args.config)
+    receipt, entry_id, entry = load_entry_file(args.file)
+    key = verify_key_for(args, settings, receipt, entry)
+    origin = args.origin
+    if origin is None and receipt:
+        origin = urllib.parse.urlsplit(receipt.get('rekor_url', '')).hostname
+    verified = verify_log_entry(entry_id, entry, key, origin, require_set=False)
+    if args.rpm:
+        check_receipt_rpm(args.rpm, receipt, verified)
+    unsigned = '' if verified.signed_time else ' (unsigned)'
+    print('OK %s: log index %d%s (tree %s, index %d of %d), integrated %s%s, origin %r' % (
+        verified.uuid, verified.log_index, unsigned, verified.tree_id, verified.tree_index,
+        verified.tree_size, time.strftime('%Y-%m-%d %H:%M:%S UTC',
+                                          time.gmtime(verified.integrated_time)),
+        unsigned, verified.checkpoint.origin))
+    for note in verified.notes:
+        print('note: %s' % note)
+    return 0
+
+
+def check_receipt_rpm(path, receipt, verified):
+    """The RPM file is the one the rpm entry logged."""
+    if verified.body.get('kind') != 'rpm':
+        raise UsageError('--rpm needs an rpm entry, this is %s' % verified.body.get('kind'))
+    if not os.path.isfile(path):
+        raise UsageError('no such file: %s' % path)
+    with open(path, 'rb') as fo:
+        sha256 = sha256_of(fo)
+    logged = ((verified.body.get('spec') or {}).get('package') or {}).get('hash') or {}
+    if logged.get('value') != sha256:
+        raise VerificationError('%s has sha256 %s, the entry logged %s'
+                                % (path, sha256, logged.get('value')))
+    if receipt and receipt.get('sha256') not in (None, sha256):
+        raise VerificationError('receipt records sha256 %s, %s has %s'
+                                % (receipt.get('sha256'), path, sha256))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='koji-rekor', description='Record Koji RPM signatures in a Rekor transparency log.')
+    parser.add_argument('--version', action='version', version='%(prog)s ' + __version__)
+    parser.add_argument('--debug', action='store_true', help='log debug messages')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    upload = sub.add_parser('upload', help='log an RPM that is already signed')
+    upload.add_argument('rpm', help='signed RPM file')
+    upload.add_argument('--key', required=True, help='ASCII-armored public key that signed it')
+    upload.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    upload.add_argument('--url', help='Rekor URL (overrides the configuration)')
+    upload.add_argument('--topdir', help='Koji topdir holding rekor-logs/ (default: KojiDir)')
+    upload.add_argument('--receipt', help='write the receipt here instead of printing it')
+    upload.set_defaults(func=cmd_upload)
+
+    verify = sub.add_parser('verify', help='verify a receipt or Rekor entry offline')
+    verify.add_argument('file', help='receipt written by the plugin, or a {entryID: entry} JSON')
+    verify.add_argument('--rpm', help='also check that this RPM is the one logged')
+    verify.add_argument('--log-key', help="PEM file of the log's public key")
+    verify.add_argument('--origin', help='host the checkpoint origin must name')
+    verify.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    verify.set_defaults(func=cmd_verify)
+
+    retry = sub.add_parser('retry', help='upload what the outbox holds (for cron or a service)')
+    retry.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    retry.add_argument('--topdir', help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    retry.add_argument('--limit', type=int, help='upload at most N records per pass')
+    retry.add_argument('--now', action='store_true',
+                       help="retry failed records now instead of at their next attempt")
+    retry.add_argument('--watch', action='store_true',
+                       help='keep running: a pass every [upload] poll_interval seconds until stopped')
+    retry.set_defaults(func=cmd_retry)
+
+    monitor = sub.add_parser(
+        'monitor', help="check the log's consistency and every entry made with our keys "
+                        '(for cron or a timer)')
+    monitor.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    monitor.add_argument('--watchlist', metavar='FILE.yaml',
+                         help='YAML file of further keys and fingerprints to watch')
+    monitor.add_argument('--topdir',
+                         help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    monitor.add_argument('--json', action='store_true', help='print the report as JSON')
+    monitor.set_defaults(func=cmd_monitor)
+
+    backfill = sub.add_parser('backfill',
+                              help='log the signatures in the topdir that have no receipt')
+    backfill.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    backfill.add_argument('--topdir',
+                          help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    backfill.add_argument('--dry-run', action='store_true',
+                          help='list what would be logged, send nothing')
+    backfill.add_argument('--jobs', type=positive_int, default=2, metavar='N',
+                          help='upload N signatures at a time (default: 2)')
+    backfill.set_defaults(func=cmd_backfill)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format='%(levelname)s: %(message)s')
+    try:
+        return args.func(args)
+    except VerificationError as e:
+        print('koji-rekor: verification failed: %s' % e, file=sys.stderr)
+        return 1
+    except RekorLogError as e:
+        print('koji-rekor: %s' % e, file=sys.stderr)
+        return 1
+    except (UsageError, koji.ConfigurationError) as e:
+        print('koji-rekor: %s' % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())
