@@ -358,6 +358,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     """HTTP plumbing: faults, body reading, answering; the API is in _Api."""
 
     protocol_version = "HTTP/1.1"   # keep-alive, as Rekor's clients use it
+    # Headers and body go out in two writes; with Nagle the second waits for
+    # the client's delayed ACK (~40 ms) on a kept-alive connection. Go's
+    # net/http sets TCP_NODELAY too.
+    disable_nagle_algorithm = True
     server_version = "rekor-test"
     timeout = SOCKET_TIMEOUT
 

@@ -806,3 +806,19 @@ def test_the_command_line_server_persists_its_log(rpms, tmp_path):
         assert submit(second, rpms.rsa_header, rpms.rsa)[0] == 400   # header-only refused
     finally:
         second.stop()
+
+
+def test_kept_alive_connections_send_without_nagle(server):
+    """Headers and body leave in two writes; with Nagle the second would
+    wait for the client's delayed ACK on a kept-alive connection."""
+    import socket
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for _ in range(2):  # the second request rides the kept-alive connection
+            conn.request("GET", "/api/v1/log")
+            assert conn.getresponse().read()
+        live = list(server._httpd._live)
+        assert live
+        assert all(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for sock in live)
+    finally:
+        conn.close()
