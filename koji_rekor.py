@@ -26,7 +26,8 @@ from rekor_log import (
     KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
     RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError,
     UNCOMMITTED, VerificationError, __version__, check_consistency, check_url,
-    checkpoint_dir, claimed, deliver, failure_cause, load_config, load_log_key,
+    checkpoint_dir, checkpoint_path, claimed, deliver, locked, prove_consistency,
+    write_tree_head, failure_cause, load_config, load_log_key,
     log_key_id, log_outcome, log_signature, mark_committed, nvra_of, openpgp_fingerprint,
     openpgp_primary_key, outbox_dir, public_key_file, read_json, read_log_key,
     read_public_key, receipt_path, record_name, resolve_log_key, saved_tree_head,
@@ -88,32 +89,201 @@ def resolve_uncommitted(settings, path, counts):
             counts['rolled back'] += 1
 
 
-def drain_outbox(settings, topdir, limit=None, now=False):
-    """One pass over the outbox; returns counts of what happened."""
-    counts = dict.fromkeys(('logged', 'failed', 'rejected', 'waiting', 'busy',
-                            'unconfirmed', 'rolled back'), 0)
+DRAIN_COUNTS = ('logged', 'already in the log', 'failed', 'rejected', 'waiting', 'busy',
+                'unconfirmed', 'rolled back', 'tree head not kept')
+
+
+def drain_outbox(settings, topdir, limit=None, now=False, jobs=1):
+    """One pass over the outbox, jobs records at a time; returns counts of
+    what happened."""
+    counts = dict.fromkeys(DRAIN_COUNTS, 0)
     outbox = outbox_dir(topdir)
     names = sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []
     for name in names:
         path = os.path.join(outbox, name)
         if name.endswith(UNCOMMITTED) and age(path) > COMMIT_GRACE:
             resolve_uncommitted(settings, path, counts)
-    done = 0
-    for name in sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []:
-        if not name.endswith(COMMITTED) or name.startswith('.'):
-            continue
-        if limit is not None and done >= limit:
-            break
+    names = [name for name in sorted(os.listdir(outbox)) if os.path.isdir(outbox)
+             and name.endswith(COMMITTED) and not name.startswith('.')]
+    work = WorkerPass(settings, topdir, limit)
+
+    def deliver_due(name):
         path = os.path.join(outbox, name)
         with claimed(path) as record:
             if record is None:
-                counts['busy'] += 1
-            elif not now and record['next_attempt'] > time.time():
-                counts['waiting'] += 1
-            else:
-                counts[deliver(settings, topdir, path, record)] += 1
-                done += 1
+                return 'busy'
+            if not now and record['next_attempt'] > time.time():
+                return 'waiting'
+            if not work.take_one():
+                return None
+            return deliver(settings, topdir, path, record, **work.shared())
+
+    def count(name, future):
+        outcome = future.result()
+        if outcome:
+            counts[outcome] += 1
+
+    try:
+        run_bounded(jobs, names, deliver_due, count)
+    finally:
+        work.close(counts)
     return counts
+
+
+def run_bounded(jobs, items, work, done):
+    """work(item) for each item on jobs threads, and done(item, future) in
+    this thread as each finishes. At most 2 * jobs items are in flight, so
+    memory stays flat however many items there are."""
+    import concurrent.futures
+    pending = {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+
+    def finish(return_when):
+        finished, _ = concurrent.futures.wait(pending, return_when=return_when)
+        for future in finished:
+            done(pending.pop(future), future)
+
+    try:
+        for item in items:
+            if len(pending) >= 2 * jobs:
+                finish(concurrent.futures.FIRST_COMPLETED)
+            pending[pool.submit(work, item)] = item
+        while pending:
+            finish(concurrent.futures.FIRST_COMPLETED)
+    finally:
+        # On an interrupt, what has not started is dropped; a rerun finds it.
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+
+
+class WorkerPass:
+    """What the threads of one pass of the worker share: a Rekor client per
+    thread for the whole pass (its connection, and TLS, reused), the log
+    key, and the tree heads proved consistent, kept on disk once at the
+    end of the pass."""
+
+    def __init__(self, settings, topdir, limit=None):
+        self.settings = settings
+        self.state = state_dir(topdir)
+        self.heads = TreeHeads(self.state)
+        self.left = limit
+        self.local = threading.local()
+        self.clients = []
+        self.guard = threading.Lock()
+        self.log_key = None
+
+    def take_one(self):
+        """Whether one more record may be uploaded within --limit."""
+        with self.guard:
+            if self.left is None:
+                return True
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+    def client(self):
+        client = getattr(self.local, 'client', None)
+        if client is None:
+            client = self.local.client = RekorClient(self.settings)
+            with self.guard:
+                self.clients.append(client)
+        return client
+
+    def shared(self):
+        """The keyword arguments of deliver() for this thread."""
+        client = self.client()
+        with self.guard:
+            if self.log_key is None:
+                try:
+                    self.log_key = resolve_log_key(self.settings, client, self.state)
+                except RekorLogError:
+                    pass  # each upload tries again, and fails with the cause
+        return {'client': client, 'log_key': self.log_key, 'heads': self.heads}
+
+    def close(self, counts):
+        try:
+            if self.heads.trees:
+                counts['tree head not kept'] += self.heads.save(self.client())
+        finally:
+            for client in self.clients:
+                client.close()
+
+
+@dataclass
+class KnownTree:
+    """One tree of the log as a pass has seen it."""
+    key: object
+    tree_id: int
+    saved: tuple                 # (size, root) kept on disk when the pass began, or None
+    newest: tuple = None         # (size, root, checkpoint text) proved consistent
+    proven: set = field(default_factory=set)  # every (size, root) proved consistent
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class TreeHeads:
+    """The tree heads a pass of the worker has proved consistent.
+
+    Each tree head an entry comes with is proved consistent (RFC 9162
+    2.1.4) with the newest one proved before, then remembered: a consistency
+    proof is asked once per tree head and pass, not once per signature.
+    Every head so proved is a prefix of the newest one, so they are all one
+    history. The newest is kept on disk at the end of the pass; a crash
+    before that only means that the next pass proves from an older head.
+    """
+
+    def __init__(self, state):
+        self.state = state
+        self.trees = {}
+        self.guard = threading.Lock()
+
+    def tree(self, key, tree_id):
+        with self.guard:
+            ident = (log_key_id(key), tree_id)
+            known = self.trees.get(ident)
+            if known is None:
+                saved = saved_tree_head(self.state, key, tree_id)
+                known = self.trees[ident] = KnownTree(key, tree_id, saved)
+                if saved:
+                    known.newest = saved + (None,)
+                    known.proven.add(saved)
+            return known
+
+    def check(self, client, key, verified):
+        """Called by upload_signed_rpm for each verified entry."""
+        known = self.tree(key, verified.tree_id)
+        head = (verified.tree_size, verified.root_hash)
+        with known.lock:
+            if head in known.proven:
+                return
+            if known.newest is not None:
+                prove_consistency(client, verified.tree_id, known.newest[:2], head)
+            known.proven.add(head)
+            if known.newest is None or head[0] > known.newest[0]:
+                known.newest = head + (verified.checkpoint.text,)
+
+    def save(self, client):
+        """Keep the newest head of each tree; returns how many could not be
+        kept (another process kept a head that is not one history with it)."""
+        failed = 0
+        for known in self.trees.values():
+            if known.newest is None or known.newest[:2] == known.saved:
+                continue
+            path = checkpoint_path(self.state, known.key, known.tree_id)
+            try:
+                with locked(path):
+                    # Another hub or worker may have kept a newer head meanwhile.
+                    saved = saved_tree_head(self.state, known.key, known.tree_id)
+                    if saved is not None and saved not in known.proven:
+                        prove_consistency(client, known.tree_id, saved, known.newest[:2])
+                    if saved is None or known.newest[0] > saved[0]:
+                        write_tree_head(path, *known.newest)
+            except RekorLogError as e:
+                LOG.error('rekor_log: cannot keep the tree head of tree %s: %s',
+                          known.tree_id, failure_cause(e))
+                failed += 1
+        return failed
 
 
 def age(path):
@@ -877,16 +1047,17 @@ def cmd_retry(args):
         raise UsageError('no such topdir: %s' % topdir)
     koji.pathinfo.topdir = topdir
     if not args.watch:
-        counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
+        counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now, jobs=args.jobs)
         print(summary_line(counts, topdir))
-        return 1 if counts['failed'] or counts['rejected'] else 0
+        return 1 if counts['failed'] or counts['rejected'] or counts['tree head not kept'] else 0
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     LOG.info('rekor_log: watching %s every %ss', outbox_dir(topdir), settings.poll_interval)
     while not stop.is_set():
-        counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
-        if any(counts[k] for k in ('logged', 'failed', 'rejected', 'rolled back')):
+        counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now, jobs=args.jobs)
+        if any(counts[k] for k in ('logged', 'already in the log', 'failed', 'rejected',
+                                   'rolled back', 'tree head not kept')):
             LOG.info('rekor_log: %s', summary_line(counts, topdir))
         stop.wait(settings.poll_interval)
     return 0
@@ -1086,6 +1257,8 @@ def build_parser():
     retry.add_argument('--limit', type=int, help='upload at most N records per pass')
     retry.add_argument('--now', action='store_true',
                        help="retry failed records now instead of at their next attempt")
+    retry.add_argument('--jobs', type=positive_int, default=1, metavar='N',
+                       help='upload N records at a time (default: 1)')
     retry.add_argument('--watch', action='store_true',
                        help='keep running: a pass every [upload] poll_interval seconds until stopped')
     retry.set_defaults(func=cmd_retry)

@@ -1122,25 +1122,36 @@ def check_consistency(client, state, key, tree_id, size, root_hash, checkpoint_t
         saved = read_json(path)
         if saved is not None:
             old = (saved['size'], bytes.fromhex(saved['root_hash']))
-            (small, large) = sorted([old, new])
-            proof = []
-            if small[0] != large[0] and small[0] > 0:
-                answer = client.consistency_proof(small[0], large[0], tree_id)
-                if str(answer.get('rootHash', '')).lower() != large[1].hex():
-                    raise VerificationError('split view: Rekor gives root %s for size %d, '
-                                            'its checkpoint signed %s' % (
-                                                answer.get('rootHash'), large[0], large[1].hex()))
-                proof = [unhex(h, 'consistency proof hash') for h in answer.get('hashes') or []]
-            try:
-                verify_consistency(small[0], large[0], small[1], large[1], proof)
-            except VerificationError as e:
-                raise VerificationError('split view: the log is not consistent with the '
-                                        'tree head seen before (%s)' % e)
+            prove_consistency(client, tree_id, old, new)
             if new[0] <= old[0]:
                 return
-        write_atomic(path, json.dumps({
-            'size': size, 'root_hash': root_hash.hex(), 'checkpoint': checkpoint_text},
-            indent=1).encode())
+        write_tree_head(path, size, root_hash, checkpoint_text)
+
+
+def write_tree_head(path, size, root_hash, checkpoint_text):
+    write_atomic(path, json.dumps({
+        'size': size, 'root_hash': root_hash.hex(), 'checkpoint': checkpoint_text},
+        indent=1).encode())
+
+
+def prove_consistency(client, tree_id, old, new):
+    """Prove with the log's consistency proof that two verified tree heads
+    (size, root hash) of one tree are one history: the smaller is a prefix
+    of the larger."""
+    (small, large) = sorted([old, new])
+    proof = []
+    if small[0] != large[0] and small[0] > 0:
+        answer = client.consistency_proof(small[0], large[0], tree_id)
+        if str(answer.get('rootHash', '')).lower() != large[1].hex():
+            raise VerificationError('split view: Rekor gives root %s for size %d, '
+                                    'its checkpoint signed %s' % (
+                                        answer.get('rootHash'), large[0], large[1].hex()))
+        proof = [unhex(h, 'consistency proof hash') for h in answer.get('hashes') or []]
+    try:
+        verify_consistency(small[0], large[0], small[1], large[1], proof)
+    except VerificationError as e:
+        raise VerificationError('split view: the log is not consistent with the '
+                                'tree head seen before (%s)' % e)
 
 
 def read_json(path):
@@ -1212,18 +1223,23 @@ class Outcome:
     created: bool
 
 
-def upload_signed_rpm(settings, signed, key_path, state=None):
+def upload_signed_rpm(settings, signed, key_path, state=None, client=None, log_key=None,
+                      heads=None):
     """Check, upload and verify one signed RPM; returns the Outcome.
 
     Nothing is sent unless the key verifies the RPM locally, and nothing is
-    returned unless everything the log answered verifies.
+    returned unless everything the log answered verifies. A worker's pass
+    hands in its thread's client, the log key and heads, the tree heads it
+    has proved consistent (heads.check), instead of one of each per upload.
     """
     public_key = read_public_key(key_path)
     with RPM_LOCK:
         hdr = check_key_signed_rpm(signed, public_key, key_path)
-    client = RekorClient(settings)
+    own_client = client is None
+    if own_client:
+        client = RekorClient(settings)
     try:
-        key = resolve_log_key(settings, client, state)
+        key = log_key or resolve_log_key(settings, client, state)
         body = EntryBody(signed, public_key)
         entry_id, entry, created = client.create_entry(body)
         if body.sha256 is None:
@@ -1233,11 +1249,14 @@ def upload_signed_rpm(settings, signed, key_path, state=None):
                 body.sha256 = sha256_of(fo)
         verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
         verify_rpm_body(verified.body, expected_from_header(hdr, body.sha256, public_key))
-        if state:
+        if heads is not None:
+            heads.check(client, key, verified)
+        elif state:
             check_consistency(client, state, key, verified.tree_id, verified.tree_size,
                               verified.root_hash, verified.checkpoint.text)
     finally:
-        client.close()
+        if own_client:
+            client.close()
     receipt = make_receipt(settings, signed.nvra, signed.sigkey, body.sha256, entry_id, entry)
     return Outcome(receipt, verified, created)
 
@@ -1250,11 +1269,12 @@ def sha256_of(fo):
     return digest.hexdigest()
 
 
-def log_signature(settings, build, rpminfo, sigkey, topdir):
-    """Upload and verify one signature Koji stored; returns the Outcome."""
+def log_signature(settings, build, rpminfo, sigkey, topdir, **shared):
+    """Upload and verify one signature Koji stored; returns the Outcome.
+    shared: what a worker's pass shares (see upload_signed_rpm)."""
     signed = locate_signed_rpm(build, rpminfo, sigkey)
     key_path = public_key_file(settings, sigkey)
-    return upload_signed_rpm(settings, signed, key_path, state_dir(topdir))
+    return upload_signed_rpm(settings, signed, key_path, state_dir(topdir), **shared)
 
 
 def write_receipt(settings, topdir, rpminfo, sigkey, receipt):
@@ -1400,16 +1420,21 @@ def read_locked_record(fd):
         return None
 
 
-def deliver(settings, topdir, path, record):
+def deliver(settings, topdir, path, record, **shared):
     """Finish one committed record: upload it unless the receipt is already
     in it, write the receipt, remove the record. On failure, keep the record
-    with its attempt count and cause, or set it aside for good."""
+    with its attempt count and cause, or set it aside for good. Returns
+    'logged', 'already in the log' (Rekor's 409), 'failed' or 'rejected'."""
     nvra, sigkey = record['nvra'], record['sigkey']
+    result = 'logged'
     try:
         if record.get('receipt'):
             write_receipt(settings, topdir, record['rpm'], sigkey, record['receipt'])
         else:
-            outcome = log_signature(settings, record['build'], record['rpm'], sigkey, topdir)
+            outcome = log_signature(settings, record['build'], record['rpm'], sigkey, topdir,
+                                    **shared)
+            if not outcome.created:
+                result = 'already in the log'
             write_receipt(settings, topdir, record['rpm'], sigkey, outcome.receipt)
             log_outcome(nvra, sigkey, outcome)
     except Exception as e:
@@ -1427,9 +1452,11 @@ def deliver(settings, topdir, path, record):
         LOG.error('rekor_log: failed %s sigkey %s (attempt %d, kept in the outbox): %s',
                   nvra, sigkey, record['attempts'], cause)
         return 'failed'
+    # The receipt is durable; the removal need not be: a record that comes
+    # back after a crash meets 409 and ends in the same receipt.
     with contextlib.suppress(FileNotFoundError):  # set aside by an admin meanwhile
         os.unlink(path)
-    return 'logged'
+    return result
 
 
 def record_identity(path):
