@@ -26,13 +26,13 @@ from rekor_log import (
     KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
     RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError,
     UNCOMMITTED, VerificationError, __version__, check_consistency, check_url,
-    checkpoint_dir, checkpoint_path, claimed, deliver, locked, prove_consistency,
+    checkpoint_dir, checkpoint_path, claimed, deliver, fsync_directory, locked, prove_consistency,
     write_tree_head, failure_cause, load_config, load_log_key,
     log_key_id, log_outcome, log_signature, mark_committed, nvra_of, openpgp_fingerprint,
     openpgp_primary_key, outbox_dir, public_key_file, read_json, read_log_key,
     read_public_key, receipt_path, record_name, resolve_log_key, saved_tree_head,
     set_aside, sha256_of, signed_rpm_from_file, state_dir, upload_signed_rpm,
-    verify_checkpoint, verify_log_entry, write_atomic, write_receipt,
+    verify_checkpoint, verify_log_entry, write_atomic, write_receipt, write_record,
 )
 
 # ---------------------------------------------------------------------------
@@ -318,6 +318,111 @@ def summary_line(counts, topdir):
     if aside:
         line += '; %d set aside in %s' % (aside, rejected)
     return line
+
+
+# ---------------------------------------------------------------------------
+# Seeing the outbox: koji-rekor outbox
+# ---------------------------------------------------------------------------
+
+# (state, folder under @outbox, file name ending) of every kind of record
+OUTBOX_STATES = (('pending', '', COMMITTED), ('uncommitted', '', UNCOMMITTED),
+                 ('rejected', 'rejected', COMMITTED), ('rolled-back', 'rolled-back', COMMITTED))
+
+
+def outbox_records(topdir, now=None):
+    """One dict per record in the outbox and its set-aside folders. A record
+    is input: one that cannot be read is listed with the cause."""
+    now = time.time() if now is None else now
+    for state, folder, ending in OUTBOX_STATES:
+        directory = os.path.join(outbox_dir(topdir), folder)
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            continue
+        for name in names:
+            path = os.path.join(directory, name)
+            if not name.endswith(ending) or name.startswith('.') or not os.path.isfile(path):
+                continue
+            yield outbox_entry(state, name[:-len(ending)], path, now)
+
+
+def outbox_entry(state, name, path, now):
+    item = {'state': state, 'name': name, 'path': path, 'nvra': None, 'sigkey': None,
+            'age': None, 'attempts': None, 'last_error': None, 'next_attempt': None,
+            'reason': None}
+    try:
+        record = read_json(path)
+        if not isinstance(record, dict):
+            raise ValueError('not a JSON object')
+    except (OSError, ValueError) as e:
+        item['reason'] = 'unreadable record: %s' % (getattr(e, 'strerror', None) or e)
+        return item
+    queued = record.get('queued')
+    if not isinstance(queued, (int, float)) or isinstance(queued, bool):
+        with contextlib.suppress(OSError):
+            queued = os.path.getmtime(path)
+    item.update({k: record.get(k) if isinstance(record.get(k), t) else None for k, t in (
+        ('nvra', str), ('sigkey', str), ('attempts', int), ('last_error', str),
+        ('next_attempt', int))})
+    if isinstance(queued, (int, float)):
+        item['age'] = max(0, int(now - queued))
+    aside = record.get('set_aside')
+    if isinstance(aside, dict) and isinstance(aside.get('reason'), str):
+        item['reason'] = aside['reason']
+    return item
+
+
+def format_age(seconds):
+    if seconds is None:
+        return '?'
+    for unit, size in (('d', 86400), ('h', 3600), ('m', 60)):
+        if seconds >= size:
+            return '%d%s' % (seconds // size, unit)
+    return '%ds' % seconds
+
+
+def outbox_line(item):
+    parts = ['age %s' % format_age(item['age'])]
+    if item['attempts'] is not None:
+        parts.append('%d attempt%s' % (item['attempts'], '' if item['attempts'] == 1 else 's'))
+    if item['state'] == 'pending' and item['next_attempt']:
+        parts.append('next attempt %s' % time.strftime('%Y-%m-%d %H:%M:%S UTC',
+                                                        time.gmtime(item['next_attempt'])))
+    if item['last_error']:
+        parts.append('last error: %s' % item['last_error'])
+    if item['reason'] and item['reason'] != item['last_error']:
+        parts.append('set aside: %s' % item['reason'] if item['state'] in
+                     ('rejected', 'rolled-back') else item['reason'])
+    return '%-11s %s: %s' % (item['state'], item['name'], '; '.join(parts))
+
+
+def requeue_rejected(topdir, name):
+    """Move a rejected record back into the outbox, due now; the admin has
+    fixed its cause. Refuses when the outbox already holds that signature."""
+    outbox = outbox_dir(topdir)
+    source = os.path.join(outbox, 'rejected', name + COMMITTED)
+    target = os.path.join(outbox, name + COMMITTED)
+    if os.path.basename(name) != name or not os.path.isfile(source):
+        raise UsageError('no rejected record %s in %s' % (name, os.path.dirname(source)))
+    if os.path.exists(target) or os.path.exists(os.path.join(outbox, name + UNCOMMITTED)):
+        raise UsageError('%s is already queued again in %s' % (name, outbox))
+    try:
+        record = read_json(source)
+        if not isinstance(record, dict):
+            raise ValueError('not a JSON object')
+    except (OSError, ValueError) as e:
+        raise UsageError('cannot read %s: %s' % (source, getattr(e, 'strerror', None) or e))
+    record.pop('set_aside', None)
+    record['next_attempt'] = 0
+    write_record(source, record)
+    # A link cannot replace a record a hub queued meanwhile; then the
+    # rejected one goes.
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise UsageError('%s is already queued again in %s' % (name, outbox))
+    os.unlink(source)
+    fsync_directory(outbox)
 
 
 # ---------------------------------------------------------------------------
@@ -868,7 +973,7 @@ def format_report(report):
 
 SIGHDR_SUFFIX = '.rpm.sig'
 BACKFILL_COUNTS = ('logged', 'already in the log', 'failed', 'unknown key',
-                   'skipped', 'queued', 'ignored')
+                   'skipped', 'queued', 'ignored', 'tree head not kept')
 
 
 @dataclass
@@ -886,27 +991,28 @@ class StoredSignature:
 
 
 def stored_signatures(topdir):
-    """Every signature header in every volume's sigcache, once per RPM and
-    sigkey; and (path, reason) for files not where Koji would keep them.
+    """(path, StoredSignature, None) for every signature header in every
+    volume's sigcache, once per RPM and sigkey, and (path, None, reason)
+    for files not where Koji would keep them; generated one at a time, so
+    that memory stays flat however many there are.
 
     Other volumes come first: Koji links a build on another volume from the
     default one, and the build is then named with its own volume.
     """
     import glob
-    found, ignored, seen = [], [], set()
+    seen = set()
     pattern = os.path.join('*', '*', '*', 'data', 'sigcache', '*', '*', '*' + SIGHDR_SUFFIX)
     for volume, packages in volume_packages(topdir):
-        for path in sorted(glob.glob(os.path.join(glob.escape(packages), pattern))):
+        for path in sorted(glob.iglob(os.path.join(glob.escape(packages), pattern))):
             try:
                 signature = stored_signature(volume, packages, path)
             except ValueError as e:
-                ignored.append((path, str(e)))
+                yield path, None, str(e)
                 continue
-            identity = (signature.nvra, signature.sigkey)
+            identity = '%s.%s' % (signature.nvra, signature.sigkey)
             if identity not in seen:
                 seen.add(identity)
-                found.append(signature)
-    return sorted(found, key=lambda s: (s.nvra, s.sigkey)), ignored
+                yield path, signature, None
 
 
 def volume_packages(topdir):
@@ -939,24 +1045,27 @@ def stored_signature(volume, packages, path):
     return StoredSignature(build, rpminfo, sigkey, path)
 
 
-def sort_signatures(settings, topdir, signatures, counts):
-    """The signatures to log: those with neither a receipt nor a record in
-    the outbox (the worker logs those) whose public key we have. Returns
-    (to log, [(signature, why the key is unknown)])."""
-    todo, unknown = [], []
-    for signature in signatures:
-        if os.path.exists(receipt_path(topdir, signature.rpminfo, signature.sigkey)):
+def signatures_to_log(settings, topdir, counts):
+    """The stored signatures to log: those with neither a receipt nor a
+    record in the outbox (the worker logs those) whose public key we have.
+    Prints why others are ignored or have no key."""
+    for path, signature, reason in stored_signatures(topdir):
+        if signature is None:
+            counts['ignored'] += 1
+            print('ignored %s: %s' % (path, reason))
+        elif os.path.exists(receipt_path(topdir, signature.rpminfo, signature.sigkey)):
             counts['skipped'] += 1
         elif queued_in_outbox(topdir, signature):
             counts['queued'] += 1
         else:
             try:
                 public_key_file(settings, signature.sigkey)
-                todo.append(signature)
             except SignatureSourceError as e:
                 counts['unknown key'] += 1
-                unknown.append((signature, str(e)))
-    return todo, unknown
+                print('unknown key %s: %s (%s): %s' % (signature.sigkey, signature.nvra,
+                                                       signature.path, e))
+                continue
+            yield signature
 
 
 def queued_in_outbox(topdir, signature):
@@ -964,46 +1073,46 @@ def queued_in_outbox(topdir, signature):
     return os.path.exists(stem + COMMITTED) or os.path.exists(stem + UNCOMMITTED)
 
 
-def backfill_one(settings, topdir, signature):
-    """Log one stored signature as the plugin does; runs in a worker thread
-    (log_signature makes a RekorClient of its own for each call)."""
-    outcome = log_signature(settings, signature.build, signature.rpminfo, signature.sigkey,
-                            topdir)
-    write_receipt(settings, topdir, signature.rpminfo, signature.sigkey, outcome.receipt)
-    return outcome
-
-
 def backfill(settings, topdir, todo, jobs, counts, progress):
-    """Log each signature with at most jobs at a time; returns the failures
-    as (signature, cause)."""
-    import concurrent.futures
-    failures = []
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
-    futures = {pool.submit(backfill_one, settings, topdir, s): s for s in todo}
+    """Log each signature (todo: (volume, sigcache path) of each) with at
+    most jobs at a time and a bounded number in flight, as one pass of the
+    worker does; returns the number that failed."""
+    packages = dict(volume_packages(topdir))
+    work = WorkerPass(settings, topdir)
+    done = [0]
+
+    def log_one(item):
+        volume, path = item
+        signature = stored_signature(volume, packages[volume], path)
+        outcome = log_signature(settings, signature.build, signature.rpminfo, signature.sigkey,
+                                topdir, **work.shared())
+        write_receipt(settings, topdir, signature.rpminfo, signature.sigkey, outcome.receipt)
+        return signature, outcome
+
+    def count(item, future):
+        done[0] += 1
+        progress.clear()
+        try:
+            signature, outcome = future.result()
+        except Exception as e:
+            cause = failure_cause(e)
+            counts['failed'] += 1
+            signature = stored_signature(item[0], packages[item[0]], item[1])
+            print('failed %s sigkey %s: %s' % (signature.nvra, signature.sigkey, cause))
+            LOG.error('rekor_log: failed %s sigkey %s: %s', signature.nvra, signature.sigkey,
+                      cause, exc_info=None if isinstance(e, RekorLogError) else e)
+        else:
+            counts['logged' if outcome.created else 'already in the log'] += 1
+            log_outcome(signature.nvra, signature.sigkey, outcome)
+        progress.update('backfill: %d/%d signatures (%s)' % (
+            done[0], len(todo), ', '.join('%s %d' % (k, counts[k]) for k in BACKFILL_COUNTS[:3])),
+            done=done[0] == len(todo))
+
     try:
-        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            signature = futures[future]
-            progress.clear()
-            try:
-                outcome = future.result()
-            except Exception as e:
-                cause = failure_cause(e)
-                counts['failed'] += 1
-                failures.append((signature, cause))
-                LOG.error('rekor_log: failed %s sigkey %s: %s', signature.nvra, signature.sigkey,
-                          cause, exc_info=None if isinstance(e, RekorLogError) else e)
-            else:
-                counts['logged' if outcome.created else 'already in the log'] += 1
-                log_outcome(signature.nvra, signature.sigkey, outcome)
-            progress.update('backfill: %d/%d signatures (%s)' % (
-                done, len(todo), ', '.join('%s %d' % (k, counts[k]) for k in BACKFILL_COUNTS[:3])),
-                done=done == len(todo))
+        run_bounded(jobs, todo, log_one, count)
     finally:
-        # On an interrupt, what has not started is dropped; a rerun finds it.
-        for future in futures:
-            future.cancel()
-        pool.shutdown(wait=True)
-    return failures
+        work.close(counts)
+    return counts['failed']
 
 
 def backfill_summary(counts, would_log=None):
@@ -1020,6 +1129,8 @@ def backfill_summary(counts, would_log=None):
         parts.append('queued %d (in the outbox, for the worker)' % counts['queued'])
     if counts['ignored']:
         parts.append('ignored %d (not laid out as Koji does)' % counts['ignored'])
+    if counts['tree head not kept']:
+        parts.append('tree head not kept %d' % counts['tree head not kept'])
     return ', '.join(parts)
 
 
@@ -1063,6 +1174,33 @@ def cmd_retry(args):
     return 0
 
 
+def cmd_outbox(args):
+    topdir = args.topdir or default_topdir()
+    if not os.path.isdir(topdir):
+        raise UsageError('no such topdir: %s' % topdir)
+    if args.requeue:
+        names = args.requeue
+        if names == ['all']:
+            names = [item['name'] for item in outbox_records(topdir)
+                     if item['state'] == 'rejected']
+        for name in names:
+            requeue_rejected(topdir, name)
+            print('requeued %s' % name)
+        print('requeued %d; run koji-rekor retry to upload them' % len(names))
+        return 0
+    items = list(outbox_records(topdir))
+    counts = {state: sum(1 for i in items if i['state'] == state)
+              for state, _, _ in OUTBOX_STATES}
+    if args.json:
+        sys.stdout.write(json.dumps({'outbox': outbox_dir(topdir), 'counts': counts,
+                                     'records': items}, indent=2, sort_keys=True) + '\n')
+        return 0
+    for item in items:
+        print(outbox_line(item))
+    print(', '.join('%s %d' % item for item in counts.items()))
+    return 0
+
+
 def cmd_monitor(args):
     settings = load_config(args.config)
     topdir = args.topdir or default_topdir()
@@ -1089,32 +1227,19 @@ def cmd_backfill(args):
         LOG.warning('rekor_log: [upload] record_log_info is off: no receipts are written, so '
                     'a rerun sends every signature again')
     counts = dict.fromkeys(BACKFILL_COUNTS, 0)
-    signatures, ignored = stored_signatures(topdir)
-    counts['ignored'] = len(ignored)
-    todo, unknown = sort_signatures(settings, topdir, signatures, counts)
-    for path, reason in ignored:
-        print('ignored %s: %s' % (path, reason))
-    for signature, reason in unknown:
-        print('unknown key %s: %s (%s): %s' % (signature.sigkey, signature.nvra,
-                                               signature.path, reason))
-    if args.dry_run:
-        for signature in todo:
+    # What is to log is kept as (volume, path) only: memory stays flat.
+    todo = []
+    for signature in signatures_to_log(settings, topdir, counts):
+        if args.dry_run:
             print('would log %s sigkey %s (%s)' % (signature.nvra, signature.sigkey,
                                                    signature.path))
+        todo.append((signature.build['volume_name'], signature.path))
+    if args.dry_run:
         print(backfill_summary(counts, would_log=len(todo)))
         return 0
-    if todo:
-        # Trust the log key once, before the workers, not once per thread.
-        client = RekorClient(settings)
-        try:
-            resolve_log_key(settings, client, state_dir(topdir))
-        finally:
-            client.close()
-    failures = backfill(settings, topdir, todo, args.jobs, counts, Progress())
-    for signature, cause in failures:
-        print('failed %s sigkey %s: %s' % (signature.nvra, signature.sigkey, cause))
+    failed = backfill(settings, topdir, todo, args.jobs, counts, Progress())
     print(backfill_summary(counts))
-    return 1 if failures else 0
+    return 1 if failed or counts['tree head not kept'] else 0
 
 
 def positive_int(text):
@@ -1191,12 +1316,11 @@ def verify_key_for(args, settings, receipt, entry):
 
 def cmd_verify(args):
     settings = load_config(args.config)
-    receipt, entry_id, entry = load_entry_file(args.file)
+    if len(args.files) > 1 or os.path.isdir(args.files[0]):
+        return verify_many(args, settings)
+    receipt, entry_id, entry = load_entry_file(args.files[0])
     key = verify_key_for(args, settings, receipt, entry)
-    origin = args.origin
-    if origin is None and receipt:
-        origin = urllib.parse.urlsplit(receipt.get('rekor_url', '')).hostname
-    verified = verify_log_entry(entry_id, entry, key, origin, require_set=False)
+    verified = verify_entry_file(args, receipt, entry_id, entry, key)
     if args.rpm:
         check_receipt_rpm(args.rpm, receipt, verified)
     unsigned = '' if verified.signed_time else ' (unsigned)'
@@ -1208,6 +1332,59 @@ def cmd_verify(args):
     for note in verified.notes:
         print('note: %s' % note)
     return 0
+
+
+def verify_entry_file(args, receipt, entry_id, entry, key):
+    origin = args.origin
+    if origin is None and receipt:
+        origin = urllib.parse.urlsplit(receipt.get('rekor_url', '')).hostname
+    return verify_log_entry(entry_id, entry, key, origin, require_set=False)
+
+
+def verify_many(args, settings):
+    """Verify every receipt named or under the directories named, in this
+    process: a line for each, then a summary. Exit 1 if one failed, else 2
+    if one could not be read, else 0."""
+    if args.rpm:
+        raise UsageError('--rpm checks one receipt, not several')
+    keys = {}
+    counts = dict.fromkeys(('verified', 'failed', 'unreadable'), 0)
+    for path in receipt_files(args.files):
+        try:
+            receipt, entry_id, entry = load_entry_file(path)
+            # One key for all, unless it depends on each entry's logID.
+            which = None if args.log_key or settings.log_public_key \
+                else str(entry.get('logID', '')).lower()
+            if which not in keys:
+                keys[which] = verify_key_for(args, settings, receipt, entry)
+            verify_entry_file(args, receipt, entry_id, entry, keys[which])
+        except VerificationError as e:
+            counts['failed'] += 1
+            print('FAILED %s: %s' % (path, e))
+        except UsageError as e:
+            counts['unreadable'] += 1
+            print('UNREADABLE %s: %s' % (path, e))
+        else:
+            counts['verified'] += 1
+            print('OK %s' % path)
+    if not any(counts.values()):
+        raise UsageError('no receipts in %s' % ', '.join(args.files))
+    print(', '.join('%s %d' % item for item in counts.items()))
+    return 1 if counts['failed'] else 2 if counts['unreadable'] else 0
+
+
+def receipt_files(paths):
+    """The files named, and every *.json under the directories named, but
+    for the plugin's own @outbox and @state and temporary dot files."""
+    for path in paths:
+        if not os.path.isdir(path):
+            yield path
+            continue
+        for directory, subdirs, files in os.walk(path):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith(('@', '.')))
+            for name in sorted(files):
+                if name.endswith('.json') and not name.startswith('.'):
+                    yield os.path.join(directory, name)
 
 
 def check_receipt_rpm(path, receipt, verified):
@@ -1244,8 +1421,10 @@ def build_parser():
     upload.set_defaults(func=cmd_upload)
 
     verify = sub.add_parser('verify', help='verify a receipt or Rekor entry offline')
-    verify.add_argument('file', help='receipt written by the plugin, or a {entryID: entry} JSON')
-    verify.add_argument('--rpm', help='also check that this RPM is the one logged')
+    verify.add_argument('files', nargs='+', metavar='FILE',
+                        help='receipt written by the plugin, or a {entryID: entry} JSON; '
+                             'several, or directories of receipts, are checked in one go')
+    verify.add_argument('--rpm', help='also check that this RPM is the one logged (one FILE)')
     verify.add_argument('--log-key', help="PEM file of the log's public key")
     verify.add_argument('--origin', help='host the checkpoint origin must name')
     verify.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
@@ -1262,6 +1441,16 @@ def build_parser():
     retry.add_argument('--watch', action='store_true',
                        help='keep running: a pass every [upload] poll_interval seconds until stopped')
     retry.set_defaults(func=cmd_retry)
+
+    outbox = sub.add_parser('outbox', help='list the records waiting or set aside in the '
+                                           'outbox; requeue rejected ones')
+    outbox.add_argument('--topdir', help='Koji topdir (default: KojiDir from hub.conf, '
+                                         'else /mnt/koji)')
+    outbox.add_argument('--json', action='store_true', help='print the list as JSON')
+    outbox.add_argument('--requeue', nargs='+', metavar='NAME',
+                        help='move these rejected records (<nvra>.<sigkey>, as listed; "all" '
+                             'for every one) back into the outbox, due now')
+    outbox.set_defaults(func=cmd_outbox)
 
     monitor = sub.add_parser(
         'monitor', help="check the log's consistency and every entry made with our keys "

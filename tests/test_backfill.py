@@ -168,8 +168,9 @@ def test_a_rerun_posts_nothing(backfill, layout, rekor):
 
 
 def test_the_dicts_from_the_path_are_those_koji_pathinfo_expects(layout, topdir):
-    found, ignored = koji_rekor.stored_signatures(str(topdir))
-    assert ignored == []
+    stored = list(koji_rekor.stored_signatures(str(topdir)))
+    assert [(path, reason) for path, signature, reason in stored if signature is None] == []
+    found = [signature for path, signature, reason in stored]
     by_nvra = {s.nvra: s for s in found}
     assert sorted(by_nvra) == sorted(layout.nvra(label) for label in layout.signatures)
     for label, sig in layout.signatures.items():
