@@ -22,17 +22,16 @@ from dataclasses import dataclass, field
 import koji
 
 from rekor_log import (
-    COMMITTED, COMMIT_GRACE, CONFIG_FILE, DEFAULT_TOPDIR, HUB_CONFIG_FILE,
-    KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
-    RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError,
-    UNCOMMITTED, VerificationError, __version__, check_consistency, check_url,
-    checkpoint_dir, checkpoint_path, claimed, deliver, fsync_directory, locked, prove_consistency,
-    write_tree_head, failure_cause, load_config, load_log_key,
-    log_key_id, log_outcome, log_signature, mark_committed, nvra_of, openpgp_fingerprint,
-    openpgp_primary_key, outbox_dir, public_key_file, read_json, read_log_key,
-    read_public_key, receipt_path, record_name, resolve_log_key, saved_tree_head,
-    set_aside, sha256_of, signed_rpm_from_file, state_dir, upload_signed_rpm,
-    verify_checkpoint, verify_log_entry, write_atomic, write_receipt, write_record,
+    COMMITTED, COMMIT_GRACE, CONFIG_FILE, DEFAULT_TOPDIR, HUB_CONFIG_FILE, KOJI_CLIENT_CONFIG,
+    LOG, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, UNCOMMITTED, __version__,
+    check_consistency, check_url, checkpoint_dir, checkpoint_path, claimed, deliver,
+    failure_cause, fsync_directory, load_config, load_log_key, locked, log_key_id, log_outcome,
+    log_signature, mark_committed, nvra_of, openpgp_fingerprint, openpgp_primary_key,
+    outbox_dir, prove_consistency, public_key_file, read_json, read_log_key, read_public_key,
+    receipt_path, record_name, RekorClient, RekorLogError, RekorRejected, RekorUnavailable,
+    resolve_log_key, saved_tree_head, set_aside, Settings, sha256_of, SignatureSourceError,
+    signed_rpm_from_file, state_dir, upload_signed_rpm, VerificationError, verify_checkpoint,
+    verify_log_entry, write_atomic, write_receipt, write_record, write_tree_head,
 )
 
 # ---------------------------------------------------------------------------
