@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import weakref
 from dataclasses import dataclass, field
 
 import koji
@@ -1072,8 +1073,10 @@ def resolve_log_key(settings, client, state):
 
 
 # fcntl locks belong to a process, not a thread: the threads of one process
-# (koji-rekor backfill --jobs) also take a lock of their own per path.
-THREAD_LOCKS = {}
+# (koji-rekor backfill and retry --jobs) also take a lock of their own per
+# path. Weak values: a lock lives while a thread uses it, so a worker that
+# runs for months does not keep one for every record it ever saw.
+THREAD_LOCKS = weakref.WeakValueDictionary()
 THREAD_LOCKS_GUARD = threading.Lock()
 
 
