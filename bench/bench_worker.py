@@ -22,8 +22,9 @@ directly (what postCommit leaves for the worker), a fresh set per run.
 2. Backfill: `koji-rekor backfill --jobs 4` over COUNT and COUNT x KEYS
    signatures against a fresh log; peak RSS of the process
    (/usr/bin/time).
-3. Verify: `koji-rekor verify DIR` over the receipts of the batch run, in
-   one process: receipts a second, with and without interpreter start-up.
+3. Verify: `koji-rekor verify DIR` over the receipts of the batch run, and
+   over KEYS copies of them, in one process: receipts a second, with and
+   without interpreter start-up.
 
     python3 bench/bench_worker.py [--count 1000] [--keys 10] [--jobs 1,4]
 """
@@ -304,6 +305,27 @@ def median_run(reports):
     return sorted(reports, key=lambda r: r['seconds'])[len(reports) // 2]
 
 
+def verify_cases(work, count, copies):
+    """Verify the batch's count receipts, and count x copies of them (each
+    copy in a directory of its own), as a whole command and timed inside
+    the process: [(receipts, whole, inside)]."""
+    receipts = os.path.join(work, 'receipts')
+    key = os.path.join(work, 'receipts.pub')
+    many = os.path.join(work, 'many-receipts')
+    for number in range(copies):
+        shutil.copytree(receipts, os.path.join(many, str(number)))
+    cases = []
+    for directory, n in ((receipts, count), (many, count * copies)):
+        whole = verify_run(directory, key)
+        inside = measure(child('verify', '--topdir', directory, '--url', key))
+        if inside['summary'] != 'verified %d, failed 0, unreadable 0' % n:
+            raise SystemExit('bench: verify: %s' % inside['summary'])
+        cases.append((n, whole, inside))
+        print('  verify %d receipts: %.2f s whole command, %.2f s inside' % (
+            n, whole['seconds'], inside['seconds']), flush=True)
+    return cases
+
+
 def verify_run(receipts, key):
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, '-m', 'koji_rekor', 'verify', receipts,
@@ -381,10 +403,7 @@ def main():
         bare_1 = median_run(runs[('bare', 1)])
         for jobs in jobs_list:
             rows.append((jobs, median_run(runs[('worker', jobs)]), median_run(runs[('bare', jobs)])))
-        worker = runs[('worker', jobs_list[-1])][-1]
-        verify = worker['verified']
-        verify_inside = measure(child('verify', '--topdir', os.path.join(work, 'receipts'),
-                                      '--url', os.path.join(work, 'receipts.pub')))
+        verifies = verify_cases(work, args.count, args.keys)
         backfills = []
         if not args.skip_backfill:
             for topdir, count in ((info['small'], args.count),
@@ -395,10 +414,10 @@ def main():
                     count, report['seconds'], report['rss'] / MiB), flush=True)
             reset_topdir(info['large'])
         reset_topdir(info['small'])
-    print_tables(args, rows, bare_1, verify, verify_inside, backfills)
+    print_tables(args, rows, bare_1, verifies, backfills)
 
 
-def print_tables(args, rows, bare_1, verify, verify_inside, backfills):
+def print_tables(args, rows, bare_1, verifies, backfills):
     count = args.count
     print()
     print('Batch: %d small signatures, each run on a fresh local log (median of %d runs)'
@@ -413,14 +432,15 @@ def print_tables(args, rows, bare_1, verify, verify_inside, backfills):
             worker['seconds'] / bare_1['seconds'], worker['seconds'] / bare['seconds'],
             worker['log_cpu'], bare['log_cpu'], worker['verified']['summary']))
     print()
-    print('Verify: `koji-rekor verify DIR` over %d receipts, one process' % count)
+    print('Verify: `koji-rekor verify DIR`, one process')
     print()
-    print('| measured | time | receipts a second |')
-    print('|---|---|---|')
-    print('| whole command (with start-up) | %.2f s | %.0f |' % (
-        verify['seconds'], count / verify['seconds']))
-    print('| inside the process | %.2f s | %.0f |' % (
-        verify_inside['seconds'], count / verify_inside['seconds']))
+    print('| receipts | whole command (with start-up) | receipts a second | inside the process '
+          '| receipts a second |')
+    print('|---|---|---|---|---|')
+    for n, whole, inside in verifies:
+        print('| %d | %.2f s | %.0f | %.2f s | %.0f |' % (
+            n, whole['seconds'], n / whole['seconds'], inside['seconds'],
+            n / inside['seconds']))
     if backfills:
         print()
         print('Backfill: `koji-rekor backfill --jobs %d`, fresh local log' % args.backfill_jobs)
