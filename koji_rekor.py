@@ -25,9 +25,9 @@ from rekor_log import (
     COMMITTED, COMMIT_GRACE, CONFIG_FILE, DEFAULT_TOPDIR, HUB_CONFIG_FILE, KOJI_CLIENT_CONFIG,
     LOG, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, UNCOMMITTED, __version__,
     check_consistency, check_url, checkpoint_dir, checkpoint_path, claimed, deliver,
-    failure_cause, fsync_directory, load_config, load_log_key, locked, log_key_id, log_outcome,
+    failure_cause, fsync_directory, left_subtrees, load_config, load_log_key, locked, log_key_id, log_outcome,
     log_signature, mark_committed, nvra_of, openpgp_fingerprint, openpgp_primary_key,
-    outbox_dir, prove_consistency, public_key_file, read_json, read_log_key, read_public_key,
+    outbox_dir, prefix_roots, prove_consistency, public_key_file, read_json, read_log_key, read_public_key,
     receipt_path, record_name, RekorClient, RekorLogError, RekorRejected, RekorUnavailable,
     resolve_log_key, saved_tree_head, set_aside, Settings, sha256_of, SignatureSourceError,
     signed_rpm_from_file, state_dir, upload_signed_rpm, VerificationError, verify_checkpoint,
@@ -210,26 +210,36 @@ class WorkerPass:
                 client.close()
 
 
+# Tree heads a pass remembers per tree; beyond this the smallest are
+# dropped, which costs at most a consistency proof, never a check.
+KEPT_HEADS = 4096
+
+
 @dataclass
 class KnownTree:
     """One tree of the log as a pass has seen it."""
     key: object
     tree_id: int
     saved: tuple                 # (size, root) kept on disk when the pass began, or None
-    newest: tuple = None         # (size, root, checkpoint text) proved consistent
-    proven: set = field(default_factory=set)  # every (size, root) proved consistent
+    newest: tuple = None         # (size, root, checkpoint text) of the largest head
+    heads: dict = field(default_factory=dict)  # size -> root: one history, all proved
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class TreeHeads:
-    """The tree heads a pass of the worker has proved consistent.
+    """The tree heads a pass of the worker has proved to be one history.
 
-    Each tree head an entry comes with is proved consistent (RFC 9162
-    2.1.4) with the newest one proved before, then remembered: a consistency
-    proof is asked once per tree head and pass, not once per signature.
-    Every head so proved is a prefix of the newest one, so they are all one
-    history. The newest is kept on disk at the end of the pass; a crash
-    before that only means that the next pass proves from an older head.
+    The inclusion proof of an entry at index i also gives the roots of the
+    tree's first i and i + 1 leaves (rekor_log.prefix_roots), heads that the
+    entry's verified head provably extends. A new head that is larger than
+    the newest one is proved from those when one of them has the newest
+    one's size (as when this worker's uploads follow each other), and with
+    the log's consistency proof (RFC 9162, section 2.1.4) otherwise; a
+    smaller one with the consistency proof to the newest. Each head is
+    proved once per pass: never once per signature. Every head so proved
+    is a prefix of the newest one, so they are all one history. The newest
+    is kept on disk at the end of the pass; a crash before that only means
+    that the next pass proves from an older head.
     """
 
     def __init__(self, state):
@@ -246,21 +256,44 @@ class TreeHeads:
                 known = self.trees[ident] = KnownTree(key, tree_id, saved)
                 if saved:
                     known.newest = saved + (None,)
-                    known.proven.add(saved)
+                    known.heads[saved[0]] = saved[1]
             return known
 
-    def check(self, client, key, verified):
+    def check(self, client, key, verified, entry):
         """Called by upload_signed_rpm for each verified entry."""
         known = self.tree(key, verified.tree_id)
         head = (verified.tree_size, verified.root_hash)
+        proof = entry['verification']['inclusionProof']  # verified with the entry
+        prefixes = prefix_roots(verified.tree_index, bytes.fromhex(verified.uuid), left_subtrees(
+            verified.tree_index, verified.tree_size, [bytes.fromhex(h) for h in proof['hashes']]))
         with known.lock:
-            if head in known.proven:
-                return
-            if known.newest is not None:
-                prove_consistency(client, verified.tree_id, known.newest[:2], head)
-            known.proven.add(head)
+            if known.heads.get(head[0]) != head[1]:
+                self.prove(client, known, head, prefixes)
+            for size, root in sorted(prefixes.items()) + [head]:
+                if known.heads.setdefault(size, root) != root:
+                    raise VerificationError(
+                        'split view: the log showed two roots for tree size %d: %s and %s'
+                        % (size, known.heads[size].hex(), root.hex()))
             if known.newest is None or head[0] > known.newest[0]:
                 known.newest = head + (verified.checkpoint.text,)
+            if len(known.heads) > 2 * KEPT_HEADS:
+                for size in sorted(known.heads)[:-KEPT_HEADS]:
+                    del known.heads[size]
+
+    @staticmethod
+    def prove(client, known, head, prefixes):
+        """Prove a head not seen before one history with the newest."""
+        if known.newest is None:
+            return
+        newest = known.newest[:2]
+        if head[0] > newest[0] and newest[0] in prefixes:
+            if prefixes[newest[0]] != newest[1]:
+                raise VerificationError(
+                    'split view: the log is not consistent with the tree head seen before '
+                    '(its tree of size %d has root %s, not %s)' % (
+                        newest[0], prefixes[newest[0]].hex(), newest[1].hex()))
+            return
+        prove_consistency(client, known.tree_id, newest, head)
 
     def save(self, client):
         """Keep the newest head of each tree; returns how many could not be
@@ -274,7 +307,7 @@ class TreeHeads:
                 with locked(path):
                     # Another hub or worker may have kept a newer head meanwhile.
                     saved = saved_tree_head(self.state, known.key, known.tree_id)
-                    if saved is not None and saved not in known.proven:
+                    if saved is not None and known.heads.get(saved[0]) != saved[1]:
                         prove_consistency(client, known.tree_id, saved, known.newest[:2])
                     if saved is None or known.newest[0] > saved[0]:
                         write_tree_head(path, *known.newest)

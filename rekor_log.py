@@ -679,6 +679,38 @@ def root_from_inclusion_proof(index, size, leaf_hash, proof):
     return r
 
 
+def left_subtrees(index, size, proof):
+    """The hashes of a leaf's inclusion proof (RFC 9162, section 2.1.3.2)
+    that lie left of its path, bottom-up: the perfect subtrees that make up
+    the tree's first `index` leaves, which later leaves never change."""
+    fn, sn = index, size - 1
+    left = []
+    for p in proof:
+        if fn & 1 or fn == sn:
+            left.append(p)
+            fn, sn = shift_past_right_edge(fn, sn)
+        fn >>= 1
+        sn >>= 1
+    return left
+
+
+def prefix_roots(index, leaf_hash, left):
+    """{size: root} of the trees of the first `index` and `index + 1`
+    leaves (RFC 9162, section 2.1.1), from left_subtrees() of a proof that
+    verified: tree heads that the verified one provably extends."""
+    roots = {}
+    if left:
+        root = left[0]
+        for p in left[1:]:
+            root = hash_children(p, root)
+        roots[index] = root
+    root = leaf_hash
+    for p in left:
+        root = hash_children(p, root)
+    roots[index + 1] = root
+    return roots
+
+
 def verify_consistency(first_size, second_size, first_root, second_root, proof):
     """RFC 9162, section 2.1.4.2: the tree of second_size extends the tree
     of first_size."""
@@ -1253,7 +1285,7 @@ def upload_signed_rpm(settings, signed, key_path, state=None, client=None, log_k
         verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
         verify_rpm_body(verified.body, expected_from_header(hdr, body.sha256, public_key))
         if heads is not None:
-            heads.check(client, key, verified)
+            heads.check(client, key, verified, entry)
         elif state:
             check_consistency(client, state, key, verified.tree_id, verified.tree_size,
                               verified.root_hash, verified.checkpoint.text)
