@@ -30,12 +30,12 @@ directly (what postCommit leaves for the worker), a fresh set per run.
 """
 
 import argparse
-import base64
 import http.client
 import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -301,8 +301,13 @@ def batch_run(info, work, what, jobs):
     return report
 
 
-def median_run(reports):
-    return sorted(reports, key=lambda r: r['seconds'])[len(reports) // 2]
+def median(reports, key='seconds'):
+    return statistics.median(r[key] for r in reports)
+
+
+def median_ratio(top, bottom):
+    """The median of the ratios of runs made one after the other."""
+    return statistics.median(a['seconds'] / b['seconds'] for a, b in zip(top, bottom))
 
 
 def verify_cases(work, count, copies):
@@ -400,9 +405,9 @@ def main():
                     repeat + 1, args.repeat, what, jobs, report['seconds'], report['log_cpu'],
                     ', ' + report['verified']['summary'] if what == 'worker' else ''),
                     flush=True)
-        bare_1 = median_run(runs[('bare', 1)])
+        bare_1 = runs[('bare', 1)]
         for jobs in jobs_list:
-            rows.append((jobs, median_run(runs[('worker', jobs)]), median_run(runs[('bare', jobs)])))
+            rows.append((jobs, runs[('worker', jobs)], runs[('bare', jobs)]))
         verifies = verify_cases(work, args.count, args.keys)
         backfills = []
         if not args.skip_backfill:
@@ -427,10 +432,14 @@ def print_tables(args, rows, bare_1, verifies, backfills):
           '| worker / bare 1 | worker / bare N | log CPU: worker, bare N | receipts verified |')
     print('|---|---|---|---|---|---|---|---|')
     for jobs, worker, bare in rows:
-        print('| %d | %.2f s | %.2f s | %.2f s | %.2f | %.2f | %.1f s, %.1f s | %s |' % (
-            jobs, worker['seconds'], bare_1['seconds'], bare['seconds'],
-            worker['seconds'] / bare_1['seconds'], worker['seconds'] / bare['seconds'],
-            worker['log_cpu'], bare['log_cpu'], worker['verified']['summary']))
+        print('| %d | %.1f s | %.1f s | %.1f s | %.2f | %.2f | %.1f s, %.1f s | %s |' % (
+            jobs, median(worker), median(bare_1), median(bare),
+            median_ratio(worker, bare_1), median_ratio(worker, bare),
+            median(worker, 'log_cpu'), median(bare, 'log_cpu'),
+            worker[-1]['verified']['summary']))
+    print()
+    print('Times and log CPU are medians; each ratio is the median of the ratios of runs made '
+          'one after the other.')
     print()
     print('Verify: `koji-rekor verify DIR`, one process')
     print()

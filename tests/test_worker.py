@@ -6,16 +6,12 @@ The signatures, the hub, the local log and the worker come from
 test_outbox's world.
 """
 
-import base64
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 
-import koji
-import pytest
 
 import koji_rekor
 import rekor_log
