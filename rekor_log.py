@@ -32,9 +32,7 @@ CONFIG = None
 LOG = logging.getLogger('koji.plugin.rekor_log')
 
 DEFAULT_URL = 'https://rekor.sigstore.dev'
-HUB_CONFIG_FILE = '/etc/koji-hub/hub.conf'
 KOJI_CLIENT_CONFIG = '/etc/koji.conf'
-DEFAULT_TOPDIR = '/mnt/koji'
 RECEIPT_DIR = 'rekor-logs'
 # '@' cannot appear in an RPM name, so this never collides with a receipt
 # directory <name>/ beside it.
@@ -484,6 +482,8 @@ class RekorClient:
                 LOG.debug('rekor_log: %s failed (%s), retrying in %.1fs', what, e, delay)
                 time.sleep(delay)
                 delay *= 2
+        if number == 0:
+            raise last
         raise RekorUnavailable('%s (after %d attempts)' % (last, number + 1))
 
     def request(self, method, path_or_url, **kws):
@@ -574,12 +574,38 @@ def is_object(value):
 
 
 def short_reason(exc):
-    """The innermost reason of a requests/urllib3 error, on one line."""
-    reason = exc
-    while reason.__context__ is not None and not isinstance(reason, OSError):
-        reason = reason.__context__
-    text = str(reason.args[-1] if isinstance(reason, OSError) and reason.args else reason)
-    return ' '.join(text.split())
+    """A failed request's cause in a few words (connection refused, cannot
+    resolve host, TLS: certificate verify failed: ...), found by walking the
+    chain of errors requests and urllib3 wrap around the socket's."""
+    import socket
+    import ssl
+    chain, todo = [], [exc]
+    while todo and len(chain) < 20:
+        error = todo.pop(0)
+        if not isinstance(error, BaseException) or any(error is e for e in chain):
+            continue
+        chain.append(error)
+        todo += [error.__cause__, error.__context__, getattr(error, 'reason', None)]
+        todo += list(error.args)
+    for error in chain:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            detail = getattr(error, 'verify_message', None)
+            return 'TLS: certificate verify failed' + (': %s' % detail if detail else '')
+    for kind, words in ((ssl.SSLError, None), (ConnectionRefusedError, 'connection refused'),
+                        (ConnectionResetError, 'connection reset'),
+                        (socket.gaierror, 'cannot resolve host'), (TimeoutError, 'timed out')):
+        for error in chain:
+            if isinstance(error, kind):
+                if words:
+                    return words
+                reason = getattr(error, 'reason', None) or ''
+                return 'TLS: %s' % (reason.lower().replace('_', ' ') or error.__class__.__name__)
+    inner = chain[-1] if len(chain) > 1 else exc
+    for error in reversed(chain):
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror[0].lower() + error.strerror[1:]
+    text = ' '.join(str(inner).split())
+    return text if len(text) <= 120 else text[:117] + '...'
 
 
 def json_of(response):
