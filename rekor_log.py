@@ -492,7 +492,7 @@ class RekorClient:
             return self.session.request(method, url, timeout=self.settings.timeout,
                                         allow_redirects=False, **kws)
         except self.requests.Timeout:
-            raise RekorUnavailable('Rekor at %s timed out after %ss' % (self.url, self.settings.timeout))
+            raise RekorUnavailable('Rekor at %s timed out after %gs' % (self.url, self.settings.timeout))
         except self.requests.ConnectionError as e:
             raise RekorUnavailable('cannot reach Rekor at %s: %s' % (self.url, short_reason(e)))
         except self.requests.RequestException as e:
