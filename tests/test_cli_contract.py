@@ -170,6 +170,13 @@ def test_a_log_that_refuses_connections(capsys, conf, signed_rpms, keys, workdir
                              % url)
 
 
+def test_a_log_that_does_not_answer_in_time(capsys, conf, signed_rpms, keys, workdir, rekor):
+    conf.write_text(conf.read_text().replace('timeout = 5', 'timeout = 0.5'))
+    rekor.faults.update({'delay': 3, 'fail_paths': ['/api/v1/log']})
+    status, out, err = upload_to(capsys, rekor.url, conf, signed_rpms, keys, workdir)
+    assert (status, err) == (2, 'koji-rekor: Rekor at %s timed out after 0.5s\n' % rekor.url)
+
+
 @pytest.fixture
 def self_signed_log(tmp_path):
     """An HTTPS server on 127.0.0.1 whose certificate nobody trusts."""
