@@ -577,6 +577,7 @@ def short_reason(exc):
     """A failed request's cause in a few words (connection refused, cannot
     resolve host, TLS: certificate verify failed: ...), found by walking the
     chain of errors requests and urllib3 wrap around the socket's."""
+    import http.client
     import socket
     import ssl
     chain, todo = [], [exc]
@@ -592,6 +593,8 @@ def short_reason(exc):
             detail = getattr(error, 'verify_message', None)
             return 'TLS: certificate verify failed' + (': %s' % detail if detail else '')
     for kind, words in ((ssl.SSLError, None), (ConnectionRefusedError, 'connection refused'),
+                        (http.client.RemoteDisconnected,
+                         'the server closed the connection without a response'),
                         (ConnectionResetError, 'connection reset'),
                         (socket.gaierror, 'cannot resolve host'), (TimeoutError, 'timed out')):
         for error in chain:
