@@ -482,8 +482,6 @@ class RekorClient:
                 LOG.debug('rekor_log: %s failed (%s), retrying in %.1fs', what, e, delay)
                 time.sleep(delay)
                 delay *= 2
-        if number == 0:
-            raise last
         raise RekorUnavailable('%s (after %d attempts)' % (last, number + 1))
 
     def request(self, method, path_or_url, **kws):
@@ -492,7 +490,7 @@ class RekorClient:
             return self.session.request(method, url, timeout=self.settings.timeout,
                                         allow_redirects=False, **kws)
         except self.requests.Timeout:
-            raise RekorUnavailable('Rekor at %s timed out after %gs' % (self.url, self.settings.timeout))
+            raise RekorUnavailable('Rekor at %s timed out after %ss' % (self.url, self.settings.timeout))
         except self.requests.ConnectionError as e:
             raise RekorUnavailable('cannot reach Rekor at %s: %s' % (self.url, short_reason(e)))
         except self.requests.RequestException as e:
@@ -577,7 +575,6 @@ def short_reason(exc):
     """A failed request's cause in a few words (connection refused, cannot
     resolve host, TLS: certificate verify failed: ...), found by walking the
     chain of errors requests and urllib3 wrap around the socket's."""
-    import http.client
     import socket
     import ssl
     chain, todo = [], [exc]
@@ -592,22 +589,20 @@ def short_reason(exc):
         if isinstance(error, ssl.SSLCertVerificationError):
             detail = getattr(error, 'verify_message', None)
             return 'TLS: certificate verify failed' + (': %s' % detail if detail else '')
-    for kind, words in ((ssl.SSLError, None), (ConnectionRefusedError, 'connection refused'),
-                        (http.client.RemoteDisconnected,
-                         'the server closed the connection without a response'),
-                        (ConnectionResetError, 'connection reset'),
-                        (socket.gaierror, 'cannot resolve host'), (TimeoutError, 'timed out')):
-        for error in chain:
-            if isinstance(error, kind):
-                if words:
-                    return words
-                reason = getattr(error, 'reason', None) or ''
-                return 'TLS: %s' % (reason.lower().replace('_', ' ') or error.__class__.__name__)
-    inner = chain[-1] if len(chain) > 1 else exc
-    for error in reversed(chain):
-        if isinstance(error, OSError) and error.strerror:
-            return error.strerror[0].lower() + error.strerror[1:]
-    text = ' '.join(str(inner).split())
+    for error in chain:
+        if isinstance(error, ssl.SSLError):
+            reason = getattr(error, 'reason', None) or type(error).__name__
+            return 'TLS: %s' % reason.lower().replace('_', ' ')
+        if isinstance(error, socket.gaierror):
+            return 'cannot resolve host'
+    # The socket's own error, beneath what requests and urllib3 wrap it in.
+    for error in chain:
+        if isinstance(error, OSError) and not type(error).__module__.startswith(
+                ('requests', 'urllib3')):
+            text = error.strerror[:1].lower() + error.strerror[1:] if error.strerror \
+                else str(error)
+            return ' '.join(text.split())
+    text = ' '.join(str(chain[-1]).split())
     return text if len(text) <= 120 else text[:117] + '...'
 
 

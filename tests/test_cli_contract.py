@@ -166,15 +166,27 @@ def test_a_log_that_refuses_connections(capsys, conf, signed_rpms, keys, workdir
     url = rekor.url
     rekor.stop()
     status, out, err = upload_to(capsys, url, conf, signed_rpms, keys, workdir)
-    assert (status, err) == (2, 'koji-rekor: cannot reach Rekor at %s: connection refused\n'
-                             % url)
+    assert status == 2
+    assert_short_cause(err, 'koji-rekor: cannot reach Rekor at %s: connection refused' % url)
+
+
+def assert_short_cause(err, start, *words):
+    """One line, the cause in a few words (and how many attempts it took),
+    none of the urllib3 wrapping around it."""
+    assert err.count('\n') == 1 and err.startswith(start), err
+    assert all(word in err for word in words), err
+    assert len(err) < len(start) + 80, err
+    for noise in ('Max retries', 'HTTPConnectionPool', 'HTTPSConnectionPool', 'Caused by',
+                  'object at 0x'):
+        assert noise not in err
 
 
 def test_a_log_that_does_not_answer_in_time(capsys, conf, signed_rpms, keys, workdir, rekor):
     conf.write_text(conf.read_text().replace('timeout = 5', 'timeout = 0.5'))
     rekor.faults.update({'delay': 3, 'fail_paths': ['/api/v1/log']})
     status, out, err = upload_to(capsys, rekor.url, conf, signed_rpms, keys, workdir)
-    assert (status, err) == (2, 'koji-rekor: Rekor at %s timed out after 0.5s\n' % rekor.url)
+    assert status == 2
+    assert_short_cause(err, 'koji-rekor: Rekor at %s timed out after 0.5' % rekor.url)
 
 
 @pytest.fixture
@@ -207,8 +219,9 @@ def self_signed_log(tmp_path):
 def test_a_log_whose_certificate_does_not_verify(capsys, conf, signed_rpms, keys, workdir,
                                                  self_signed_log):
     status, out, err = upload_to(capsys, self_signed_log, conf, signed_rpms, keys, workdir)
-    assert (status, err) == (2, 'koji-rekor: cannot reach Rekor at %s: TLS: certificate verify '
-                             'failed: self-signed certificate\n' % self_signed_log)
+    assert status == 2
+    assert_short_cause(err, 'koji-rekor: cannot reach Rekor at %s: TLS: certificate verify '
+                       'failed' % self_signed_log, 'self-signed certificate')
 
 
 # --- KojiDir as the hub reads it ------------------------------------------------

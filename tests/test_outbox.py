@@ -687,7 +687,7 @@ TRANSIENT = {
     '503': (fault_503, ['Rekor answered 503: Service Unavailable (after 2 attempts)'], 0),
     'slow': (fault_slow, ['Rekor at {url} timed out after 0.5s (after 2 attempts)'], 1),
     'dropped': (fault_drop, ['cannot reach Rekor at {url}: ',
-                             'the server closed the connection without a response',
+                             'Remote end closed connection without response',
                              '(after 2 attempts)'], 0),
     'malformed': (fault_malformed, ['malformed reply from Rekor (HTTP 201, not JSON) '
                                     '(after 2 attempts)'], 1),
