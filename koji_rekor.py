@@ -25,7 +25,7 @@ import koji
 
 from rekor_log import (
     COMMITTED, COMMIT_GRACE, CONFIG_FILE,
-    KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
+    DEFAULT_URL, KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
     RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError, SourceGone,
     UNCOMMITTED, VerificationError, __version__, check_consistency, check_url,
     checkpoint_dir, claimed, deliver, failure_cause, load_config, load_log_key,
@@ -893,15 +893,60 @@ def run_doctor(config_file, topdir):
     else:
         where = config_file if os.path.isfile(config_file) else \
             '%s does not exist, so the defaults apply' % config_file
-        checkup.add('ok', 'configuration', '%s (log %s, %s)' % (
-            where, settings.url, 'queue_only' if settings.queue_only else
-            'enforce' if settings.enforce else 'upload after commit'))
+        hidden = unreadable_by(settings.hub_user, config_file)
+        if hidden:
+            # configparser skips a file it cannot open: the hub would run
+            # on the defaults, and log to the public instance.
+            checkup.add('fail', 'configuration', '%s: %s, so the hub runs on the defaults and '
+                        'logs to %s' % (config_file, hidden, DEFAULT_URL))
+        else:
+            checkup.add('ok', 'configuration', '%s (log %s, %s)' % (
+                where, settings.url, 'queue_only' if settings.queue_only else
+                'enforce' if settings.enforce else 'upload after commit'))
         check_signing_keys(checkup, settings)
         check_log(checkup, settings, topdir)
         check_selinux(checkup, settings)
     check_receipt_dir(checkup, settings.hub_user if settings else Settings.hub_user, topdir)
     summarise_outbox(checkup, topdir)
     return checkup
+
+
+def unreadable_by(username, path):
+    """Why the hub's user cannot read an existing file, or None (also when
+    either is unknown here: other checks report that)."""
+    import grp
+    import pwd
+    import stat
+    try:
+        user = pwd.getpwnam(username)
+        info = os.stat(path)
+    except (KeyError, OSError):
+        return None
+    if user.pw_uid == 0:
+        return None
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    if info.st_uid == user.pw_uid:
+        allowed = info.st_mode & stat.S_IRUSR
+    elif info.st_gid in groups:
+        allowed = info.st_mode & stat.S_IRGRP
+    else:
+        allowed = info.st_mode & stat.S_IROTH
+    if allowed:
+        return None
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    return 'not readable by the hub user %s (mode %o, %s:%s)' % (
+        username, stat.S_IMODE(info.st_mode), pwd_name(info.st_uid), group)
+
+
+def pwd_name(uid):
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 # --- signing keys --------------------------------------------------------
@@ -1035,6 +1080,7 @@ def check_signing_keys(checkup, settings):
             checkup.add('fail', check, str(e))
             continue
         problem, ids = key_file_problem(path, data)
+        problem = problem or unreadable_by(settings.hub_user, path)
         stem = name[:-len('.asc')]
         if problem:
             checkup.add('fail', check, problem)
@@ -1052,6 +1098,7 @@ def check_signing_keys(checkup, settings):
                                             read_public_key(settings.public_key_path))
         except SignatureSourceError as e:
             problem, ids = str(e), set()
+        problem = problem or unreadable_by(settings.hub_user, settings.public_key_path)
         checkup.add('fail' if problem else 'ok', check, problem or
                     'public_key_path, for every sigkey without its own file (this one signs '
                     'as %s)' % ' or '.join(sorted(ids)))

@@ -2,6 +2,7 @@
 setup named on its own line, against the local Rekor-compatible log."""
 
 import base64
+import grp
 import json
 import os
 import pwd
@@ -49,6 +50,9 @@ class Setup:
         self.conf.write_text(''.join('[%s]\n%s' % (section, ''.join(
             '%s = %s\n' % item for item in options.items()))
             for section, options in self.options.items()))
+        return self.run_as_is(*args)
+
+    def run_as_is(self, *args):
         status = koji_rekor.main(['doctor', '--config', str(self.conf),
                                  '--topdir', str(self.topdir)] + list(args))
         out, err = self.capsys.readouterr()
@@ -251,3 +255,28 @@ def test_the_outbox_is_summarised(setup):
     assert status == 0
     assert lines[-1] == ('warn outbox: %s: 2 queued (oldest 0 s), 1 in rejected/; look at '
                          'rejected/, move each record back once fixed' % outbox)
+
+
+def test_a_configuration_the_hub_user_cannot_read(setup):
+    # The hub would skip it silently and run on the defaults: the public log.
+    setup.options['upload']['hub_user'] = 'nobody'
+    setup.run()
+    setup.conf.chmod(0o600)
+    status, out = setup.run_as_is()
+    assert status == 1
+    assert out.splitlines()[0] == (
+        'FAIL configuration: %s: not readable by the hub user nobody (mode 600, %s:%s), so the '
+        'hub runs on the defaults and logs to https://rekor.sigstore.dev'
+        % (setup.conf, ME, grp.getgrgid(os.getgid()).gr_name))
+
+
+def test_a_key_file_the_hub_user_cannot_read(setup, keys):
+    setup.options['upload']['hub_user'] = 'nobody'
+    path = setup.key_dir / ('%s.asc' % keys['rsa'].sigkey)
+    path.chmod(0o600)
+    status, lines = setup.lines()
+    assert status == 1
+    assert 'FAIL key %s: not readable by the hub user nobody (mode 600, %s:%s)' % (
+        path, ME, grp.getgrgid(os.getgid()).gr_name) in lines
+    assert 'ok   key %s/%s.asc: sigkey %s' % (setup.key_dir, keys['ed25519'].sigkey,
+                                             keys['ed25519'].sigkey) in lines
