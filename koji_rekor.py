@@ -31,7 +31,7 @@ from rekor_log import (
     openpgp_primary_key, outbox_dir, public_key_file, read_json, read_log_key,
     read_outage, read_public_key, receipt_path, record_name, record_outage, resolve_log_key,
     saved_tree_head,
-    set_aside, sha256_of, signed_rpm_from_file, state_dir, upload_signed_rpm,
+    set_aside, sha256_of, utc, signed_rpm_from_file, state_dir, upload_signed_rpm,
     verify_checkpoint, verify_log_entry, write_atomic, write_receipt,
 )
 
@@ -641,7 +641,7 @@ def check_key_entry(view, key, entry_id, entry, receipts, counts):
         return
     where = 'entry %s (log index %d, integrated %s)' % (
         verified.entry_id, verified.log_index,
-        time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(verified.integrated_time)))
+        utc(verified.integrated_time))
     if body.get('kind') != 'rpm':
         counts['other_kind'] += 1
         view.report.finding('other kind', 'key %s: %s %s is made with our key; this Koji makes '
@@ -1069,8 +1069,7 @@ def cmd_verify(args):
     unsigned = '' if verified.signed_time else ' (unsigned)'
     print('OK %s: log index %d%s (tree %s, index %d of %d), integrated %s%s, origin %r' % (
         verified.uuid, verified.log_index, unsigned, verified.tree_id, verified.tree_index,
-        verified.tree_size, time.strftime('%Y-%m-%d %H:%M:%S UTC',
-                                          time.gmtime(verified.integrated_time)),
+        verified.tree_size, utc(verified.integrated_time),
         unsigned, verified.checkpoint.origin))
     for note in verified.notes:
         print('note: %s' % note)

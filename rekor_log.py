@@ -681,12 +681,14 @@ class RekorClient:
         limit = budget if by_budget else allowed
         if limit <= 0:
             raise self.out_of_time()
+        # Connecting and each send may stall for timeout; the answer may take
+        # the whole deadline (the log checks the whole RPM before answering).
         wait = min(settings.timeout, limit)
         try:
             with self.watchdog.deadline(limit):
                 try:
                     response = self.session.request(
-                        method, url, timeout=(wait, wait), allow_redirects=False, stream=True,
+                        method, url, timeout=(wait, limit), allow_redirects=False, stream=True,
                         verify=self.verify, **kws)
                     with contextlib.closing(response):
                         return Answer(response.status_code, response.reason or '',
@@ -703,7 +705,8 @@ class RekorClient:
         except (self.requests.RequestException, urllib3_error(), OSError) as e:
             if is_timeout(e):
                 raise RekorUnavailable('Rekor at %s timed out after %s' % (
-                    self.shown_url, seconds(wait)))
+                    self.shown_url, seconds(limit if isinstance(e, self.requests.ReadTimeout)
+                                         else wait)))
             raise RekorUnavailable('cannot reach Rekor at %s: %s' % (
                 self.shown_url, short_reason(e)))
 
@@ -830,6 +833,14 @@ def innermost(exc):
         seen.add(id(exc))
         exc = exc.__context__
     return exc
+
+
+def utc(when):
+    """A Unix time as UTC text, or what it is when no calendar has it."""
+    try:
+        return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(when))
+    except (OverflowError, ValueError, OSError, TypeError):
+        return 'time %r (out of range)' % (when,)
 
 
 def text_excerpt(value, limit=200):

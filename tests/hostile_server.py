@@ -16,7 +16,6 @@ server stops; every wait is bounded by that.
 
 import socket
 import threading
-import time
 
 LOOPBACK = '127.0.0.1'
 HEAD_LIMIT = 64 * 1024
@@ -32,6 +31,7 @@ class HostileServer:
                           b'Content-Length: 10000000\r\n\r\n')
         self.answer = None              # for 'canned': callable(method, path) -> iterable of bytes
         self.requests = []              # (method, path) of every request read
+        self.sent = 0                   # bytes of canned answers sent
         self.stopping = threading.Event()
         self.threads = []
         self.connections = []
@@ -122,6 +122,7 @@ class HostileServer:
                     if self.stopping.is_set():
                         return
                     conn.sendall(piece)
+                    self.sent += len(piece)
         except OSError:
             pass
         finally:
@@ -198,24 +199,13 @@ def canned(status, body=b'', headers=()):
     return answer
 
 
-def endless(status, first, then, headers=()):
-    """An answer of a claimed length of 1 GiB: `first`, then `then` forever."""
+def endless(status, first, then, limit=256 << 20):
+    """An answer of a claimed length of 1 GiB: `first`, then `then` until
+    `limit` bytes were sent (so that a client reading it whole survives)."""
     def answer(method, path):
         head = 'HTTP/1.1 %s\r\nContent-Length: %d\r\nContent-Type: application/json\r\n' \
-            'Connection: close\r\n' % (status, 1 << 30)
-        head += ''.join('%s: %s\r\n' % h for h in headers) + '\r\n'
+            'Connection: close\r\n\r\n' % (status, 1 << 30)
         yield head.encode('latin-1') + first
-        while True:
+        for _ in range(limit // len(then)):
             yield then
     return answer
-
-
-def wait_closed(port, timeout=5):
-    """Until nothing accepts on port (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=0.2).close()
-        except OSError:
-            return
-        time.sleep(POLL)
