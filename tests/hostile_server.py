@@ -14,6 +14,7 @@ The mode is read when a connection is accepted. Every thread ends when the
 server stops; every wait is bounded by that.
 """
 
+import random
 import socket
 import threading
 
@@ -56,7 +57,20 @@ class HostileServer:
         """Listen (again, on the same port)."""
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((LOOPBACK, self.port))
+        if self.port:
+            listener.bind((LOOPBACK, self.port))
+        else:
+            # A port below the ephemeral range: while refusing, no outgoing
+            # connection (of this machine, or one connecting to itself) can
+            # take it, so that the server can listen on it again.
+            for _ in range(100):
+                try:
+                    listener.bind((LOOPBACK, random.randrange(20000, 32000)))
+                    break
+                except OSError:
+                    continue
+            else:
+                listener.bind((LOOPBACK, 0))
         listener.listen(16)
         listener.settimeout(POLL)
         self.port = listener.getsockname()[1]

@@ -155,7 +155,8 @@ def test_the_deadline_grows_with_what_is_sent(attack, world):
     assert place == 'queued' and 'timed out after 0.5 s' in cause
 
 
-@pytest.mark.parametrize('nested', ['[' * 100000, '{"message": ' * 50000])
+@pytest.mark.parametrize('nested', ['[' * 100000, '{"message": ' * 50000],
+                         ids=['a 201 of lists', 'a 400 of messages'])
 def test_deeply_nested_json_is_a_malformed_answer(attack, nested):
     status = '201 Created' if nested.startswith('[') else '400 Bad Request'
     place, record, cause, _ = attack.run(canned(status, nested.encode()))
