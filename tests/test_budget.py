@@ -99,9 +99,12 @@ def test_the_hub_budget_holds_whatever_the_log_does(world, front, sigs, state):
     back(world, front)
     done = world.retry()               # a plain retry: no --now
 
-    assert (done.returncode, done.summary) == (0, 'logged 1; 0 left in the outbox'), done.stderr
+    # A log that had taken the entry (a slow one may have) answers 409.
+    assert done.returncode == 0, done.stderr
+    assert done.summary in ('logged 1; 0 left in the outbox',
+                            'already in the log 1; 0 left in the outbox'), done.stderr
     assert world.account(imported) == {imported.name: 'receipt'}
-    assert len(world.entries_of(imported)) == 1     # a log that had taken it answered 409
+    assert len(world.entries_of(imported)) == 1
     assert not outage_file(world).exists()
 
 
