@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import koji
 
 from rekor_log import (
+    BadRecord, UnsafePath, list_outbox, logs_dir, PUBLIC_REKOR_HOST, openpgp_key_ids,
     COMMITTED, COMMIT_GRACE, CONFIG_FILE, DEFAULT_TOPDIR, HUB_CONFIG_FILE,
     KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
     RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError,
@@ -89,58 +90,79 @@ def resolve_uncommitted(settings, path, counts):
 
 
 def drain_outbox(settings, topdir, limit=None, now=False):
-    """One pass over the outbox; returns counts of what happened."""
+    """One pass over the outbox; returns counts of what happened. A file
+    that is not a valid record is set aside in rejected/ and counted as
+    rejected: it never stops the pass."""
     counts = dict.fromkeys(('logged', 'failed', 'rejected', 'waiting', 'busy',
                             'unconfirmed', 'rolled back'), 0)
     outbox = outbox_dir(topdir)
-    names = sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []
-    for name in names:
+    for name in list_outbox(topdir):
         path = os.path.join(outbox, name)
-        if name.endswith(UNCOMMITTED) and age(path) > COMMIT_GRACE:
-            resolve_uncommitted(settings, path, counts)
+        if name.endswith(UNCOMMITTED) and not name.startswith('.') \
+                and age(path) > COMMIT_GRACE:
+            try:
+                resolve_uncommitted(settings, path, counts)
+            except BadRecord:
+                counts['rejected'] += 1
     done = 0
-    for name in sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []:
+    for name in list_outbox(topdir):
         if not name.endswith(COMMITTED) or name.startswith('.'):
             continue
         if limit is not None and done >= limit:
             break
         path = os.path.join(outbox, name)
-        with claimed(path) as record:
-            if record is None:
-                counts['busy'] += 1
-            elif not now and record['next_attempt'] > time.time():
-                counts['waiting'] += 1
-            else:
-                counts[deliver(settings, topdir, path, record)] += 1
-                done += 1
+        try:
+            with claimed(path) as record:
+                if record is None:
+                    counts['busy'] += 1
+                elif not now and record['next_attempt'] > time.time():
+                    counts['waiting'] += 1
+                else:
+                    counts[deliver(settings, topdir, path, record)] += 1
+                    done += 1
+        except BadRecord:
+            counts['rejected'] += 1
     return counts
 
 
 def age(path):
     """Seconds since a record was written; 0 once a hub has moved it."""
     try:
-        return time.time() - os.path.getmtime(path)
+        return time.time() - os.lstat(path).st_mtime
     except FileNotFoundError:
         return 0
 
 
 def outbox_left(topdir):
-    """Records still queued (committed or not) and the soonest attempt."""
-    outbox = outbox_dir(topdir)
+    """Records still queued (committed or not) and the soonest attempt; a
+    file that does not read as a record counts, with no time."""
     left, soonest = 0, None
-    for name in os.listdir(outbox) if os.path.isdir(outbox) else []:
-        if name.endswith((COMMITTED, UNCOMMITTED)) and not name.startswith('.'):
-            left += 1
-            record = read_json(os.path.join(outbox, name)) or {}
-            due = record.get('next_attempt') or 0
-            soonest = due if soonest is None else min(soonest, due)
+    with contextlib.suppress(FileNotFoundError), \
+            logs_dir(topdir, ('@outbox',), create=False) as out:
+        for name in sorted(os.listdir(out)):
+            if name.endswith((COMMITTED, UNCOMMITTED)) and not name.startswith('.'):
+                left += 1
+                try:
+                    due = (read_record_at(out, name) or {}).get('next_attempt')
+                except (OSError, RekorLogError):
+                    due = None
+                if isinstance(due, (int, float)) and not isinstance(due, bool) and due:
+                    soonest = due if soonest is None else min(soonest, due)
     return left, soonest
+
+
+def read_record_at(out, name):
+    from rekor_log import parse_json, read_file_at
+    data = read_file_at(out, name)
+    record = parse_json(data, name) if data is not None else None
+    return record if isinstance(record, dict) else None
 
 
 def summary_line(counts, topdir):
     left, soonest = outbox_left(topdir)
     rejected = os.path.join(outbox_dir(topdir), 'rejected')
-    aside = len(os.listdir(rejected)) if os.path.isdir(rejected) else 0
+    aside = sum(1 for name in list_outbox(topdir, 'rejected')
+                if not name.startswith('.') and not name.endswith('.reason'))
     parts = ['%s %d' % (k, v) for k, v in counts.items() if v]
     line = '%s; %d left in the outbox' % (', '.join(parts) or 'nothing to do', left)
     if left and soonest:
@@ -529,7 +551,9 @@ def kept_tree_heads(state, key):
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
         stem, _, suffix = name.partition('.')
         if suffix == 'json' and stem.isdigit():
-            heads.append((int(stem), saved_tree_head(state, key, int(stem))[0]))
+            saved = saved_tree_head(state, key, int(stem))
+            if saved is not None:  # one that does not verify is ignored (and logged)
+                heads.append((int(stem), saved[0]))
     return heads
 
 
@@ -542,7 +566,7 @@ def receipt_hashes(topdir, report):
             if name.endswith('.json') and not name.startswith('.'):
                 try:
                     hashes.add(read_json(os.path.join(directory, name))['sha256'])
-                except (OSError, ValueError, KeyError, TypeError):
+                except (OSError, RekorLogError, KeyError, TypeError):
                     unreadable += 1
     report.receipts = len(hashes)
     if unreadable:
@@ -869,12 +893,59 @@ def default_topdir():
     return DEFAULT_TOPDIR
 
 
+def become_hub_user(settings, topdir):
+    """Commands that write under rekor-logs/ run as the hub's user, so that
+    nothing they leave there keeps the hub from writing: started as root,
+    become the owner of rekor-logs/ (or [upload] hub_user when it does not
+    exist yet, or root owns it), before touching anything, and create it as
+    that user."""
+    import pwd
+    import stat
+    logs = os.path.join(topdir, RECEIPT_DIR)
+    try:
+        info = os.lstat(logs)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        raise UsageError('%s is a symlink or not a directory: not followed' % logs)
+    if os.geteuid() == 0:
+        if info is not None and info.st_uid != 0:
+            uid, gid = info.st_uid, info.st_gid
+            try:
+                user = pwd.getpwuid(uid)
+                name, gid = user.pw_name, user.pw_gid
+            except KeyError:
+                name = None
+        else:
+            try:
+                user = pwd.getpwnam(settings.hub_user)
+            except KeyError:
+                raise UsageError('no such user: %s (the hub\'s user, [upload] hub_user), who '
+                                 'must own %s' % (settings.hub_user, logs))
+            uid, gid, name = user.pw_uid, user.pw_gid, user.pw_name
+        if name:
+            os.initgroups(name, gid)
+        else:
+            os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        LOG.debug('rekor_log: running as uid %d, the owner of %s', uid, logs)
+    if info is None:
+        try:
+            os.mkdir(logs)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise UsageError('cannot create %s: %s' % (logs, e.strerror))
+
+
 def cmd_retry(args):
     import signal
     settings = load_config(args.config)
     topdir = args.topdir or default_topdir()
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
+    become_hub_user(settings, topdir)
     koji.pathinfo.topdir = topdir
     if not args.watch:
         counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
@@ -898,6 +969,7 @@ def cmd_monitor(args):
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
     watchlist = read_watchlist(args.watchlist) if args.watchlist else Watchlist()
+    become_hub_user(settings, topdir)
     progress = Progress()
     report = monitor_log(settings, topdir, watchlist, progress)
     progress.clear()
@@ -913,6 +985,7 @@ def cmd_backfill(args):
     topdir = os.path.abspath(args.topdir or default_topdir())
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
+    become_hub_user(settings, topdir)
     koji.pathinfo.topdir = topdir
     if not settings.record_log_info:
         LOG.warning('rekor_log: [upload] record_log_info is off: no receipts are written, so '
@@ -966,9 +1039,15 @@ def cli_settings(args):
 
 def cmd_upload(args):
     settings = cli_settings(args)
+    state = None
+    if args.topdir:
+        # The tree heads seen before live there; without --topdir nothing
+        # is written under any rekor-logs/.
+        if not os.path.isdir(args.topdir):
+            raise UsageError('no such topdir: %s' % args.topdir)
+        become_hub_user(settings, args.topdir)
+        state = state_dir(args.topdir)
     signed = signed_rpm_from_file(args.rpm)
-    topdir = args.topdir or default_topdir()
-    state = state_dir(topdir) if os.path.isdir(topdir) else None
     outcome = upload_signed_rpm(settings, signed, args.key, state)
     data = json.dumps(outcome.receipt, indent=2, sort_keys=True) + '\n'
     if args.receipt:
@@ -984,12 +1063,13 @@ def cmd_upload(args):
 def load_entry_file(path):
     """A receipt the plugin wrote, or a raw {entryID: LogEntry}."""
     try:
-        with open(path, 'rb') as fo:
-            data = json.load(fo)
+        data = read_json(path)
     except OSError as e:
         raise UsageError('cannot read %s: %s' % (path, e.strerror))
-    except ValueError:
-        raise UsageError('%s is not JSON' % path)
+    except RekorLogError as e:
+        raise UsageError(str(e))
+    if data is None:
+        raise UsageError('cannot read %s: No such file or directory' % path)
     receipt = data if isinstance(data, dict) and 'log_entry' in data else None
     entries = receipt['log_entry'] if receipt else data
     if not isinstance(entries, dict) or len(entries) != 1:
@@ -1000,9 +1080,25 @@ def load_entry_file(path):
     return receipt, entry_id, entry
 
 
+def verify_settings(args):
+    """The configuration of a read-only check: --config (which must exist),
+    else the hub's file when this user can read it, else none (None)."""
+    path = args.config
+    if path is None and os.access(CONFIG_FILE, os.R_OK):
+        path = CONFIG_FILE
+    settings = load_config(path) if path else None
+    if args.url:
+        settings = settings or Settings()
+        settings.url = args.url
+        settings.allow_insecure_http = True  # the caller named it; nothing is sent
+        check_url(settings)
+    return settings
+
+
 def verify_key_for(args, settings, receipt, entry):
     """The log key for an offline verify: --log-key, the configured one, or
-    the shipped public-instance key when the entry's logID is its."""
+    the shipped public-instance key for rekor.sigstore.dev (configured, or
+    when nothing names a log and the entry's logID is its)."""
     if args.log_key:
         try:
             return read_log_key(args.log_key)
@@ -1010,22 +1106,40 @@ def verify_key_for(args, settings, receipt, entry):
             raise UsageError('cannot read %s: %s' % (args.log_key, e.strerror))
         except VerificationError as e:
             raise UsageError('%s: %s' % (args.log_key, e))
-    if settings.log_public_key:
+    if settings and settings.log_public_key:
         return read_log_key(settings.log_public_key)
     public = load_log_key(PUBLIC_REKOR_KEY)
-    if str(entry.get('logID', '')).lower() == log_key_id(public).hex():
+    if settings and urllib.parse.urlsplit(settings.url).hostname != PUBLIC_REKOR_HOST:
+        raise UsageError('no log key for %s: pass --log-key or set [rekor] log_public_key'
+                         % settings.url)
+    if settings or str(entry.get('logID', '')).lower() == log_key_id(public).hex():
         return public
     raise UsageError('no log key for logID %s: pass --log-key' % entry.get('logID'))
 
 
+def verify_origin_for(args, settings, receipt, key):
+    """The host the checkpoint must name: --origin, the configured log (or
+    --url), the receipt's rekor_url, or rekor.sigstore.dev for its key."""
+    if args.origin:
+        return args.origin
+    if settings:
+        return settings.origin_host
+    url = receipt.get('rekor_url') if receipt else None
+    if isinstance(url, str) and urllib.parse.urlsplit(url).hostname:
+        return urllib.parse.urlsplit(url).hostname
+    if log_key_id(key) == log_key_id(load_log_key(PUBLIC_REKOR_KEY)):
+        return PUBLIC_REKOR_HOST
+    raise UsageError('no origin to check the checkpoint against: pass --origin or --url')
+
+
 def cmd_verify(args):
-    settings = load_config(args.config)
+    settings = verify_settings(args)
     receipt, entry_id, entry = load_entry_file(args.file)
     key = verify_key_for(args, settings, receipt, entry)
-    origin = args.origin
-    if origin is None and receipt:
-        origin = urllib.parse.urlsplit(receipt.get('rekor_url', '')).hostname
+    origin = verify_origin_for(args, settings, receipt, key)
     verified = verify_log_entry(entry_id, entry, key, origin, require_set=False)
+    if receipt:
+        check_receipt_body(receipt, verified.body)
     if args.rpm:
         check_receipt_rpm(args.rpm, receipt, verified)
     unsigned = '' if verified.signed_time else ' (unsigned)'
@@ -1037,6 +1151,41 @@ def cmd_verify(args):
     for note in verified.notes:
         print('note: %s' % note)
     return 0
+
+
+def check_receipt_body(receipt, body):
+    """The receipt's own nvra, sigkey and sha256 are what the entry logged."""
+    for name in ('nvra', 'sigkey', 'sha256', 'rekor_url'):
+        if receipt.get(name) is not None and not isinstance(receipt.get(name), str):
+            raise VerificationError('receipt: %s is not text' % name)
+    if not any(receipt.get(name) for name in ('nvra', 'sigkey', 'sha256')):
+        return
+    if body.get('kind') != 'rpm':
+        raise VerificationError('receipt names an RPM, the entry is %s' % body.get('kind'))
+    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
+    package = spec.get('package') if isinstance(spec.get('package'), dict) else {}
+    digest = package.get('hash') if isinstance(package.get('hash'), dict) else {}
+    if receipt.get('sha256') and receipt['sha256'] != digest.get('value'):
+        raise VerificationError('receipt records sha256 %s, the entry logged %s'
+                                % (receipt['sha256'], digest.get('value')))
+    if receipt.get('nvra'):
+        headers = package.get('headers') if isinstance(package.get('headers'), dict) else {}
+        logged = logged_nvra(package)
+        name, _, arch = receipt['nvra'].rpartition('.')
+        if receipt['nvra'] != logged and not (
+                arch == 'src' and logged.rpartition('.')[0] == name and headers):
+            raise VerificationError('receipt records %s, the entry logged %s'
+                                    % (receipt['nvra'], logged))
+    if receipt.get('sigkey'):
+        holder = spec.get('publicKey') if isinstance(spec.get('publicKey'), dict) else {}
+        try:
+            armored = base64.b64decode(holder.get('content') or '', validate=True)
+        except (binascii.Error, TypeError):
+            armored = b''
+        if not any(fingerprint.endswith(receipt['sigkey'].upper())
+                   for fingerprint in openpgp_key_ids(armored)):
+            raise VerificationError('receipt records sigkey %s, the entry logged another key'
+                                    % receipt['sigkey'])
 
 
 def check_receipt_rpm(path, receipt, verified):
@@ -1068,7 +1217,8 @@ def build_parser():
     upload.add_argument('--key', required=True, help='ASCII-armored public key that signed it')
     upload.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
     upload.add_argument('--url', help='Rekor URL (overrides the configuration)')
-    upload.add_argument('--topdir', help='Koji topdir holding rekor-logs/ (default: KojiDir)')
+    upload.add_argument('--topdir', help='Koji topdir whose rekor-logs/ keeps the tree heads '
+                        'seen before (run as the hub user; default: none)')
     upload.add_argument('--receipt', help='write the receipt here instead of printing it')
     upload.set_defaults(func=cmd_upload)
 
@@ -1077,7 +1227,9 @@ def build_parser():
     verify.add_argument('--rpm', help='also check that this RPM is the one logged')
     verify.add_argument('--log-key', help="PEM file of the log's public key")
     verify.add_argument('--origin', help='host the checkpoint origin must name')
-    verify.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    verify.add_argument('--url', help='the Rekor log the entry must come from')
+    verify.add_argument('--config', help='plugin configuration file (default: %s when it '
+                        'exists and can be read; none is needed)' % CONFIG_FILE)
     verify.set_defaults(func=cmd_verify)
 
     retry = sub.add_parser('retry', help='upload what the outbox holds (for cron or a service)')
@@ -1123,6 +1275,9 @@ def main(argv=None):
     except VerificationError as e:
         print('koji-rekor: verification failed: %s' % e, file=sys.stderr)
         return 1
+    except UnsafePath as e:
+        print('koji-rekor: %s' % e, file=sys.stderr)
+        return 2
     except RekorLogError as e:
         print('koji-rekor: %s' % e, file=sys.stderr)
         return 1

@@ -166,6 +166,7 @@ def test_log_key_is_trusted_on_first_use_and_pinned(hub, rekor, topdir, koji_imp
         [rekor]
         url = %s
         allow_insecure_http = true
+        trust_on_first_use = true
         [signing]
         public_key_dir = %s
         ''' % (rekor.url, key_dir))
@@ -173,6 +174,24 @@ def test_log_key_is_trusted_on_first_use_and_pinned(hub, rekor, topdir, koji_imp
     pinned = list((topdir / 'rekor-logs' / '@state' / 'keys').iterdir())
     assert [p.read_bytes() for p in pinned] == [rekor.log.public_key_pem]
     assert 'trusting the log key' in plugin_log.text
+
+
+def test_without_a_key_or_trust_on_first_use_nothing_is_trusted(hub, rekor, topdir, koji_import,
+                                                                 signed_rpms, key_dir, plugin_log):
+    hub.configure('''
+        [rekor]
+        url = %s
+        allow_insecure_http = true
+        [signing]
+        public_key_dir = %s
+        ''' % (rekor.url, key_dir))
+    imported = koji_import(signed_rpms[('rsa', 'header')])
+    hub.sign(imported)
+    assert rekor.count('POST', ENTRIES) == 0
+    assert not (topdir / 'rekor-logs' / '@state' / 'keys').exists() or \
+        list((topdir / 'rekor-logs' / '@state' / 'keys').iterdir()) == []
+    assert 'no log key for %s: set [rekor] log_public_key' % rekor.url in plugin_log.text
+    assert hub.outbox() == ['hello-1.0-1.noarch.%s.json' % imported.sigkey]  # kept for a key
 
 
 # --- configuration errors --------------------------------------------------
@@ -185,7 +204,6 @@ def test_log_key_is_trusted_on_first_use_and_pinned(hub, rekor, topdir, koji_imp
     ('[signing]\npublic_key_dir = /nonexistent\n', '[signing] public_key_dir'),
     ('[rekor]\nlog_public_key = /nonexistent.pem\n', '[rekor] log_public_key'),
     ('[rekor]\nurl = http://rekor.example.test\n', '[rekor] url'),
-    ('[config]\nrekor_server_url = http://rekor.example.test\n', '[rekor] url'),
     ('[rekor]\ntimeout = soon\n', '[rekor] timeout'),
     ('[rekor]\nretries = -1\n', '[rekor] retries'),
 ])
@@ -200,10 +218,11 @@ def test_bad_configuration_names_the_option(hub, koji_import, signed_rpms, text,
     assert option in str(info.value)
 
 
-def test_missing_configuration_file_means_defaults(hub):
-    settings = hub.module.load_config('/nonexistent/rekor_log.conf')
-    assert settings.url == 'https://rekor.sigstore.dev'
-    assert (settings.enforce, settings.record_log_info) == (False, True)
+def test_a_missing_configuration_file_is_an_error_not_defaults(hub):
+    # Defaults would send a private site's packages to the public log.
+    with pytest.raises(koji.ConfigurationError) as info:
+        hub.module.load_config('/nonexistent/rekor_log.conf')
+    assert str(info.value) == '/nonexistent/rekor_log.conf: no such configuration file'
 
 
 # --- bad input: a one-line cause, nothing sent, no receipt -------------------
