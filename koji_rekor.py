@@ -511,7 +511,7 @@ def check_tree_head(view, tree_id, checkpoint, active):
         view.heads[(tree_id, checkpoint.size, checkpoint.root_hash)] = False
         try:
             check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
-                              checkpoint.root_hash, checkpoint.text)
+                              checkpoint.root_hash, checkpoint.note)
             how = 'an older view, which the log still proves the newer one extends'
         except (VerificationError, RekorRejected) as e:
             how = 'and the log cannot prove it consistent with the one seen before: %s' % e
@@ -531,7 +531,7 @@ def prove_consistent(view, tree_id, checkpoint):
     if head not in view.heads:
         try:
             check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
-                              checkpoint.root_hash, checkpoint.text)
+                              checkpoint.root_hash, checkpoint.note)
             view.heads[head] = True
         except VerificationError as e:
             view.heads[head] = False
@@ -923,13 +923,14 @@ def become_hub_user(settings, topdir):
                 raise UsageError('no such user: %s (the hub\'s user, [upload] hub_user), who '
                                  'must own %s' % (settings.hub_user, logs))
             uid, gid, name = user.pw_uid, user.pw_gid, user.pw_name
-        if name:
-            os.initgroups(name, gid)
-        else:
-            os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
-        LOG.debug('rekor_log: running as uid %d, the owner of %s', uid, logs)
+        if uid != 0:
+            if name:
+                os.initgroups(name, gid)
+            else:
+                os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            LOG.debug('rekor_log: running as uid %d, the owner of %s', uid, logs)
     if info is None:
         try:
             os.mkdir(logs)

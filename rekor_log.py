@@ -860,7 +860,8 @@ class Checkpoint:
     size: int
     root_hash: bytes
     other: list = field(default_factory=list)
-    text: str = ''
+    text: str = ''   # what the signatures sign
+    note: str = ''   # the whole signed note, signatures included
 
 
 def parse_checkpoint(note):
@@ -893,7 +894,7 @@ def parse_checkpoint(note):
         except ValueError:
             raise VerificationError('checkpoint: malformed signature')
         signatures.append((parts[1], raw[:4], raw[4:]))
-    return Checkpoint(lines[0], size, root, lines[3:], text), signatures
+    return Checkpoint(lines[0], size, root, lines[3:], text, note), signatures
 
 
 def verify_checkpoint(note, key, origin_host, tree_id):
@@ -1497,6 +1498,7 @@ def read_tree_head(dirfd, key, tree_id):
     """The saved tree head of a tree, verified as the signed note it is; one
     that does not verify is reported as tampering and ignored."""
     name = '%d.json' % tree_id
+    saved = None
     try:
         data = read_file_at(dirfd, name)
         if data is None:
@@ -1506,13 +1508,18 @@ def read_tree_head(dirfd, key, tree_id):
         if (saved['size'], saved['root_hash']) != (checkpoint.size, checkpoint.root_hash.hex()):
             raise VerificationError('its size or root is not the one its checkpoint signs')
     except (RekorLogError, KeyError, TypeError) as e:
+        if isinstance(saved, dict) and isinstance(saved.get('checkpoint'), str) \
+                and '\n\n' not in saved['checkpoint']:
+            LOG.warning('rekor_log: the saved tree head %s of tree %s was kept by an older '
+                        'version, without its signature: replaced by the next one', name, tree_id)
+            return None
         LOG.error('rekor_log: tampering: the saved tree head %s of tree %s does not verify '
                   'with the log key (%s): ignored', name, tree_id, failure_cause(e))
         return None
     return checkpoint.size, checkpoint.root_hash
 
 
-def check_consistency(client, state, key, tree_id, size, root_hash, checkpoint_text):
+def check_consistency(client, state, key, tree_id, size, root_hash, checkpoint_note):
     """Prove that this tree head of the log extends (or is extended by) the
     newest one seen before, then keep the newer one. The plugin checks the
     tree head of each entry, the monitor the log's own."""
@@ -1542,7 +1549,7 @@ def check_consistency(client, state, key, tree_id, size, root_hash, checkpoint_t
             if new[0] <= old[0]:
                 return
         write_file_at(fd, name, json.dumps({
-            'size': size, 'root_hash': root_hash.hex(), 'checkpoint': checkpoint_text},
+            'size': size, 'root_hash': root_hash.hex(), 'checkpoint': checkpoint_note},
             indent=1).encode())
 
 
@@ -1630,15 +1637,52 @@ def upload_signed_rpm(settings, signed, key_path, state=None):
             # Rekor, which reads it all; hash the RPM to check the entry.
             with signed.open() as fo:
                 body.sha256 = sha256_of(fo)
-        verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
-        verify_rpm_body(verified.body, expected_from_header(hdr, body.sha256, public_key))
-        if state:
-            check_consistency(client, state, key, verified.tree_id, verified.tree_size,
-                              verified.root_hash, verified.checkpoint.text)
+        verified = verify_our_entry(settings, client, state, key, entry_id, entry,
+                                    expected_from_header(hdr, body.sha256, public_key))
     finally:
         client.close()
     receipt = make_receipt(settings, signed.nvra, signed.sigkey, body.sha256, entry_id, entry)
     return Outcome(receipt, verified, created)
+
+
+def verify_our_entry(settings, client, state, key, entry_id, entry, expected):
+    """Everything about an entry of our RPM: what the log signs, that the
+    body records our package, and the tree head's consistency."""
+    verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
+    verify_rpm_body(verified.body, expected)
+    if state:
+        check_consistency(client, state, key, verified.tree_id, verified.tree_size,
+                          verified.root_hash, verified.checkpoint.note)
+    return verified
+
+
+def reverify_receipt(settings, record, topdir):
+    """The receipt a record keeps (an enforced upload whose hub request died
+    before the commit), rebuilt from its entry once that is verified again
+    with the configured log key and the RPM's recomputed sha256; a record
+    is input, so nothing of it is written as it stands. Returns the Outcome."""
+    entries = record['receipt'].get('log_entry')
+    if not isinstance(entries, dict) or len(entries) != 1:
+        raise VerificationError('the receipt kept in the record holds no single entry')
+    (entry_id, entry), = entries.items()
+    if not isinstance(entry, dict):
+        raise VerificationError('the receipt kept in the record holds no single entry')
+    signed = locate_signed_rpm(record['build'], record['rpm'], record['sigkey'])
+    key_path = public_key_file(settings, record['sigkey'])
+    public_key = read_public_key(key_path)
+    with RPM_LOCK:
+        hdr = check_key_signed_rpm(signed, public_key, key_path)
+    with signed.open() as fo:
+        sha256 = sha256_of(fo)
+    client = RekorClient(settings)
+    try:
+        key = resolve_log_key(settings, client, state_dir(topdir))
+        verified = verify_our_entry(settings, client, state_dir(topdir), key, entry_id, entry,
+                                    expected_from_header(hdr, sha256, public_key))
+    finally:
+        client.close()
+    receipt = make_receipt(settings, signed.nvra, signed.sigkey, sha256, entry_id, entry)
+    return Outcome(receipt, verified, False)
 
 
 def sha256_of(fo):
@@ -1948,16 +1992,17 @@ def deliver(settings, topdir, path, record, verified_receipt=None):
 
     A receipt kept in a record is never written as it stands: only one this
     process built from an entry it just verified (verified_receipt, under
-    enforce); otherwise the signature is uploaded again, which meets the
-    existing entry (409) and verifies it with the configured log key and
-    the RPM's recomputed sha256.
+    enforce), or one rebuilt from the kept entry after verifying it again.
     """
     nvra, sigkey = record['nvra'], record['sigkey']
     try:
         if verified_receipt is not None and record.get('receipt') == verified_receipt:
             receipt = verified_receipt
         else:
-            outcome = log_signature(settings, record['build'], record['rpm'], sigkey, topdir)
+            if record.get('receipt'):
+                outcome = reverify_receipt(settings, record, topdir)
+            else:
+                outcome = log_signature(settings, record['build'], record['rpm'], sigkey, topdir)
             receipt = outcome.receipt
             log_outcome(nvra, sigkey, outcome)
         write_receipt(settings, topdir, record['rpm'], sigkey, receipt)

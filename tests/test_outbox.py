@@ -31,7 +31,7 @@ import pytest
 from koji.context import context
 
 import rpmfactory
-from conftest import ROOT
+from conftest import HUB_USER, ROOT
 from rekor_server import RekorServer
 
 ENTRIES = '/api/v1/log/entries'
@@ -217,6 +217,7 @@ class World:
                 '[signing]\npublic_key_dir = %s\n'
                 % (url or self.rekor.url, self.log_key_file, timeout, retries, backoff,
                    self.key_dir))
+        upload.setdefault('hub_user', HUB_USER)
         if upload:
             text += '[upload]\n' + ''.join(
                 '%s = %s\n' % (k, str(v).lower() if isinstance(v, bool) else v)
