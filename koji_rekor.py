@@ -161,8 +161,11 @@ def read_record_at(out, name):
 def summary_line(counts, topdir):
     left, soonest = outbox_left(topdir)
     rejected = os.path.join(outbox_dir(topdir), 'rejected')
-    aside = sum(1 for name in list_outbox(topdir, 'rejected')
-                if not name.startswith('.') and not name.endswith('.reason'))
+    try:
+        aside = sum(1 for name in list_outbox(topdir, 'rejected')
+                    if not name.startswith('.') and not name.endswith('.reason'))
+    except RekorLogError:  # a link there: the pass already said so
+        aside = 0
     parts = ['%s %d' % (k, v) for k, v in counts.items() if v]
     line = '%s; %d left in the outbox' % (', '.join(parts) or 'nothing to do', left)
     if left and soonest:
@@ -924,6 +927,7 @@ def become_hub_user(settings, topdir):
                                  'must own %s' % (settings.hub_user, logs))
             uid, gid, name = user.pw_uid, user.pw_gid, user.pw_name
         if uid != 0:
+            preload()
             if name:
                 os.initgroups(name, gid)
             else:
@@ -938,6 +942,26 @@ def become_hub_user(settings, topdir):
             pass
         except OSError as e:
             raise UsageError('cannot create %s: %s' % (logs, e.strerror))
+
+
+def preload():
+    """Import what is otherwise imported on first use, while the files can
+    still be read: the hub's user may not reach root's Python environment."""
+    import encodings.idna  # noqa: F401 (requests, for host names)
+    import cryptography.exceptions  # noqa: F401
+    import cryptography.hazmat.backends  # noqa: F401
+    import cryptography.hazmat.primitives.asymmetric.ec  # noqa: F401
+    import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401
+    import cryptography.hazmat.primitives.serialization  # noqa: F401
+    import requests  # noqa: F401
+    import rpm  # noqa: F401
+    import yaml  # noqa: F401
+    for module in ('requests.adapters', 'urllib3.util.ssl_', 'json.decoder', 'hashlib',
+                   'concurrent.futures.thread', 'signal', 'cryptography.hazmat.backends.openssl'):
+        __import__(module)
+    # A check of a bad signature loads the rest of cryptography's backend.
+    from rekor_log import signature_is_valid
+    signature_is_valid(load_log_key(PUBLIC_REKOR_KEY), b'\x30\x06\x02\x01\x01\x02\x01\x01', b'')
 
 
 def cmd_retry(args):

@@ -1898,9 +1898,14 @@ def set_aside(path, record, folder, reason):
 def set_aside_as_is(out, name, reason):
     """Move what is not a valid record, as it is (a link stays a link, never
     followed), to rejected/, with the reason in <name>.reason."""
-    with subdir(out, 'rejected') as aside:
-        os.rename(name, name, src_dir_fd=out, dst_dir_fd=aside)
-        write_file_at(aside, name + '.reason', (reason + '\n').encode())
+    try:
+        with subdir(out, 'rejected') as aside:
+            os.rename(name, name, src_dir_fd=out, dst_dir_fd=aside)
+            write_file_at(aside, name + '.reason', (reason + '\n').encode())
+    except (OSError, RekorLogError) as e:
+        LOG.error('rekor_log: failed %s (left in the outbox, cannot set it aside: %s): not a '
+                  'valid record: %s', name, failure_cause(e), reason)
+        return
     LOG.error('rekor_log: failed %s (for good, set aside in rejected/): not a valid record: %s',
               name, reason)
 
@@ -2009,10 +2014,15 @@ def deliver(settings, topdir, path, record, verified_receipt=None):
     except Exception as e:
         cause = failure_cause(e)
         if getattr(e, 'permanent', False):
-            set_aside(path, record, 'rejected', cause)
-            LOG.error('rekor_log: failed %s sigkey %s (for good, set aside in rejected/): %s',
-                      nvra, sigkey, cause)
-            return 'rejected'
+            try:
+                set_aside(path, record, 'rejected', cause)
+            except (OSError, RekorLogError) as aside:
+                # Kept, then: a record is never lost.
+                cause = '%s; cannot set it aside: %s' % (cause, failure_cause(aside))
+            else:
+                LOG.error('rekor_log: failed %s sigkey %s (for good, set aside in rejected/): %s',
+                          nvra, sigkey, cause)
+                return 'rejected'
         record['attempts'] += 1
         record['last_error'] = cause
         record['next_attempt'] = int(time.time()) + min(
