@@ -947,17 +947,13 @@ def become_hub_user(settings, topdir):
 def preload():
     """Import what is otherwise imported on first use, while the files can
     still be read: the hub's user may not reach root's Python environment."""
-    import encodings.idna  # noqa: F401 (requests, for host names)
-    import cryptography.exceptions  # noqa: F401
-    import cryptography.hazmat.backends  # noqa: F401
-    import cryptography.hazmat.primitives.asymmetric.ec  # noqa: F401
-    import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401
-    import cryptography.hazmat.primitives.serialization  # noqa: F401
-    import requests  # noqa: F401
-    import rpm  # noqa: F401
-    import yaml  # noqa: F401
-    for module in ('requests.adapters', 'urllib3.util.ssl_', 'json.decoder', 'hashlib',
-                   'concurrent.futures.thread', 'signal', 'cryptography.hazmat.backends.openssl'):
+    for module in ('encodings.idna', 'cryptography.exceptions', 'cryptography.hazmat.backends',
+                   'cryptography.hazmat.backends.openssl',
+                   'cryptography.hazmat.primitives.asymmetric.ec',
+                   'cryptography.hazmat.primitives.asymmetric.ed25519',
+                   'cryptography.hazmat.primitives.serialization', 'requests',
+                   'requests.adapters', 'urllib3.util.ssl_', 'rpm', 'yaml', 'json.decoder',
+                   'concurrent.futures.thread', 'signal'):
         __import__(module)
     # A check of a bad signature loads the rest of cryptography's backend.
     from rekor_log import signature_is_valid

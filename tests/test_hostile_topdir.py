@@ -17,7 +17,7 @@ import pytest
 import koji_rekor
 import rekor_log
 from conftest import HUB_USER, ROOT
-from rekor_server import RekorLog, RekorServer
+from rekor_server import RekorLog
 
 ENTRIES = '/api/v1/log/entries'
 
