@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import koji
 
 from rekor_log import (
-    BadRecord, UnsafePath, list_outbox, logs_dir, PUBLIC_REKOR_HOST, openpgp_key_ids,
+    BadRecord, UnsafePath, list_outbox, member, logs_dir, PUBLIC_REKOR_HOST, openpgp_key_ids,
     COMMITTED, COMMIT_GRACE, CONFIG_FILE, DEFAULT_TOPDIR, HUB_CONFIG_FILE,
     KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
     RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError,
@@ -1217,7 +1217,7 @@ def check_receipt_rpm(path, receipt, verified):
         raise UsageError('no such file: %s' % path)
     with open(path, 'rb') as fo:
         sha256 = sha256_of(fo)
-    logged = ((verified.body.get('spec') or {}).get('package') or {}).get('hash') or {}
+    logged = member(member(member(verified.body, 'spec'), 'package'), 'hash')
     if logged.get('value') != sha256:
         raise VerificationError('%s has sha256 %s, the entry logged %s'
                                 % (path, sha256, logged.get('value')))

@@ -1034,7 +1034,7 @@ def verify_log_entry(entry_id, entry, key, origin_host=None, require_set=True, t
 def decode_body(body_bytes):
     try:
         body = json.loads(body_bytes)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise VerificationError('entry body is not JSON')
     if not isinstance(body, dict):
         raise VerificationError('entry body is not an object')
@@ -1165,18 +1165,25 @@ def text(value):
     return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
 
 
+def member(value, name):
+    """value[name] when value is an object holding an object there, else {}:
+    a body is what the log says, any shape."""
+    inner = value.get(name) if isinstance(value, dict) else None
+    return inner if isinstance(inner, dict) else {}
+
+
 def verify_rpm_body(body, expected):
     """The log recorded our package, our key and our NEVRA."""
     if body.get('kind') != 'rpm' or body.get('apiVersion') != '0.0.1':
         raise VerificationError('body is %s %s, not rpm 0.0.1'
                                 % (body.get('kind'), body.get('apiVersion')))
-    spec = body.get('spec') or {}
-    package = spec.get('package') or {}
-    digest = package.get('hash') or {}
+    spec = member(body, 'spec')
+    package = member(spec, 'package')
+    digest = member(package, 'hash')
     if digest.get('algorithm') != 'sha256' or digest.get('value') != expected.sha256:
         raise VerificationError('body records package %s:%s, we sent sha256:%s' % (
             digest.get('algorithm'), digest.get('value'), expected.sha256))
-    headers = package.get('headers') or {}
+    headers = member(package, 'headers')
     epoch = '' if expected.epoch is None else str(expected.epoch)
     wanted = {'Name': [expected.name], 'Version': [expected.version],
               'Release': [expected.release], 'Epoch': [epoch] if epoch else ['', '0'],
@@ -1189,8 +1196,8 @@ def verify_rpm_body(body, expected):
         raise VerificationError('body records RPMSIGTAG_MD5 %s, the RPM has %s'
                                 % (headers['RPMSIGTAG_MD5'], expected.sigmd5))
     try:
-        logged_key = base64.b64decode((spec.get('publicKey') or {}).get('content') or '')
-    except binascii.Error:
+        logged_key = base64.b64decode(member(spec, 'publicKey').get('content') or '')
+    except (binascii.Error, TypeError, ValueError):
         logged_key = b''
     ours = openpgp_primary_key(expected.public_key)
     if ours is None or openpgp_primary_key(logged_key) != ours:
