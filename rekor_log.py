@@ -789,6 +789,9 @@ def verify_consistency(first_size, second_size, first_root, second_root, proof):
             raise VerificationError('consistency: two roots for tree size %d' % first_size)
         return
     if first_size == 0:
+        # Every tree extends the empty one, and nothing proves it.
+        if proof:
+            raise VerificationError('consistency: a proof from the empty tree must be empty')
         return
     if not proof:
         raise VerificationError('consistency: empty proof')

@@ -100,11 +100,27 @@ def test_external_rpm_is_skipped(configured_hub, rekor, topdir, koji_import, sig
     assert 'external repo fedora' in plugin_log.text
 
 
-def test_hub_dicts_are_not_changed(configured_hub, koji_import, signed_rpms):
+@pytest.mark.parametrize('enforce', [False, True])
+def test_hub_dicts_are_not_changed(configured_hub, rekor, topdir, koji_import, signed_rpms,
+                                   enforce):
+    """The plugin keeps copies of Koji's build and rpm dicts: what it adds to
+    its record (attempts, receipts, reasons) never reaches Koji's."""
+    if enforce:
+        configured_hub.configure(configured_hub.conf_path.read_text().replace(
+            '[upload]\n', '[upload]\nenforce = true\n'))
     imported = koji_import(signed_rpms[('rsa', 'header')])
+    imported.build['extra'] = {'nested': ['kept']}
     build, rpm = frozen(imported.build), frozen(imported.rpm)
     configured_hub.sign(imported)
+    assert receipt_file(topdir, imported).exists()  # the whole path ran
+    assert rekor.count('POST', ENTRIES) == 1
     assert imported.build == build and imported.rpm == rpm
+    # And the record kept no reference to them: changing Koji's dicts later
+    # changes nothing the plugin wrote.
+    record = configured_hub.module.new_record(imported.build, imported.rpm, imported.sigkey, None)
+    imported.rpm['name'] = 'changed'
+    imported.build['name'] = 'changed'
+    assert record['rpm']['name'] == 'hello' and record['build']['name'] == 'hello'
 
 
 def test_a_repeat_meets_409_and_uses_the_existing_entry(configured_hub, rekor, topdir,
@@ -385,11 +401,20 @@ def test_old_rekor_refusing_header_only_signatures_is_explained(configured_hub, 
 
 
 def test_old_rekor_accepts_legacy_signatures(configured_hub, rekor, topdir, koji_import,
-                                             signed_rpms):
+                                             signed_rpms, plugin_log):
     rekor.faults.refuse_header_only = True
-    imported = koji_import(signed_rpms[('ed25519', 'rpmv3')])
+    signed = signed_rpms[('ed25519', 'rpmv3')]
+    imported = koji_import(signed)
     configured_hub.sign(imported)
-    assert receipt_file(topdir, imported).exists()
+    assert rekor.count('POST', ENTRIES, 201) == 1
+    assert len(rekor.log.entries) == 1
+    receipt = json.loads(receipt_file(topdir, imported).read_text())
+    assert receipt['sha256'] == sha256_file(signed)
+    (entry_id, entry), = receipt['log_entry'].items()
+    body = json.loads(base64.b64decode(entry['body']))
+    assert body['spec']['package']['hash']['value'] == sha256_file(signed)
+    assert 'logged hello-1.0-1.noarch sigkey %s' % imported.sigkey in plugin_log.text
+    assert [r for r in plugin_log.records if r.levelname == 'ERROR'] == []
 
 
 def test_too_large_is_reported(configured_hub, rekor, topdir, koji_import, signed_rpms,

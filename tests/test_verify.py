@@ -689,9 +689,18 @@ def test_consistency_with_equal_sizes_needs_equal_roots(big_log):
 
 
 def test_consistency_from_the_empty_tree_always_holds(big_log):
-    rekor_log.verify_consistency(0, 0, EMPTY_ROOT, EMPTY_ROOT, [])
+    assert rekor_log.verify_consistency(0, 0, EMPTY_ROOT, EMPTY_ROOT, []) is None
     for size in (1, 5, 64, 300):
-        rekor_log.verify_consistency(0, size, EMPTY_ROOT, big_log.root_hash(size), [])
+        # Whatever root the empty tree is said to have: nothing to prove.
+        for first_root in (EMPTY_ROOT, b'\x00' * 32):
+            assert rekor_log.verify_consistency(0, size, first_root, big_log.root_hash(size),
+                                                []) is None
+        # ... and a proof that claims to prove something is not one.
+        with pytest.raises(VerificationError, match='from the empty tree must be empty'):
+            rekor_log.verify_consistency(0, size, EMPTY_ROOT, big_log.root_hash(size),
+                                         [big_log.root_hash(size)])
+    with pytest.raises(VerificationError, match='two roots for tree size 0'):
+        rekor_log.verify_consistency(0, 0, EMPTY_ROOT, b'\x00' * 32, [])
 
 
 def test_consistency_fails_when_the_tree_shrinks_or_the_proof_is_empty(big_log):
@@ -1174,7 +1183,23 @@ def test_without_a_set_the_unsigned_time_and_index_are_not_vouched_for(real, tmp
     entry['logIndex'] = 1
     path = write_json(tmp_path / 'forged.json', {entry_id: entry})
     status, out, err = run_cli(capsys, 'verify', path)
-    if status != 0:
-        return
+    assert (status, err) == (0, '')  # the checkpoint still signs the body and its place
+    summary = out.splitlines()[0]
+    assert 'log index 1 (unsigned)' in summary and '2033-05-18' in summary
+    assert summary.count('(unsigned)') == 2
     notes = ' '.join(line for line in out.splitlines() if line.startswith('note: ')).lower()
-    assert 'integrated' in notes and 'index' in notes, out
+    assert 'integratedtime' in notes and 'index' in notes, out
+
+
+def test_without_a_set_a_local_entry_is_marked_unsigned(receipt, tmp_path, capsys):
+    """The same without ../shared: a local entry whose SET is stripped."""
+    (entry_id, entry), = read_json(receipt.raw).items()
+    del entry['verification']['signedEntryTimestamp']
+    entry['integratedTime'] = 2000000000
+    entry['logIndex'] = 1
+    path = write_json(tmp_path / 'forged.json', {entry_id: entry})
+    status, out, err = receipt.verify(capsys, '--origin', '127.0.0.1', path=path)
+    assert (status, err) == (0, '')
+    summary = out.splitlines()[0]
+    assert 'log index 1 (unsigned)' in summary and summary.count('(unsigned)') == 2
+    assert out.splitlines()[1].startswith('note: no signed entry timestamp')
