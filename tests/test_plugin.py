@@ -217,7 +217,7 @@ def test_without_a_key_or_trust_on_first_use_nothing_is_trusted(hub, rekor, topd
     ('[config]\nenforce_rekor_upload = sometimes\n', '[config] enforce_rekor_upload'),
     ('[signing]\npublic_key_path = /nonexistent/key.asc\n', '[signing] public_key_path'),
     ('[config]\npublic_key_path = /nonexistent/key.asc\n', '[config] public_key_path'),
-    ('[signing]\npublic_key_dir = /nonexistent\n', '[signing] public_key_dir'),
+    ('[signing]\npublic_key_dir = /nonexistent/keys\n', '[signing] public_key_dir'),
     ('[rekor]\nlog_public_key = /nonexistent.pem\n', '[rekor] log_public_key'),
     ('[rekor]\nurl = http://rekor.example.test\n', '[rekor] url'),
     ('[rekor]\ntimeout = soon\n', '[rekor] timeout'),
@@ -299,7 +299,7 @@ def test_bad_input_is_logged_in_one_line_and_nothing_is_sent(configured_hub, rek
 def test_bad_input_under_enforce_fails_the_hub_call(configured_hub, rekor, topdir, koji_import,
                                                     signed_rpms, keys, key_dir, case):
     with open(configured_hub.conf_path, 'a') as fo:
-        fo.write('[upload]\nenforce = true\n')
+        fo.write('enforce = true\n')  # [upload] is the file's last section
     imported = koji_import(signed_rpms[('ed25519', 'header')])
     cause = break_by(case, imported, keys, key_dir)
     with pytest.raises(koji.CallbackError) as info:
@@ -455,7 +455,7 @@ def test_a_lying_log_gets_no_receipt(configured_hub, rekor, topdir, koji_import,
                                      plugin_log, tamper):
     rekor.faults.tamper = tamper
     with open(configured_hub.conf_path, 'a') as fo:
-        fo.write('[upload]\nenforce = true\n')
+        fo.write('enforce = true\n')  # [upload] is the file's last section
     with pytest.raises(koji.CallbackError) as info:
         configured_hub.sign(koji_import(signed_rpms[('rsa', 'header')]))
     assert TAMPERING[tamper] in str(info.value)
