@@ -1226,6 +1226,36 @@ def check_receipt_rpm(path, receipt, verified):
                                 % (receipt.get('sha256'), path, sha256))
 
 
+def cmd_log_key(args):
+    """Print the key the log serves, and the one pinned for it on first use,
+    with their logIDs, for the admin to install as [rekor] log_public_key."""
+    from rekor_log import pin_name, read_file_at
+    settings = cli_settings(args)
+    topdir = args.topdir or default_topdir()
+    pinned = None
+    try:
+        with logs_dir(topdir, ('@state', 'keys'), create=False) as fd:
+            pinned = read_file_at(fd, pin_name(settings.url), limit=64 * 1024)
+    except FileNotFoundError:
+        pass
+    client = RekorClient(settings)
+    try:
+        served = client.log_public_key()
+    finally:
+        client.close()
+    keys = [('served by %s' % settings.url, served)]
+    if pinned is not None:
+        keys.append(('pinned in %s' % os.path.join(state_dir(topdir), 'keys',
+                                                   pin_name(settings.url)), pinned))
+    for where, pem in keys:
+        print('# %s: logID %s' % (where, log_key_id(load_log_key(pem)).hex()))
+        sys.stdout.write(pem.decode('ascii', 'replace'))
+    if pinned is not None and log_key_id(load_log_key(pinned)) != log_key_id(load_log_key(served)):
+        print('koji-rekor: the log serves another key than the one pinned', file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='koji-rekor', description='Record Koji RPM signatures in a Rekor transparency log.')
@@ -1273,6 +1303,14 @@ def build_parser():
                          help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
     monitor.add_argument('--json', action='store_true', help='print the report as JSON')
     monitor.set_defaults(func=cmd_monitor)
+
+    log_key = sub.add_parser('log-key', help="print the log's key (served and pinned) and its "
+                                              'logID, to set as [rekor] log_public_key')
+    log_key.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    log_key.add_argument('--url', help='Rekor URL (overrides the configuration)')
+    log_key.add_argument('--topdir',
+                         help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    log_key.set_defaults(func=cmd_log_key)
 
     backfill = sub.add_parser('backfill',
                               help='log the signatures in the topdir that have no receipt')

@@ -502,3 +502,18 @@ def test_a_missing_hub_user_is_one_line_and_nothing_is_created(shared_dir):
     assert done.stderr.startswith('koji-rekor: no such user: no-such-user-here')
     assert done.stderr.count('\n') == 1
     assert os.listdir(topdir) == []
+
+
+def test_log_key_prints_the_served_and_pinned_keys_for_the_admin(site):
+    site.configure(rekor_extra='trust_on_first_use = true\n')
+    site.hub.sign(site.imported('rsa'))
+    argv = ['log-key', '--config', str(site.hub.conf_path), '--topdir', str(site.topdir)]
+    assert koji_rekor.main(argv) == 0
+    out, err = site.capsys.readouterr()
+    assert out.count('logID %s' % site.rekor.log.log_id) == 2
+    assert site.rekor.log.public_key_pem.decode() in out
+    # A pin that is not the served key: shown, and exit 1.
+    pin_path(site).write_bytes(RekorLog().public_key_pem)
+    assert koji_rekor.main(argv) == 1
+    out, err = site.capsys.readouterr()
+    assert err == 'koji-rekor: the log serves another key than the one pinned\n'
