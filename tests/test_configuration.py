@@ -5,6 +5,7 @@ command). In the hub the signature is queued first; a configuration error
 then fails the import unless the file parses and sets enforce to false."""
 
 import json
+import os
 
 import koji
 import pytest
@@ -158,3 +159,14 @@ def test_a_new_style_file_with_plain_http_still_needs_allow_insecure_http(tmp_pa
         rekor_log.load_config(str(path))
     assert str(info.value) == ('%s: [rekor] url: http://rekor.example.test is plain http; set '
                                'allow_insecure_http = true to allow it' % path)
+
+
+def test_the_shipped_file_reads_strictly(tmp_path):
+    from conftest import ROOT
+    with open(os.path.join(ROOT, 'rekor_log.conf')) as fo:
+        text = fo.read()
+    path = tmp_path / 'rekor_log.conf'
+    path.write_text(text.replace('/etc/koji-hub/plugins/rekor-keys', str(tmp_path)))
+    settings = rekor_log.load_config(str(path))
+    assert settings.url == 'https://rekor.sigstore.dev'
+    assert (settings.trust_on_first_use, settings.hub_user) == (False, 'apache')
