@@ -1340,6 +1340,7 @@ def become_hub_user(settings, topdir):
                                  'must own %s' % (settings.hub_user, logs))
             uid, gid, name = user.pw_uid, user.pw_gid, user.pw_name
         if uid != 0:
+            give_back(logs, uid, gid)
             preload()
             if name:
                 os.initgroups(name, gid)
@@ -1355,6 +1356,26 @@ def become_hub_user(settings, topdir):
             pass
         except OSError as e:
             raise UsageError('cannot create %s: %s' % (logs, e.strerror))
+
+
+def give_back(logs, uid, gid):
+    """What root left under rekor-logs/ (an older version, an admin's run)
+    goes back to the hub's user, so that the hub can write there again.
+    Links are changed themselves, never followed."""
+    if not os.path.isdir(logs) or os.path.islink(logs):
+        return
+    fixed = 0
+    for directory, dirs, files in os.walk(logs):
+        for path in [directory] + [os.path.join(directory, n) for n in dirs + files]:
+            try:
+                if os.lstat(path).st_uid == 0:
+                    os.lchown(path, uid, gid)
+                    fixed += 1
+            except OSError:  # gone meanwhile, or a root_squash NFS: nothing to do
+                pass
+    if fixed:
+        LOG.warning('rekor_log: %d files and directories under %s belonged to root; given back '
+                    'to uid %d, the hub\'s user', fixed, logs, uid)
 
 
 def preload():

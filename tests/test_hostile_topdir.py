@@ -517,3 +517,36 @@ def test_log_key_prints_the_served_and_pinned_keys_for_the_admin(site):
     assert koji_rekor.main(argv) == 1
     out, err = site.capsys.readouterr()
     assert err == 'koji-rekor: the log serves another key than the one pinned\n'
+
+
+@needs_root
+def test_root_owned_leftovers_are_given_back_to_the_hub_user(shared_dir):
+    """An older version run as root left root-owned directories and locks:
+    the hub could then queue nothing. A command started as root gives them
+    back before it does anything."""
+    nobody = unprivileged()
+    topdir = os.path.join(shared_dir, 'koji')
+    logs = os.path.join(topdir, 'rekor-logs')
+    os.makedirs(os.path.join(logs, '@outbox', 'rejected'))
+    os.makedirs(os.path.join(logs, '@state', 'checkpoints', 'ab'))
+    open(os.path.join(logs, '@state', 'checkpoints', 'ab', '1.json.lock'), 'w').close()
+    os.symlink('/etc/passwd', os.path.join(logs, '@outbox', 'rejected', 'planted.json'))
+    os.chown(topdir, nobody.pw_uid, nobody.pw_gid)
+    conf = os.path.join(shared_dir, 'rekor_log.conf')
+    with open(conf, 'w') as fo:
+        fo.write('[upload]\nhub_user = nobody\n')
+    os.chmod(conf, 0o644)
+    done = subprocess.run(
+        [sys.executable, '-m', 'koji_rekor', 'retry', '--config', conf, '--topdir', topdir],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert owners(logs) == {nobody.pw_uid}
+    assert os.stat('/etc/passwd').st_uid == 0  # the link was changed, not its target
+    # The hub (as nobody) can queue again.
+    if not shutil.which('setpriv'):
+        return
+    probe = subprocess.run(['setpriv', '--reuid', str(nobody.pw_uid), '--regid',
+                            str(nobody.pw_gid), '--clear-groups', 'touch',
+                            os.path.join(logs, '@outbox', 'probe')],
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 0, probe.stderr
