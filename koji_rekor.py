@@ -792,6 +792,10 @@ def stored_signature(volume, packages, path):
     build = {'name': name, 'version': version, 'release': release, 'volume_name': volume}
     rpminfo = {'name': parsed['name'], 'version': parsed['version'],
                'release': parsed['release'], 'arch': parsed['arch'], 'epoch': None}
+    try:
+        record_name(rpminfo, sigkey)  # names its receipt can be built from
+    except RekorLogError as e:
+        raise ValueError(str(e))
     expected = os.path.join(koji.pathinfo.build(build), koji.pathinfo.sighdr(rpminfo, sigkey))
     if os.path.normpath(expected) != os.path.normpath(path):
         raise ValueError('not where Koji keeps it (koji.pathinfo gives %s)' % expected)
