@@ -24,17 +24,18 @@ from dataclasses import dataclass, field
 import koji
 
 from rekor_log import (
-    COMMITTED, COMMIT_GRACE, CONFIG_FILE,
-    DEFAULT_URL, KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
-    RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError, SourceGone,
-    UNCOMMITTED, VerificationError, __version__, check_consistency, check_url,
-    checkpoint_dir, claimed, clear_outage, deliver, display_url, failure_cause, load_config, load_log_key,
-    log_key_id, log_outcome, log_signature, mark_committed, nvra_of, openpgp_fingerprint,
-    openpgp_primary_key, outbox_dir, public_key_file, read_json, read_log_key,
-    read_outage, read_public_key, receipt_path, record_name, record_outage, resolve_log_key,
-    saved_tree_head,
-    set_aside, sha256_of, utc, signed_rpm_from_file, state_dir, upload_signed_rpm,
-    verify_checkpoint, verify_log_entry, write_atomic, write_receipt,
+    __version__, BadRecord, check_consistency, check_url, checkpoint_dir, claimed,
+    clear_outage, COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver, display_url,
+    failure_cause, KOJI_CLIENT_CONFIG, list_outbox, load_config, load_log_key, LOG,
+    log_key_id, log_outcome, log_signature, logs_dir, mark_committed, member, nvra_of,
+    openpgp_fingerprint, openpgp_key_ids, openpgp_primary_key, outbox_dir, parse_json,
+    public_key_file, PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, read_file_at, read_json,
+    read_log_key, read_outage, read_public_key, RECEIPT_DIR, receipt_path, record_name,
+    record_outage, RekorClient, RekorLogError, RekorRejected, RekorUnavailable,
+    resolve_log_key, RETRIEVE_BATCH, saved_tree_head, set_aside, Settings, sha256_of,
+    SignatureSourceError, signed_rpm_from_file, SourceGone, state_dir, UNCOMMITTED,
+    UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
+    verify_log_entry, write_atomic, write_receipt,
 )
 
 # ---------------------------------------------------------------------------
@@ -117,64 +118,87 @@ def probe_log(settings, topdir, watch, now):
 
 
 def drain_outbox(settings, topdir, limit=None, now=False, watch=False):
-    """One pass over the outbox; returns counts of what happened."""
+    """One pass over the outbox; returns counts of what happened. A file
+    that is not a valid record is set aside in rejected/ and counted as
+    rejected: it never stops the pass."""
     counts = dict.fromkeys(('logged', 'failed', 'rejected', 'waiting', 'busy',
                             'unconfirmed', 'rolled back', 'log failing'), 0)
     log_up = probe_log(settings, topdir, watch, now)
     counts['log failing'] = 0 if log_up else 1
     outbox = outbox_dir(topdir)
-    names = sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []
-    for name in names:
+    for name in list_outbox(topdir):
         path = os.path.join(outbox, name)
-        if name.endswith(UNCOMMITTED) and age(path) > COMMIT_GRACE:
-            resolve_uncommitted(settings, path, counts)
+        if name.endswith(UNCOMMITTED) and not name.startswith('.') \
+                and age(path) > COMMIT_GRACE:
+            try:
+                resolve_uncommitted(settings, path, counts)
+            except BadRecord:
+                counts['rejected'] += 1
     done = 0
-    for name in sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []:
+    for name in list_outbox(topdir):
         if not name.endswith(COMMITTED) or name.startswith('.'):
             continue
         if limit is not None and done >= limit:
             break
         path = os.path.join(outbox, name)
-        with claimed(path) as record:
-            if record is None:
-                counts['busy'] += 1
-            elif not log_up or (not now and record['next_attempt'] > time.time()):
-                counts['waiting'] += 1
-            else:
-                result = deliver(settings, topdir, path, record)
-                counts[result] += 1
-                done += 1
-                if result == 'failed' and read_outage(settings, topdir) is not None:
-                    log_up = False  # the log failed: the rest wait for it
-                    counts['log failing'] = 1
+        try:
+            with claimed(path) as record:
+                if record is None:
+                    counts['busy'] += 1
+                elif not log_up or (not now and record['next_attempt'] > time.time()):
+                    counts['waiting'] += 1
+                else:
+                    result = deliver(settings, topdir, path, record)
+                    counts[result] += 1
+                    done += 1
+                    if result == 'failed' and read_outage(settings, topdir) is not None:
+                        log_up = False  # the log failed: the rest wait for it
+                        counts['log failing'] = 1
+        except BadRecord:
+            counts['rejected'] += 1
     return counts
 
 
 def age(path):
     """Seconds since a record was written; 0 once a hub has moved it."""
     try:
-        return time.time() - os.path.getmtime(path)
+        return time.time() - os.lstat(path).st_mtime
     except FileNotFoundError:
         return 0
 
 
 def outbox_left(topdir):
-    """Records still queued (committed or not) and the soonest attempt."""
-    outbox = outbox_dir(topdir)
+    """Records still queued (committed or not) and the soonest attempt; a
+    file that does not read as a record counts, with no time."""
     left, soonest = 0, None
-    for name in os.listdir(outbox) if os.path.isdir(outbox) else []:
-        if name.endswith((COMMITTED, UNCOMMITTED)) and not name.startswith('.'):
-            left += 1
-            record = read_json(os.path.join(outbox, name)) or {}
-            due = record.get('next_attempt') or 0
-            soonest = due if soonest is None else min(soonest, due)
+    with contextlib.suppress(FileNotFoundError), \
+            logs_dir(topdir, ('@outbox',), create=False) as out:
+        for name in sorted(os.listdir(out)):
+            if name.endswith((COMMITTED, UNCOMMITTED)) and not name.startswith('.'):
+                left += 1
+                try:
+                    due = (read_record_at(out, name) or {}).get('next_attempt')
+                except (OSError, RekorLogError):
+                    due = None
+                if isinstance(due, (int, float)) and not isinstance(due, bool) and due:
+                    soonest = due if soonest is None else min(soonest, due)
     return left, soonest
+
+
+def read_record_at(out, name):
+    data = read_file_at(out, name)
+    record = parse_json(data, name) if data is not None else None
+    return record if isinstance(record, dict) else None
 
 
 def summary_line(counts, topdir, settings=None):
     left, soonest = outbox_left(topdir)
     rejected = os.path.join(outbox_dir(topdir), 'rejected')
-    aside = len(os.listdir(rejected)) if os.path.isdir(rejected) else 0
+    try:
+        aside = sum(1 for name in list_outbox(topdir, 'rejected')
+                    if not name.startswith('.') and not name.endswith('.reason'))
+    except RekorLogError:  # a link there: the pass already said so
+        aside = 0
     parts = ['%s %d' % (k, v) for k, v in counts.items() if v and k != 'log failing']
     line = '%s; %d left in the outbox' % (', '.join(parts) or 'nothing to do', left)
     if left and soonest:
@@ -529,7 +553,7 @@ def check_tree_head(view, tree_id, checkpoint, active):
         view.heads[(tree_id, checkpoint.size, checkpoint.root_hash)] = False
         try:
             check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
-                              checkpoint.root_hash, checkpoint.text)
+                              checkpoint.root_hash, checkpoint.note)
             how = 'an older view, which the log still proves the newer one extends'
         except (VerificationError, RekorRejected) as e:
             how = 'and the log cannot prove it consistent with the one seen before: %s' % e
@@ -549,7 +573,7 @@ def prove_consistent(view, tree_id, checkpoint):
     if head not in view.heads:
         try:
             check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
-                              checkpoint.root_hash, checkpoint.text)
+                              checkpoint.root_hash, checkpoint.note)
             view.heads[head] = True
         except VerificationError as e:
             view.heads[head] = False
@@ -569,7 +593,9 @@ def kept_tree_heads(state, key):
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
         stem, _, suffix = name.partition('.')
         if suffix == 'json' and stem.isdigit():
-            heads.append((int(stem), saved_tree_head(state, key, int(stem))[0]))
+            saved = saved_tree_head(state, key, int(stem))
+            if saved is not None:  # one that does not verify is ignored (and logged)
+                heads.append((int(stem), saved[0]))
     return heads
 
 
@@ -582,7 +608,7 @@ def receipt_hashes(topdir, report):
             if name.endswith('.json') and not name.startswith('.'):
                 try:
                     hashes.add(read_json(os.path.join(directory, name))['sha256'])
-                except (OSError, ValueError, KeyError, TypeError):
+                except (OSError, RekorLogError, KeyError, TypeError):
                     unreadable += 1
     report.receipts = len(hashes)
     if unreadable:
@@ -803,6 +829,10 @@ def stored_signature(volume, packages, path):
     build = {'name': name, 'version': version, 'release': release, 'volume_name': volume}
     rpminfo = {'name': parsed['name'], 'version': parsed['version'],
                'release': parsed['release'], 'arch': parsed['arch'], 'epoch': None}
+    try:
+        record_name(rpminfo, sigkey)  # names its receipt can be built from
+    except RekorLogError as e:
+        raise ValueError(str(e))
     expected = os.path.join(koji.pathinfo.build(build), koji.pathinfo.sighdr(rpminfo, sigkey))
     if os.path.normpath(expected) != os.path.normpath(path):
         raise ValueError('not where Koji keeps it (koji.pathinfo gives %s)' % expected)
@@ -924,7 +954,7 @@ def run_doctor(config_file, topdir):
     try:
         settings = load_config(config_file)
     except koji.ConfigurationError as e:
-        checkup.add('fail', 'configuration', '%s: %s' % (config_file, e))
+        checkup.add('fail', 'configuration', str(e))  # names the file and the option
         for check in ('signing keys', 'log', 'selinux'):
             checkup.add('skip', check, 'needs a configuration the hub accepts')
         settings = None
@@ -1320,12 +1350,98 @@ def default_topdir():
     return DEFAULT_TOPDIR
 
 
+def become_hub_user(settings, topdir):
+    """Commands that write under rekor-logs/ run as the hub's user, so that
+    nothing they leave there keeps the hub from writing: started as root,
+    become the owner of rekor-logs/ (or [upload] hub_user when it does not
+    exist yet, or root owns it), before touching anything, and create it as
+    that user."""
+    import pwd
+    import stat
+    logs = os.path.join(topdir, RECEIPT_DIR)
+    try:
+        info = os.lstat(logs)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        raise UsageError('%s is a symlink or not a directory: not followed' % logs)
+    if os.geteuid() == 0:
+        if info is not None and info.st_uid != 0:
+            uid, gid = info.st_uid, info.st_gid
+            try:
+                user = pwd.getpwuid(uid)
+                name, gid = user.pw_name, user.pw_gid
+            except KeyError:
+                name = None
+        else:
+            try:
+                user = pwd.getpwnam(settings.hub_user)
+            except KeyError:
+                raise UsageError('no such user: %s (the hub\'s user, [upload] hub_user), who '
+                                 'must own %s' % (settings.hub_user, logs))
+            uid, gid, name = user.pw_uid, user.pw_gid, user.pw_name
+        if uid != 0:
+            give_back(logs, uid, gid)
+            preload()
+            if name:
+                os.initgroups(name, gid)
+            else:
+                os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            LOG.debug('rekor_log: running as uid %d, the owner of %s', uid, logs)
+    if info is None:
+        try:
+            os.mkdir(logs)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise UsageError('cannot create %s: %s' % (logs, e.strerror))
+
+
+def give_back(logs, uid, gid):
+    """What root left under rekor-logs/ (an older version, an admin's run)
+    goes back to the hub's user, so that the hub can write there again.
+    Links are changed themselves, never followed."""
+    if not os.path.isdir(logs) or os.path.islink(logs):
+        return
+    fixed = 0
+    for directory, dirs, files in os.walk(logs):
+        for path in [directory] + [os.path.join(directory, n) for n in dirs + files]:
+            try:
+                if os.lstat(path).st_uid == 0:
+                    os.lchown(path, uid, gid)
+                    fixed += 1
+            except OSError:  # gone meanwhile, or a root_squash NFS: nothing to do
+                pass
+    if fixed:
+        LOG.warning('rekor_log: %d files and directories under %s belonged to root; given back '
+                    'to uid %d, the hub\'s user', fixed, logs, uid)
+
+
+def preload():
+    """Import what is otherwise imported on first use, while the files can
+    still be read: the hub's user may not reach root's Python environment."""
+    for module in ('encodings.idna', 'cryptography.exceptions', 'cryptography.hazmat.backends',
+                   'cryptography.hazmat.backends.openssl',
+                   'cryptography.hazmat.primitives.asymmetric.ec',
+                   'cryptography.hazmat.primitives.asymmetric.ed25519',
+                   'cryptography.hazmat.primitives.serialization', 'requests',
+                   'requests.adapters', 'urllib3.util.ssl_', 'rpm', 'yaml', 'json.decoder',
+                   'concurrent.futures.thread', 'signal'):
+        __import__(module)
+    # A check of a bad signature loads the rest of cryptography's backend.
+    from rekor_log import signature_is_valid
+    signature_is_valid(load_log_key(PUBLIC_REKOR_KEY), b'\x30\x06\x02\x01\x01\x02\x01\x01', b'')
+
+
 def cmd_retry(args):
     import signal
     settings = load_config(args.config)
     topdir = args.topdir or default_topdir()
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
+    become_hub_user(settings, topdir)
     koji.pathinfo.topdir = topdir
     if not args.watch:
         counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
@@ -1351,6 +1467,7 @@ def cmd_monitor(args):
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
     watchlist = read_watchlist(args.watchlist) if args.watchlist else Watchlist()
+    become_hub_user(settings, topdir)
     progress = Progress()
     report = monitor_log(settings, topdir, watchlist, progress)
     progress.clear()
@@ -1366,6 +1483,7 @@ def cmd_backfill(args):
     topdir = os.path.abspath(args.topdir or default_topdir())
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
+    become_hub_user(settings, topdir)
     koji.pathinfo.topdir = topdir
     if not settings.record_log_info:
         LOG.warning('rekor_log: [upload] record_log_info is off: no receipts are written, so '
@@ -1438,13 +1556,19 @@ def cli_settings(args):
 
 def cmd_upload(args):
     settings = cli_settings(args)
+    state = None
+    if args.topdir:
+        # The tree heads seen before live there; without --topdir nothing
+        # is written under any rekor-logs/.
+        if not os.path.isdir(args.topdir):
+            raise UsageError('no such topdir: %s' % args.topdir)
+        become_hub_user(settings, args.topdir)
+        state = state_dir(args.topdir)
     signed = signed_rpm_from_file(args.rpm)
     try:
         read_public_key(args.key)
     except SignatureSourceError as e:  # an unusable --key: could not run
         raise UsageError(str(e))
-    topdir = args.topdir or default_topdir()
-    state = state_dir(topdir) if os.path.isdir(topdir) else None
     outcome = upload_signed_rpm(settings, signed, args.key, state)
     receipt = json.dumps(outcome.receipt, indent=2, sort_keys=True) + '\n'
     if args.receipt:
@@ -1466,12 +1590,13 @@ def cmd_upload(args):
 def load_entry_file(path):
     """A receipt the plugin wrote, or a raw {entryID: LogEntry}."""
     try:
-        with open(path, 'rb') as fo:
-            data = json.load(fo)
+        data = read_json(path)
     except OSError as e:
         raise UsageError('cannot read %s: %s' % (path, e.strerror))
-    except ValueError:
-        raise UsageError('%s is not JSON' % path)
+    except RekorLogError as e:
+        raise UsageError(str(e))
+    if data is None:
+        raise UsageError('cannot read %s: No such file or directory' % path)
     receipt = data if isinstance(data, dict) and 'log_entry' in data else None
     entries = receipt['log_entry'] if receipt else data
     if not isinstance(entries, dict) or len(entries) != 1:
@@ -1482,9 +1607,25 @@ def load_entry_file(path):
     return receipt, entry_id, entry
 
 
+def verify_settings(args):
+    """The configuration of a read-only check: --config (which must exist),
+    else the hub's file when this user can read it, else none (None)."""
+    path = args.config
+    if path is None and os.access(CONFIG_FILE, os.R_OK):
+        path = CONFIG_FILE
+    settings = load_config(path) if path else None
+    if args.url:
+        settings = settings or Settings()
+        settings.url = args.url
+        settings.allow_insecure_http = True  # the caller named it; nothing is sent
+        check_url(settings)
+    return settings
+
+
 def verify_key_for(args, settings, receipt, entry):
     """The log key for an offline verify: --log-key, the configured one, or
-    the shipped public-instance key when the entry's logID is its."""
+    the shipped public-instance key for rekor.sigstore.dev (configured, or
+    when nothing names a log and the entry's logID is its)."""
     if args.log_key:
         try:
             return read_log_key(args.log_key)
@@ -1492,22 +1633,40 @@ def verify_key_for(args, settings, receipt, entry):
             raise UsageError('cannot read %s: %s' % (args.log_key, e.strerror))
         except VerificationError as e:
             raise UsageError('%s: %s' % (args.log_key, e))
-    if settings.log_public_key:
+    if settings and settings.log_public_key:
         return read_log_key(settings.log_public_key)
     public = load_log_key(PUBLIC_REKOR_KEY)
-    if str(entry.get('logID', '')).lower() == log_key_id(public).hex():
+    if settings and urllib.parse.urlsplit(settings.url).hostname != PUBLIC_REKOR_HOST:
+        raise UsageError('no log key for %s: pass --log-key or set [rekor] log_public_key'
+                         % settings.url)
+    if settings or str(entry.get('logID', '')).lower() == log_key_id(public).hex():
         return public
     raise UsageError('no log key for logID %s: pass --log-key' % entry.get('logID'))
 
 
+def verify_origin_for(args, settings, receipt, key):
+    """The host the checkpoint must name: --origin, the configured log (or
+    --url), the receipt's rekor_url, or rekor.sigstore.dev for its key."""
+    if args.origin:
+        return args.origin
+    if settings:
+        return settings.origin_host
+    url = receipt.get('rekor_url') if receipt else None
+    if isinstance(url, str) and urllib.parse.urlsplit(url).hostname:
+        return urllib.parse.urlsplit(url).hostname
+    if log_key_id(key) == log_key_id(load_log_key(PUBLIC_REKOR_KEY)):
+        return PUBLIC_REKOR_HOST
+    raise UsageError('no origin to check the checkpoint against: pass --origin or --url')
+
+
 def cmd_verify(args):
-    settings = load_config(args.config)
+    settings = verify_settings(args)
     receipt, entry_id, entry = load_entry_file(args.file)
     key = verify_key_for(args, settings, receipt, entry)
-    origin = args.origin
-    if origin is None and receipt:
-        origin = urllib.parse.urlsplit(receipt.get('rekor_url', '')).hostname
+    origin = verify_origin_for(args, settings, receipt, key)
     verified = verify_log_entry(entry_id, entry, key, origin, require_set=False)
+    if receipt:
+        check_receipt_body(receipt, verified.body)
     if args.rpm:
         check_receipt_rpm(args.rpm, receipt, verified)
     unsigned = '' if verified.signed_time else ' (unsigned)'
@@ -1525,6 +1684,41 @@ def cmd_verify(args):
         '\n'.join(lines))
 
 
+def check_receipt_body(receipt, body):
+    """The receipt's own nvra, sigkey and sha256 are what the entry logged."""
+    for name in ('nvra', 'sigkey', 'sha256', 'rekor_url'):
+        if receipt.get(name) is not None and not isinstance(receipt.get(name), str):
+            raise VerificationError('receipt: %s is not text' % name)
+    if not any(receipt.get(name) for name in ('nvra', 'sigkey', 'sha256')):
+        return
+    if body.get('kind') != 'rpm':
+        raise VerificationError('receipt names an RPM, the entry is %s' % body.get('kind'))
+    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
+    package = spec.get('package') if isinstance(spec.get('package'), dict) else {}
+    digest = package.get('hash') if isinstance(package.get('hash'), dict) else {}
+    if receipt.get('sha256') and receipt['sha256'] != digest.get('value'):
+        raise VerificationError('receipt records sha256 %s, the entry logged %s'
+                                % (receipt['sha256'], digest.get('value')))
+    if receipt.get('nvra'):
+        headers = package.get('headers') if isinstance(package.get('headers'), dict) else {}
+        logged = logged_nvra(package)
+        name, _, arch = receipt['nvra'].rpartition('.')
+        if receipt['nvra'] != logged and not (
+                arch == 'src' and logged.rpartition('.')[0] == name and headers):
+            raise VerificationError('receipt records %s, the entry logged %s'
+                                    % (receipt['nvra'], logged))
+    if receipt.get('sigkey'):
+        holder = spec.get('publicKey') if isinstance(spec.get('publicKey'), dict) else {}
+        try:
+            armored = base64.b64decode(holder.get('content') or '', validate=True)
+        except (binascii.Error, TypeError):
+            armored = b''
+        if not any(fingerprint.endswith(receipt['sigkey'].upper())
+                   for fingerprint in openpgp_key_ids(armored)):
+            raise VerificationError('receipt records sigkey %s, the entry logged another key'
+                                    % receipt['sigkey'])
+
+
 def check_receipt_rpm(path, receipt, verified):
     """The RPM file is the one the rpm entry logged."""
     if verified.body.get('kind') != 'rpm':
@@ -1533,13 +1727,43 @@ def check_receipt_rpm(path, receipt, verified):
         raise UsageError('no such file: %s' % path)
     with open(path, 'rb') as fo:
         sha256 = sha256_of(fo)
-    logged = ((verified.body.get('spec') or {}).get('package') or {}).get('hash') or {}
+    logged = member(member(member(verified.body, 'spec'), 'package'), 'hash')
     if logged.get('value') != sha256:
         raise VerificationError('%s has sha256 %s, the entry logged %s'
                                 % (path, sha256, logged.get('value')))
     if receipt and receipt.get('sha256') not in (None, sha256):
         raise VerificationError('receipt records sha256 %s, %s has %s'
                                 % (receipt.get('sha256'), path, sha256))
+
+
+def cmd_log_key(args):
+    """Print the key the log serves, and the one pinned for it on first use,
+    with their logIDs, for the admin to install as [rekor] log_public_key."""
+    from rekor_log import pin_name, read_file_at
+    settings = cli_settings(args)
+    topdir = args.topdir or default_topdir()
+    pinned = None
+    try:
+        with logs_dir(topdir, ('@state', 'keys'), create=False) as fd:
+            pinned = read_file_at(fd, pin_name(settings.url), limit=64 * 1024)
+    except FileNotFoundError:
+        pass
+    client = RekorClient(settings)
+    try:
+        served = client.log_public_key()
+    finally:
+        client.close()
+    keys = [('served by %s' % settings.url, served)]
+    if pinned is not None:
+        keys.append(('pinned in %s' % os.path.join(state_dir(topdir), 'keys',
+                                                   pin_name(settings.url)), pinned))
+    found = [{'where': where, 'log_id': log_key_id(load_log_key(pem)).hex(),
+              'pem': pem.decode('ascii', 'replace')} for where, pem in keys]
+    differ = len({key['log_id'] for key in found}) > 1
+    if differ:
+        print('koji-rekor: the log serves another key than the one pinned', file=sys.stderr)
+    return emit(args, 1 if differ else 0, {'url': settings.url, 'keys': found},
+                ''.join('# %(where)s: logID %(log_id)s\n%(pem)s' % key for key in found))
 
 
 def build_parser():
@@ -1554,7 +1778,8 @@ def build_parser():
     upload.add_argument('--key', required=True, help='ASCII-armored public key that signed it')
     upload.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
     upload.add_argument('--url', help='Rekor URL (overrides the configuration)')
-    upload.add_argument('--topdir', help=TOPDIR_HELP)
+    upload.add_argument('--topdir', help='Koji topdir whose rekor-logs/ keeps the tree heads '
+                        'seen before (run as the hub user; default: none)')
     upload.add_argument('--receipt', help='write the receipt here instead of printing it')
     upload.set_defaults(func=cmd_upload)
 
@@ -1563,7 +1788,9 @@ def build_parser():
     verify.add_argument('--rpm', help='also check that this RPM is the one logged')
     verify.add_argument('--log-key', help="PEM file of the log's public key")
     verify.add_argument('--origin', help='host the checkpoint origin must name')
-    verify.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    verify.add_argument('--url', help='the Rekor log the entry must come from')
+    verify.add_argument('--config', help='plugin configuration file (default: %s when it '
+                        'exists and can be read; none is needed)' % CONFIG_FILE)
     verify.set_defaults(func=cmd_verify)
 
     retry = sub.add_parser('retry', help='upload what the outbox holds (for cron or a service)')
@@ -1585,6 +1812,14 @@ def build_parser():
     monitor.add_argument('--topdir', help=TOPDIR_HELP)
     monitor.add_argument('--json', action='store_true', help='print the report as JSON')
     monitor.set_defaults(func=cmd_monitor)
+
+    log_key = sub.add_parser('log-key', help="print the log's key (served and pinned) and its "
+                                              'logID, to set as [rekor] log_public_key')
+    log_key.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    log_key.add_argument('--url', help='Rekor URL (overrides the configuration)')
+    log_key.add_argument('--topdir',
+                         help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    log_key.set_defaults(func=cmd_log_key)
 
     backfill = sub.add_parser('backfill',
                               help='log the signatures in the topdir that have no receipt')
@@ -1636,7 +1871,7 @@ def exit_status_of(exc):
     the command could not run (arguments, files, configuration, a log that
     cannot be reached, anything unexpected)."""
     if isinstance(exc, (UsageError, koji.ConfigurationError, SourceGone, RekorUnavailable,
-                        OSError)):
+                        UnsafePath, OSError)):
         return 2
     if isinstance(exc, RekorLogError):
         return 1

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import koji_rekor
-from conftest import ROOT
+from conftest import HUB_USER, ROOT
 
 
 def cli(capsys, *argv):
@@ -33,7 +33,7 @@ def conf(tmp_path, rekor, log_key_file, key_dir):
     path = tmp_path / 'rekor_log.conf'
     path.write_text('[rekor]\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
                     'retries = 0\ntimeout = 5\n[signing]\npublic_key_dir = %s\n'
-                    % (rekor.url, log_key_file, key_dir))
+                    '[upload]\nhub_user = %s\n' % (rekor.url, log_key_file, key_dir, HUB_USER))
     return path
 
 
@@ -63,10 +63,11 @@ def commands(conf, workdir, receipt, signed_rpms, keys):
         'retry': ['retry', '--config', conf, '--topdir', workdir],
         'monitor': ['monitor', '--config', conf, '--topdir', workdir],
         'backfill': ['backfill', '--config', conf, '--topdir', workdir],
+        'log-key': ['log-key', '--config', conf, '--topdir', workdir],
     }
 
 
-SUBCOMMANDS = ('upload', 'verify', 'retry', 'monitor', 'backfill', 'doctor')
+SUBCOMMANDS = ('upload', 'verify', 'retry', 'monitor', 'backfill', 'log-key', 'doctor')
 
 
 def test_every_subcommand_is_covered_here():
@@ -120,11 +121,12 @@ def could_not_run(tmp_path, conf, workdir, receipt, signed_rpms, keys):
         'verify': (['verify', missing, '--config', conf],
                    'cannot read %s: No such file or directory' % missing),
         'retry': (['retry', '--config', bad_conf, '--topdir', workdir],
-                  "[rekor] timeout: 'soon' is not a valid number of seconds"),
+                  "%s: [rekor] timeout: 'soon' is not a valid number of seconds" % bad_conf),
         'monitor': (['monitor', '--config', conf, '--topdir', missing],
                     'no such topdir: %s' % missing),
         'backfill': (['backfill', '--config', conf, '--topdir', missing],
                      'no such topdir: %s' % missing),
+        'log-key': (['log-key', '--config', missing], '%s: no such configuration file' % missing),
         'doctor': (['doctor', '--config', conf, '--topdir', workdir, '--no-such-option'], None),
     }
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 import koji_rekor
 import rekor_log
 import rpmfactory
-from conftest import KEY_ALGOS, ROOT
+from conftest import HUB_USER, KEY_ALGOS, ROOT
 from rekor_server import OpenPgpKey, RekorLog, RekorServer, canonical_json
 
 PROOF = '/api/v1/log/proof'
@@ -41,6 +41,7 @@ class Monitor:
                 'timeout = 5\nretries = 1\nbackoff = 0.01\n' % (url, log_key_file))
         if key_dir:
             text += '[signing]\npublic_key_dir = %s\n' % key_dir
+        text += '[upload]\nhub_user = %s\n' % HUB_USER
         self.conf.write_text(text)
 
     def run(self, *args):
@@ -104,7 +105,10 @@ def test_a_growing_log_is_quiet_and_the_kept_tree_head_advances(monitor, rekor):
     assert rekor.count('GET', PROOF) == 1
     kept = monitor.kept_head(rekor.log, rekor.log.tree_id)
     assert kept['size'] == 7 and kept['root_hash'] == rekor.log.root_hash().hex()
-    assert kept['checkpoint'] == rekor.log.checkpoint().split('\n\n')[0] + '\n'
+    # The signed note, signatures included (ECDSA signs anew each time).
+    text, signatures = kept['checkpoint'].split('\n\n')
+    assert text + '\n' == rekor.log.checkpoint().split('\n\n')[0] + '\n'
+    assert signatures.startswith('\u2014 127.0.0.1 ')
 
 
 def test_an_unchanged_log_needs_no_proof(monitor, rekor):
