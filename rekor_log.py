@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -89,6 +90,12 @@ class SourceGone(SignatureSourceError):
 
 class RekorRejected(RekorLogError):
     """Rekor refused the entry for good (4xx)."""
+    permanent = True
+
+
+class BreaksRekorRule(RekorLogError):
+    """The RPM breaks a rule of Rekor's rpm type, so Rekor would refuse it:
+    found before anything is sent."""
     permanent = True
 
 
@@ -370,6 +377,9 @@ def check_key_signed_rpm(signed, key, key_path):
     import rpm  # only needed here; keeps the module importable without it
 
     rawhdr = koji.RawHeader(signed.sighdr)
+    if not any(rawhdr.get(tag) for tag, _ in LEGACY_SIGNATURE_TAGS):
+        raise BreaksRekorRule('%s cannot be logged: %s' % (
+            signed.nvra, rekor_signature_problem(signed.sighdr, key)))
     if not (rawhdr.get(koji.RPM_SIGTAG_RSA) or rawhdr.get(koji.RPM_SIGTAG_DSA)):
         raise SourceGone('%s has no header signature by %s to check'
                                    % (signed.nvra, signed.sigkey))
@@ -385,7 +395,7 @@ def check_key_signed_rpm(signed, key, key_path):
     try:
         os.write(fd, signed.header_blob())
         os.lseek(fd, 0, os.SEEK_SET)
-        return ts.hdrFromFdno(fd)
+        hdr = ts.hdrFromFdno(fd)
     except rpm.error as e:
         if 'public key not available' in str(e):
             raise SignatureSourceError('public key %s does not verify %s signed by %s'
@@ -397,6 +407,102 @@ def check_key_signed_rpm(signed, key, key_path):
     finally:
         os.close(fd)
         ts.closeDB()
+    # rpm accepts an RPM with one good signature by the key; Rekor wants every
+    # legacy signature by it, so one by another key is refused after upload.
+    problem = rekor_signature_problem(signed.sighdr, key)
+    if problem:
+        raise BreaksRekorRule('%s cannot be logged: %s' % (signed.nvra, problem))
+    return hdr
+
+
+
+# The signature tags Rekor 1.5.4 checks (go-rpmutils: the header-only RSA
+# and DSA tags, then the header+payload PGP and GPG tags), in its order.
+LEGACY_SIGNATURE_TAGS = ((koji.RPM_SIGTAG_RSA, 'RSA header signature'),
+                         (koji.RPM_SIGTAG_DSA, 'DSA header signature'),
+                         (koji.RPM_SIGTAG_PGP, 'header+payload PGP signature'),
+                         (koji.RPM_SIGTAG_GPG, 'header+payload GPG signature'))
+RPMTAG_OPENPGP = 278  # rpm 6's signature tag, which Rekor does not read
+
+
+def signature_issuer(blob):
+    """(key ID, fingerprint) an OpenPGP signature packet names as its issuer
+    (16 and 40 upper-case hex digits, either may be None), or None when the
+    blob is not a signature packet. Version 3 (RFC 4880, 5.2.2) carries the
+    key ID in place; version 4 (5.2.3) in its issuer (16) or issuer
+    fingerprint (33) subpacket."""
+    packets = openpgp_packets(blob)
+    if len(packets) != 1 or packets[0][0] != PGP_TAG_SIGNATURE or not packets[0][1]:
+        return None
+    sig = packets[0][1]
+    if sig[0] == 3 and len(sig) >= 15:
+        return sig[7:15].hex().upper(), None
+    if sig[0] != 4 or len(sig) < 6:
+        return None
+    key_id = fingerprint = None
+    pos, areas = 4, []
+    for _ in range(2):
+        size = int.from_bytes(sig[pos:pos + 2], 'big')
+        areas.append(sig[pos + 2:pos + 2 + size])
+        pos += 2 + size
+    for area in areas:
+        at = 0
+        while at < len(area):
+            first = area[at]
+            if first < 192:
+                size, at = first, at + 1
+            elif first < 255 and at + 1 < len(area):
+                size, at = ((first - 192) << 8) + area[at + 1] + 192, at + 2
+            else:
+                size, at = int.from_bytes(area[at + 1:at + 5], 'big'), at + 5
+            if size == 0 or at + size > len(area):
+                break
+            kind, value = area[at] & 0x7f, area[at + 1:at + size]
+            if kind == 16 and len(value) == 8:
+                key_id = value.hex().upper()
+            elif kind == 33 and len(value) == 21 and value[0] == 4:
+                fingerprint = value[1:].hex().upper()
+            at += size
+    return key_id, fingerprint
+
+
+def rekor_signature_problem(sighdr, armored):
+    """Why Rekor 1.5.4 would refuse an RPM with this signature header
+    submitted with this key, in Rekor's words, or None. Rekor reads only the
+    legacy signature tags, and every signature there must be by the
+    submitted key (its primary key or a subkey); rpm itself then checks the
+    signatures cryptographically."""
+    try:
+        rawhdr = koji.RawHeader(sighdr)
+    except Exception as e:
+        return 'corrupt signature header: %s' % e
+    ours = openpgp_fingerprints(armored)
+    found = []
+    for tag, what in LEGACY_SIGNATURE_TAGS:
+        blob = rawhdr.get(tag)
+        if not blob:
+            continue
+        issuer = signature_issuer(blob)
+        if issuer is None:
+            return 'its %s is not a signature Rekor can read (no supported PGP signature ' \
+                   'packet found)' % what
+        found.append((what, issuer))
+    if not found:
+        if rawhdr.get(RPMTAG_OPENPGP):
+            return ('its only signature is in RPMTAG_OPENPGP (rpm 6), which Rekor does not read '
+                    '(no supported PGP signature found in RPM): sign it with a legacy signature '
+                    'too (rpmsign --rpmv4 or --rpmv3)')
+        return 'it has no signature (no supported PGP signature found in RPM)'
+    for what, (key_id, fingerprint) in found:
+        if key_id and not any(fp.endswith(key_id) for fp in ours):
+            return ('its %s is by key %s, not by the key sent; Rekor checks every signature '
+                    'with that key alone (keyid %s not found)'
+                    % (what, key_id, key_id.lower().lstrip('0').rjust(8, '0')))
+        if not key_id and fingerprint not in ours:
+            return ('its %s is by key %s, not by the key sent; Rekor checks every signature '
+                    'with that key alone (key with fingerprint %s not found)'
+                    % (what, fingerprint, (fingerprint or '').lower()))
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -738,13 +844,17 @@ def log_key_id(key):
 
 
 def signature_is_valid(key, signature, data):
-    """ECDSA keys sign SHA-256 digests; Ed25519 keys sign the data."""
+    """ECDSA keys sign SHA-256 digests, RSA keys PKCS #1 v1.5 over SHA-256
+    (sigstore's signer for RSA, which private Rekors may use); Ed25519
+    keys sign the data."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
         elif isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, data)
         else:
@@ -934,51 +1044,104 @@ def decode_body(body_bytes):
     return body
 
 
-def openpgp_primary_key(armored):
-    """The primary public-key packet (RFC 4880, section 5.5.2) of an armored
-    key: the same key Rekor re-armored compares equal here.
+def openpgp_packets(data):
+    """The packets [(tag, body)] of an OpenPGP key, armored (RFC 4880,
+    section 6.2; several blocks are joined) or binary, split by their
+    framing (section 4.2); [] when it is neither.
 
     Written by hand because none of the project's dependencies parses
-    OpenPGP; only the armor (RFC 4880, section 6.2) and packet framing
-    (section 4.2) are read.
+    OpenPGP; only the armor and the packet framing are read here.
     """
-    lines = armored.decode('ascii', 'replace').replace('\r', '').split('\n')
-    try:
-        start = lines.index('', next(i for i, l in enumerate(lines) if l.startswith('-----BEGIN')))
-        data = base64.b64decode(''.join(
-            line for line in lines[start + 1:]
-            if line and not line.startswith(('=', '-----'))))
-    except (StopIteration, ValueError, binascii.Error):
-        return None
-    if len(data) < 2 or not data[0] & 0x80:
-        return None
-    first = data[0]
-    if first & 0x40:
-        tag, length_octet = first & 0x3f, data[1]
-        if length_octet < 192:
-            offset, length = 2, length_octet
-        elif length_octet < 224:
-            offset, length = 3, ((length_octet - 192) << 8) + data[2] + 192
-        else:
-            offset, length = 6, int.from_bytes(data[2:6], 'big')
-    else:
-        tag, kind = (first >> 2) & 0x0f, first & 0x03
-        width = {0: 1, 1: 2, 2: 4}.get(kind)
-        if width is None:
-            return None
-        offset, length = 1 + width, int.from_bytes(data[1:1 + width], 'big')
-    return data[offset:offset + length] if tag == 6 else None
+    if data.lstrip().startswith(b'-----BEGIN'):
+        binary = b''
+        lines = data.decode('ascii', 'replace').replace('\r', '').split('\n')
+        inside = header = False
+        for line in lines:
+            if line.startswith('-----BEGIN'):
+                inside = header = True
+                body = []
+            elif line.startswith('-----END') and inside:
+                inside = False
+                try:
+                    binary += base64.b64decode(''.join(body))
+                except (ValueError, binascii.Error):
+                    return []
+            elif inside and header:
+                header = bool(line.strip())  # armor headers end at the empty line
+            elif inside and line and not line.startswith('='):
+                body.append(line.strip())
+        data = binary
+    packets, pos = [], 0
+    while pos < len(data):
+        first = data[pos]
+        if not first & 0x80:
+            return packets if packets else []
+        try:
+            if first & 0x40:
+                tag, octet = first & 0x3f, data[pos + 1]
+                if octet < 192:
+                    pos, length = pos + 2, octet
+                elif octet < 224:
+                    pos, length = pos + 3, ((octet - 192) << 8) + data[pos + 2] + 192
+                elif octet == 255:
+                    pos, length = pos + 6, int.from_bytes(data[pos + 2:pos + 6], 'big')
+                else:
+                    return packets  # partial lengths never occur in keys
+            else:
+                tag, width = (first >> 2) & 0x0f, {0: 1, 1: 2, 2: 4}.get(first & 0x03)
+                if width is None:
+                    return packets
+                length = int.from_bytes(data[pos + 1:pos + 1 + width], 'big')
+                pos += 1 + width
+        except IndexError:
+            return packets
+        packets.append((tag, data[pos:pos + length]))
+        pos += length
+    return packets
 
 
-def openpgp_fingerprint(armored):
-    """The fingerprint of an armored key's primary key, as 40 upper-case hex
-    digits: RFC 4880, section 12.2, SHA-1 over 0x99, the two-octet length
-    and the body of the public-key packet. None unless it is a version 4
-    key, the only version whose fingerprint is defined so."""
-    body = openpgp_primary_key(armored)
+PGP_TAG_SIGNATURE, PGP_TAG_PUBLIC_KEY, PGP_TAG_USER_ID, PGP_TAG_PUBLIC_SUBKEY = 2, 6, 13, 14
+
+
+def openpgp_primary_key(armored):
+    """The primary public-key packet (RFC 4880, section 5.5.2) of a key:
+    the same key Rekor re-armored compares equal here."""
+    packets = openpgp_packets(armored)
+    if not packets or packets[0][0] != PGP_TAG_PUBLIC_KEY:
+        return None
+    return packets[0][1]
+
+
+def key_packet_fingerprint(body):
+    """RFC 4880, section 12.2: a version 4 key's fingerprint is SHA-1 over
+    0x99, the two-octet length and the key packet's body; 40 upper-case hex
+    digits, or None for another version."""
     if not body or body[0] != 4 or len(body) > 0xffff:
         return None
     return hashlib.sha1(b'\x99' + len(body).to_bytes(2, 'big') + body).hexdigest().upper()
+
+
+def openpgp_fingerprint(armored):
+    """The fingerprint of a key's primary key (None unless version 4)."""
+    return key_packet_fingerprint(openpgp_primary_key(armored))
+
+
+def openpgp_fingerprints(armored):
+    """The v4 fingerprints of the primary key and every subkey: what
+    identifies a key whatever user IDs or signatures travel with it."""
+    return [fp for fp in (key_packet_fingerprint(body) for tag, body in openpgp_packets(armored)
+                          if tag in (PGP_TAG_PUBLIC_KEY, PGP_TAG_PUBLIC_SUBKEY)) if fp]
+
+
+def openpgp_emails(armored):
+    """The e-mail addresses of a key's user IDs ("Name <address>"), lower case."""
+    found = []
+    for tag, body in openpgp_packets(armored):
+        if tag == PGP_TAG_USER_ID:
+            match = re.search(r'<([^<>@\s]+@[^<>\s]+)>', body.decode('utf-8', 'replace'))
+            if match:
+                found.append(match.group(1).lower())
+    return found
 
 
 @dataclass
