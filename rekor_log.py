@@ -305,6 +305,10 @@ def signed_rpm_from_file(path):
     sighdr = read_sighdr_of_rpm(path)
     sigkey = sighdr_key(sighdr, path)
     if not sigkey:
+        try:
+            legacy_signatures(sighdr)
+        except BreaksRekorRule as e:
+            raise BreaksRekorRule('%s cannot be logged: %s' % (path, e))
         raise SourceGone('%s is not signed' % path)
     try:
         # src_arch: a source RPM's arch is 'src', as Koji names it.
@@ -376,10 +380,8 @@ def check_key_signed_rpm(signed, key, key_path):
     """
     import rpm  # only needed here; keeps the module importable without it
 
+    check_rekor_signature_rules(signed, key)
     rawhdr = koji.RawHeader(signed.sighdr)
-    if not any(rawhdr.get(tag) for tag, _ in LEGACY_SIGNATURE_TAGS):
-        raise BreaksRekorRule('%s cannot be logged: %s' % (
-            signed.nvra, rekor_signature_problem(signed.sighdr, key)))
     if not (rawhdr.get(koji.RPM_SIGTAG_RSA) or rawhdr.get(koji.RPM_SIGTAG_DSA)):
         raise SourceGone('%s has no header signature by %s to check'
                                    % (signed.nvra, signed.sigkey))
@@ -407,12 +409,24 @@ def check_key_signed_rpm(signed, key, key_path):
     finally:
         os.close(fd)
         ts.closeDB()
-    # rpm accepts an RPM with one good signature by the key; Rekor wants every
-    # legacy signature by it, so one by another key is refused after upload.
-    problem = rekor_signature_problem(signed.sighdr, key)
-    if problem:
-        raise BreaksRekorRule('%s cannot be logged: %s' % (signed.nvra, problem))
     return hdr
+
+
+def check_rekor_signature_rules(signed, key):
+    """Rekor 1.5.4's two signature rules, checked before anything is sent:
+    it reads only the legacy signature tags (not rpm 6's RPMTAG_OPENPGP),
+    and every signature there must be by the submitted key, where rpm is
+    content with one. When none is by the key, the key is what is wrong,
+    which rpm's own check then reports."""
+    try:
+        found = legacy_signatures(signed.sighdr)
+    except BreaksRekorRule as e:
+        raise BreaksRekorRule('%s cannot be logged: %s' % (signed.nvra, e))
+    ours = openpgp_fingerprints(key)
+    strangers = [(what, issuer) for what, issuer in found if not signed_by(issuer, ours)]
+    if strangers and len(strangers) < len(found):
+        raise BreaksRekorRule('%s cannot be logged: %s'
+                              % (signed.nvra, not_by_key_message(*strangers[0])))
 
 
 
@@ -466,43 +480,48 @@ def signature_issuer(blob):
     return key_id, fingerprint
 
 
-def rekor_signature_problem(sighdr, armored):
-    """Why Rekor 1.5.4 would refuse an RPM with this signature header
-    submitted with this key, in Rekor's words, or None. Rekor reads only the
-    legacy signature tags, and every signature there must be by the
-    submitted key (its primary key or a subkey); rpm itself then checks the
-    signatures cryptographically."""
+def legacy_signatures(sighdr):
+    """[(what, (key ID, fingerprint))] of the signatures Rekor reads, in its
+    order; BreaksRekorRule when one of them is not a signature it can read."""
     try:
         rawhdr = koji.RawHeader(sighdr)
     except Exception as e:
-        return 'corrupt signature header: %s' % e
-    ours = openpgp_fingerprints(armored)
+        raise SourceGone('corrupt signature header: %s' % e)
     found = []
     for tag, what in LEGACY_SIGNATURE_TAGS:
         blob = rawhdr.get(tag)
-        if not blob:
-            continue
-        issuer = signature_issuer(blob)
-        if issuer is None:
-            return 'its %s is not a signature Rekor can read (no supported PGP signature ' \
-                   'packet found)' % what
-        found.append((what, issuer))
+        if blob:
+            issuer = signature_issuer(blob)
+            if issuer is None:
+                raise BreaksRekorRule('its %s is not a signature Rekor can read (no supported '
+                                      'PGP signature packet found)' % what)
+            found.append((what, issuer))
+    if not found and rawhdr.get(RPMTAG_OPENPGP):
+        raise BreaksRekorRule(
+            'its only signature is in RPMTAG_OPENPGP (rpm 6), which Rekor does not read (no '
+            'supported PGP signature found in RPM): sign it with rpmsign --rpmv4 too')
     if not found:
-        if rawhdr.get(RPMTAG_OPENPGP):
-            return ('its only signature is in RPMTAG_OPENPGP (rpm 6), which Rekor does not read '
-                    '(no supported PGP signature found in RPM): sign it with a legacy signature '
-                    'too (rpmsign --rpmv4 or --rpmv3)')
-        return 'it has no signature (no supported PGP signature found in RPM)'
-    for what, (key_id, fingerprint) in found:
-        if key_id and not any(fp.endswith(key_id) for fp in ours):
-            return ('its %s is by key %s, not by the key sent; Rekor checks every signature '
-                    'with that key alone (keyid %s not found)'
-                    % (what, key_id, key_id.lower().lstrip('0').rjust(8, '0')))
-        if not key_id and fingerprint not in ours:
-            return ('its %s is by key %s, not by the key sent; Rekor checks every signature '
-                    'with that key alone (key with fingerprint %s not found)'
-                    % (what, fingerprint, (fingerprint or '').lower()))
-    return None
+        raise BreaksRekorRule('it has no signature (no supported PGP signature found in RPM)')
+    return found
+
+
+def signed_by(issuer, fingerprints):
+    """Whether a signature's issuer is one of these keys, as go-rpmutils
+    looks it up: by key ID, or by fingerprint when that is all it names."""
+    key_id, fingerprint = issuer
+    if key_id:
+        return any(fp.endswith(key_id) for fp in fingerprints)
+    return fingerprint in fingerprints
+
+
+def not_by_key_message(what, issuer):
+    """Rekor 1.5.4's refusal of a signature by another key, with ours."""
+    key_id, fingerprint = issuer
+    rekor = ('keyid %s not found' % key_id.lower().lstrip('0').rjust(8, '0') if key_id
+             else 'key with fingerprint %s not found' % fingerprint.lower())
+    return ('its %s is by key %s, not by the key sent, and Rekor checks every signature with '
+            'that key alone (%s): remove that signature or log the RPM with its key'
+            % (what, key_id or fingerprint, rekor))
 
 
 # ---------------------------------------------------------------------------
