@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 
+import koji
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -508,6 +509,44 @@ def test_other_bytes_under_a_signature_koji_has_are_reported(
     (finding,) = report['findings']
     assert finding['kind'] == 'other bytes'
     assert report['scan']['counts']['accounted'] == 1
+
+
+@pytest.mark.parametrize('signed_copy', [False, True], ids=['sigcache', 'signed-copy'])
+def test_without_the_topdir_koji_s_copy_is_read_from_topurl(
+        monitor, configured_hub, kojihub, koji_import, signed_rpms, topdir, tmp_path, rekor,
+        signed_copy):
+    import functools
+    import http.server
+    import threading
+    served = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            served.append(self.path)
+
+    web = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(
+        Handler, directory=str(topdir)))
+    threading.Thread(target=web.serve_forever, kwargs={'poll_interval': 0.1}, daemon=True).start()
+    try:
+        elsewhere = tmp_path / 'monitor-host'
+        elsewhere.mkdir()
+        monitor.topdir = elsewhere   # the topdir is not mounted where the monitor runs
+        monitor.reconfigure('topurl = http://127.0.0.1:%d/\n' % web.server_address[1])
+        assert monitor.run()[0] == 0
+        koji.pathinfo.topdir = str(topdir)   # the command set it to its own; the hub's is this
+        imported = koji_import(signed_rpms[('ed25519', 'rpmv3')], write_signed_copy=signed_copy)
+        configured_hub.sign(imported)
+        kojihub.add(imported)
+
+        status, report = monitor.report()
+    finally:
+        web.shutdown()
+        web.server_close()
+
+    assert status == 0 and report['scan']['counts']['accounted'] == 1, report
+    assert any(p.endswith(('/signed/%s/noarch/hello-1.0-1.noarch.rpm' if signed_copy else
+                           '/sigcache/%s/noarch/hello-1.0-1.noarch.rpm.sig') % imported.sigkey)
+               for p in served), served
 
 
 def test_a_signature_deleted_in_koji_is_its_own_kind(monitor, configured_hub, kojihub,
