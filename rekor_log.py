@@ -305,10 +305,11 @@ def signed_rpm_from_file(path):
     sighdr = read_sighdr_of_rpm(path)
     sigkey = sighdr_key(sighdr, path)
     if not sigkey:
-        try:
-            legacy_signatures(sighdr)
-        except BreaksRekorRule as e:
-            raise BreaksRekorRule('%s cannot be logged: %s' % (path, e))
+        if koji.RawHeader(sighdr).get(RPMTAG_OPENPGP):
+            try:
+                legacy_signatures(sighdr)
+            except BreaksRekorRule as e:
+                raise BreaksRekorRule('%s cannot be logged: %s' % (path, e))
         raise SourceGone('%s is not signed' % path)
     try:
         # src_arch: a source RPM's arch is 'src', as Koji names it.

@@ -74,7 +74,9 @@ def test_the_monitor_asks_the_real_hub(hub, rekor_for_hub, capsys):
     # An admin deletes the signature in Koji (no callback fires): read again,
     # the entry the plugin logged is reported as such, not as theft, while
     # the other one now has no signature in Koji at all.
-    hub.koji('call', 'deleteRPMSig', 'hello-1.0-1.noarch', 'sigkey=%s' % hub.rpms['SIGKEY'])
+    # (as JSON: koji call turns an all-digit sigkey into a number otherwise)
+    hub.koji('call', '--json-input', 'deleteRPMSig', '"hello-1.0-1.noarch"',
+             '--kwargs', json.dumps({'sigkey': hub.rpms['SIGKEY']}))
     status, report = run_monitor(hub, capsys, '--start-index', 0)
     assert status == 1
     receipt = os.path.join(hub.topdir, 'rekor-logs', 'hello', '1.0', '1', 'noarch',
