@@ -450,8 +450,7 @@ def valid_scan_state(data):
             and all(isinstance(i, int) for i in data.get('pending', []))
             and isinstance(data.get('findings', {}), dict)
             and all(isinstance(f, dict) and isinstance(f.get('message'), str)
-                    for f in data.get('findings', {}).values())
-            and isinstance(data.get('hashes', {}), dict))
+                    for f in data.get('findings', {}).values()))
 
 
 def valid_acks(data):
@@ -516,7 +515,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
         with locked(scan_path):
             scan = Scan(scan_path, read_state_file(scan_path, valid_scan_state))
             view = LogView(client, settings, state, log_key, report)
-            koji_view = KojiView(settings, topdir, scan)
+            koji_view = KojiView(settings, topdir)
             try:
                 try:
                     check_tree_heads(view)
@@ -546,7 +545,6 @@ class Scan:
         self.data = data or {'next_index': 0}
         self.data.setdefault('pending', [])
         self.data.setdefault('findings', {})
-        self.data.setdefault('hashes', {})
         self.saved = time.monotonic()
 
     def save(self):
@@ -857,13 +855,14 @@ class KojiView:
     """Koji is the truth about what it signed: the hub, asked with anonymous
     read calls, says which signatures exist; the hash of Koji's signed copy
     is computed as the plugin computes it, from the topdir (read-only) or
-    from [koji] topurl. Hashes are cached in the monitor's state by
-    signature (RPM, sigkey and the header's hash the hub records)."""
+    from [koji] topurl. Hashes are kept for the run only, by signature (RPM,
+    sigkey and the header's hash the hub records): one kept in the topdir
+    could be planted, and an entry is new only once anyway."""
 
-    def __init__(self, settings, topdir, scan):
+    def __init__(self, settings, topdir):
         self.settings = settings
         self.topdir = topdir
-        self.hashes = scan.data['hashes']
+        self.hashes = {}
         self.session = None
         self.url = settings.hub_url
         self.lock = threading.Lock()
@@ -896,18 +895,27 @@ class KojiView:
         sigkeys = sorted({fp[-8:].lower() for fp in fingerprints})
         what = '%s: rpm %s-%s:%s-%s.%s sha256:%s signed with our key %s' % (
             where, name, epoch or '0', version, release, arch, sha256, '/'.join(sigkeys))
-        rpminfo = None
+        # A source RPM's header names the arch it was built on, which Rekor
+        # stores; Koji files it as src. The first answer that is not an
+        # account is the finding.
+        outcomes = []
         for candidate in dict.fromkeys((arch, 'src')):
             rpminfo = self.call('getRPM', '%s-%s-%s.%s' % (name, version, release, candidate))
-            if rpminfo:
-                break
-        if not rpminfo or str(rpminfo.get('epoch') or 0) != (epoch or '0'):
-            return ('not in Koji', '%s: Koji has no such RPM, so this Koji did not sign it (a '
-                    'stolen key, or an RPM logged by hand)' % what)
+            if rpminfo and str(rpminfo.get('epoch') or 0) == (epoch or '0'):
+                outcome = self.account_rpm(rpminfo, sigkeys, sha256, verified.uuid, what)
+                if outcome is None:
+                    return None
+                outcomes.append(outcome)
+        if outcomes:
+            return outcomes[0]
+        return ('not in Koji', '%s: Koji has no such RPM, so this Koji did not sign it (a '
+                'stolen key, or an RPM logged by hand)' % what)
+
+    def account_rpm(self, rpminfo, sigkeys, sha256, uuid, what):
         signatures = self.call('queryRPMSigs', rpm_id=rpminfo['id'])
         ours = [s for s in signatures or [] if str(s.get('sigkey', '')).lower() in sigkeys]
         if not ours:
-            if self.receipt_names(rpminfo, sigkeys, verified.uuid):
+            if self.receipt_names(rpminfo, sigkeys, uuid):
                 return ('signature deleted in Koji', '%s: Koji no longer has this signature '
                         '(a receipt shows this Koji logged it; deleteRPMSig leaves the log '
                         'entry behind)' % what)
