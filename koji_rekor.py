@@ -687,6 +687,16 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
         report.finding('unverified entry', message, entry_id[-64:].lower())
         scan.keep_finding(entry_id[-64:].lower(), 'unverified entry', message)
         return
+    # The log signs the global index and proves the tree index: together
+    # they must place the entry where it was asked for, or the entry really
+    # there is never read.
+    offset = shard_offset(view, verified.tree_id)
+    if offset is None or offset + verified.tree_index != index:
+        counts['findings'] += 1
+        flag(view, scan, verified, 'unverified entry', 'log index %d: the log answered with '
+             'entry %s, which it proves at index %d of tree %s' % (
+                 index, verified.entry_id, verified.tree_index, verified.tree_id))
+        return
     prove_consistent(view, verified.tree_id, verified.checkpoint)
     logged = body_public_keys(verified.body)
     fingerprints = {fp for armored in logged for fp in openpgp_fingerprints(armored)}
@@ -723,6 +733,17 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
         return
     counts['findings'] += 1
     flag(view, scan, verified, *outcome)
+
+
+def shard_offset(view, tree_id):
+    """The global log index of a tree's first entry (the sizes of the
+    shards before it), or None for a tree the log does not list."""
+    offset = 0
+    for shard, size in view.shards:
+        if shard == tree_id:
+            return offset
+        offset += size or 0
+    return None
 
 
 def flag(view, scan, verified, kind, message):

@@ -629,6 +629,39 @@ def test_an_entry_proved_at_another_tree_head_is_checked_against_the_kept_one(
     assert 'unverified entry' in [f['kind'] for f in report['findings']]
 
 
+class MisplacingLog(RekorLog):
+    """A log answering one log index with the entry after it, signed as if
+    it were there: the entry really there would never be read."""
+
+    misplaced = None
+
+    def _view(self, entry):
+        if entry.global_index != self.misplaced:
+            return super()._view(entry)
+        view = super()._view(self.entry_at(entry.global_index + 1))
+        view.log_index = entry.global_index
+        return view
+
+
+def test_an_entry_answered_for_another_index_is_a_finding(monitor, tmp_path, log_signing_key):
+    log = MisplacingLog(signing_key=log_signing_key)
+    add_entries(log, 2)
+    with RekorServer(log).start() as server:
+        log_key = tmp_path / 'own.pub'
+        log_key.write_bytes(log.public_key_pem)
+        monitor.configure(server.url, log_key)
+        assert monitor.run()[0] == 0
+        add_entries(log, 3)
+        log.misplaced = 3
+        status, report = monitor.report()
+
+    assert status == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'unverified entry'
+    assert 'log index 3: the log answered with entry' in finding['message']
+    assert 'at index 4 of tree %d' % log.tree_id in finding['message']
+
+
 # --- findings persist until acknowledged ----------------------------------------------
 
 def test_findings_persist_until_acknowledged(monitor, rekor, log_key_file, keys, stray_rpms,
