@@ -522,7 +522,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
                 except RekorLogError as e:
                     report.not_checked('the tree heads of %s: %s' % (settings.url, e))
                     report.not_checked('the entries added since log index %s, since the log '
-                                       'does not answer' % scan.data.get('next_index', '?'))
+                                       'does not answer' % (scan.data['next_index'] or 0))
                 else:
                     scan_log(view, keys, koji_view, scan, start_index)
                     if history:
@@ -542,12 +542,16 @@ class Scan:
     def __init__(self, path, data):
         self.path = path
         self.first = data is None
-        self.data = data or {'next_index': 0}
+        # None until the first run knows where the log ends: a run that
+        # cannot tell saves nothing, so the next one is a first run too.
+        self.data = data or {'next_index': None}
         self.data.setdefault('pending', [])
         self.data.setdefault('findings', {})
         self.saved = time.monotonic()
 
     def save(self):
+        if self.data['next_index'] is None:
+            return
         write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True).encode())
         self.saved = time.monotonic()
 
@@ -617,8 +621,8 @@ def scan_log(view, keys, koji_view, scan, start_index):
                                done=indexes[-1] + 1 == end)
     report.scan['seconds'] = round(time.monotonic() - began, 3)
     if scan.data['pending']:
-        report.not_checked('%d entries made with our keys are left to check next run (log '
-                           'indexes %s)' % (len(scan.data['pending']),
+        report.not_checked('%d entries are left to check next run (log indexes %s)'
+                           % (len(scan.data['pending']),
                                             ', '.join(map(str, scan.data['pending'][:10]))))
 
 

@@ -356,6 +356,14 @@ def test_an_entry_the_log_does_not_return_is_asked_for_again(monitor, rekor):
     assert status == 0 and report['scan']['counts']['read'] == 12
 
 
+def test_a_first_run_that_cannot_read_the_log_still_starts_at_its_end(monitor, rekor, topdir):
+    add_entries(rekor.log, 20)
+    rekor.faults.update({'fail_paths': ['/api/v1/log'], 'fail_count': 2})
+    assert monitor.run()[0] == 2
+    status, report = monitor.report()
+    assert status == 0 and report['scan']['from'] == 20 and report['scan']['counts']['read'] == 0
+
+
 def test_a_quiet_run_costs_one_request_at_ten_thousand_entries(monitor, rekor):
     for n in range(10000):
         rekor.log.add_entry(b'{"n":%d}' % n)
