@@ -415,6 +415,7 @@ class LogView:
     report: Report
     heads: dict = field(default_factory=dict)  # (tree, size, root) -> proved consistent
     shards: list = field(default_factory=list)  # (tree ID, signed size or None), oldest first
+    fetcher: object = None                      # the scan's Fetcher
 
 
 # ---------------------------------------------------------------------------
@@ -514,7 +515,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
         scan_path = os.path.join(monitor_dir(topdir), '%s.json' % report.log_id)
         with locked(scan_path):
             scan = Scan(scan_path, read_state_file(scan_path, valid_scan_state))
-            view = LogView(client, settings, state, log_key, report)
+            view = LogView(client, settings, state, log_key, report, fetcher=Fetcher(settings))
             koji_view = KojiView(settings, topdir)
             try:
                 try:
@@ -530,6 +531,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
             finally:
                 scan.save()
                 koji_view.close()
+                view.fetcher.close()
             collect_findings(report, scan, read_acks(topdir))
     finally:
         client.close()
@@ -632,10 +634,8 @@ SCAN_COUNTS = ('read', 'ours', 'accounted', 'findings', 'unchecked')
 def check_indexes(view, keys, koji_view, scan, indexes, counts):
     """Fetch these log indexes, a batch per request with several in flight,
     and check each entry in index order."""
-    import concurrent.futures
     batches = [indexes[i:i + RETRIEVE_BATCH] for i in range(0, len(indexes), RETRIEVE_BATCH)]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(SCAN_JOBS, len(batches))) as pool:
-        answers = list(pool.map(lambda batch: fetch_indexes(view, batch), batches))
+    answers = list(view.fetcher.pool.map(lambda batch: fetch_indexes(view, batch), batches))
     for batch, (entries, error) in zip(batches, answers):
         for index in batch:
             found = entries.get(index)
@@ -652,17 +652,36 @@ def check_indexes(view, keys, koji_view, scan, indexes, counts):
             view.report.not_checked('log indexes %d-%d: %s' % (batch[0], batch[-1], error))
 
 
-# One RekorClient (requests session) per scanning thread.
-THREAD_CLIENTS = threading.local()
+class Fetcher:
+    """SCAN_JOBS threads for the whole scan, each with its own RekorClient
+    (a requests session keeps its connection alive between requests)."""
+
+    def __init__(self, settings):
+        import concurrent.futures
+        self.settings = settings
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=SCAN_JOBS)
+        self.local = threading.local()
+        self.clients = []
+        self.lock = threading.Lock()
+
+    def client(self):
+        client = getattr(self.local, 'client', None)
+        if client is None:
+            client = self.local.client = RekorClient(self.settings)
+            with self.lock:
+                self.clients.append(client)
+        return client
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+        for client in self.clients:
+            client.close()
 
 
 def fetch_indexes(view, batch):
     """{log index: (entry ID, entry)} for one batch, and the error if any."""
-    client = getattr(THREAD_CLIENTS, 'client', None)
-    if client is None or client.settings is not view.settings:
-        client = THREAD_CLIENTS.client = RekorClient(view.settings)
     try:
-        found = client.json_answer(
+        found = view.fetcher.client().json_answer(
             'entries', 'POST', RETRIEVE_PATH,
             lambda found: isinstance(found, list) and all(
                 isinstance(e, dict) and all(isinstance(v, dict) for v in e.values())
