@@ -32,7 +32,7 @@ from rekor_log import (
     locate_signed_rpm, locked, log_key_id, log_outcome, log_signature, mark_committed, nvra_of,
     openpgp_emails, openpgp_fingerprints, outbox_dir, public_key_file, read_json, read_log_key,
     read_public_key, receipt_path, record_name, resolve_log_key, saved_tree_head,
-    set_aside, sha256_of, signed_rpm_from_file, state_dir, upload_signed_rpm,
+    set_aside, sha256_of, short_reason, signed_rpm_from_file, state_dir, upload_signed_rpm,
     verify_checkpoint, verify_log_entry, write_atomic, write_receipt,
 )
 
@@ -927,8 +927,10 @@ class KojiView:
                     'retry_interval': self.settings.backoff, 'anon_retry': True})
             try:
                 return getattr(self.session, method)(*args, **kws)
+            except koji.GenericError as e:   # the hub's own answer
+                raise KojiUnavailable('%s at %s failed: %s' % (method, self.url, e))
             except Exception as e:
-                raise KojiUnavailable('%s at %s failed: %s' % (method, self.url, failure_cause(e)))
+                raise KojiUnavailable('%s at %s failed: %s' % (method, self.url, short_reason(e)))
 
     def account(self, verified, fingerprints, where):
         """None when Koji has this RPM signed by this key and the logged
@@ -1028,7 +1030,7 @@ def topurl_sha256(settings, build, rpminfo, sigkey, sighash):
             response = session.get('%s/%s' % (base, path), stream=True,
                                    timeout=settings.timeout, allow_redirects=False)
         except requests.RequestException as e:
-            raise KojiUnavailable('cannot read %s/%s: %s' % (base, path, e))
+            raise KojiUnavailable('cannot read %s/%s: %s' % (base, path, short_reason(e)))
         if response.status_code not in (200, 404):
             raise KojiUnavailable('%s/%s: HTTP %d' % (base, path, response.status_code))
         return response if response.status_code == 200 else None
@@ -1058,7 +1060,8 @@ def topurl_sha256(settings, build, rpminfo, sigkey, sighash):
             digest.update(chunk)
         return digest.hexdigest()
     except requests.RequestException as e:
-        raise KojiUnavailable('reading %s from %s failed: %s' % (nvra_of(rpminfo), base, e))
+        raise KojiUnavailable('reading %s from %s failed: %s' % (nvra_of(rpminfo), base,
+                                                                   short_reason(e)))
     finally:
         session.close()
 
