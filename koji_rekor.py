@@ -908,6 +908,7 @@ class KojiView:
         self.topdir = topdir
         self.hashes = {}
         self.session = None
+        self.down = None
         self.url = settings.hub_url
         self.lock = threading.Lock()
 
@@ -920,6 +921,8 @@ class KojiView:
             self.url = hub_url(self.settings)
         if not self.url:
             raise KojiUnavailable('no hub to ask: set [koji] server')
+        if self.down:   # asked once in vain this run: the rest waits for the next
+            raise KojiUnavailable(self.down)
         with self.lock:
             if self.session is None:
                 self.session = koji.ClientSession(self.url, opts={
@@ -930,7 +933,8 @@ class KojiView:
             except koji.GenericError as e:   # the hub's own answer
                 raise KojiUnavailable('%s at %s failed: %s' % (method, self.url, e))
             except Exception as e:
-                raise KojiUnavailable('%s at %s failed: %s' % (method, self.url, short_reason(e)))
+                self.down = '%s at %s failed: %s' % (method, self.url, short_reason(e))
+                raise KojiUnavailable(self.down)
 
     def account(self, verified, fingerprints, where):
         """None when Koji has this RPM signed by this key and the logged

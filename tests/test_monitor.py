@@ -590,6 +590,44 @@ def test_when_koji_cannot_be_asked_the_run_cannot_check_and_asks_next_time(
     assert monitor.run()[0] == 2
 
 
+def test_a_hub_that_fails_is_asked_once_a_run(monitor, rekor, log_key_file, keys, stray_rpms,
+                                              key_dir):
+    import threading
+    accepted = []
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def drop_everything():   # a hub that hangs up on every request
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.append(1)
+            conn.close()
+    thread = threading.Thread(target=drop_everything, daemon=True)
+    thread.start()
+    try:
+        monitor.configure(rekor.url, log_key_file, key_dir,
+                          'http://127.0.0.1:%d/kojihub' % listener.getsockname()[1])
+        assert monitor.run()[0] == 0
+        upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+        assert monitor.run()[0] == 2
+        one_call = len(accepted)   # one call, with the client's retries
+        upload_by_hand(rekor, log_key_file, stray_rpms['ed25519'], keys['ed25519'].path)
+        status, report = monitor.report()   # the pending entry and the new one
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+    assert status == 2 and report['scan']['counts']['unchecked'] == 2
+    assert one_call >= 1 and len(accepted) == 2 * one_call
+
+
 def test_an_entry_of_another_kind_made_with_our_key_is_a_finding(monitor, rekor, keys):
     assert monitor.run()[0] == 0
     # The local log accepts only rpm entries over its API; an entry of
