@@ -95,6 +95,12 @@ class RekorRejected(RekorLogError):
     permanent = True
 
 
+class BreaksRekorRule(RekorLogError):
+    """The RPM breaks a rule of Rekor's rpm type, so Rekor would refuse it:
+    found before anything is sent."""
+    permanent = True
+
+
 class RekorUnavailable(RekorLogError):
     """Rekor could not be reached or answered with a server error.
 
@@ -418,6 +424,11 @@ def signed_rpm_from_file(path):
     sighdr = read_sighdr_of_rpm(path)
     sigkey = sighdr_key(sighdr, path)
     if not sigkey:
+        if koji.RawHeader(sighdr).get(RPMTAG_OPENPGP):
+            try:
+                legacy_signatures(sighdr)
+            except BreaksRekorRule as e:
+                raise BreaksRekorRule('%s cannot be logged: %s' % (path, e))
         raise SourceGone('%s is not signed' % path)
     try:
         # src_arch: a source RPM's arch is 'src', as Koji names it.
@@ -489,6 +500,7 @@ def check_key_signed_rpm(signed, key, key_path):
     """
     import rpm  # only needed here; keeps the module importable without it
 
+    check_rekor_signature_rules(signed, key)
     rawhdr = koji.RawHeader(signed.sighdr)
     if not (rawhdr.get(koji.RPM_SIGTAG_RSA) or rawhdr.get(koji.RPM_SIGTAG_DSA)):
         raise SourceGone('%s has no header signature by %s to check'
@@ -505,7 +517,7 @@ def check_key_signed_rpm(signed, key, key_path):
     try:
         os.write(fd, signed.header_blob())
         os.lseek(fd, 0, os.SEEK_SET)
-        return ts.hdrFromFdno(fd)
+        hdr = ts.hdrFromFdno(fd)
     except rpm.error as e:
         if 'public key not available' in str(e):
             raise SignatureSourceError('public key %s does not verify %s signed by %s'
@@ -517,6 +529,119 @@ def check_key_signed_rpm(signed, key, key_path):
     finally:
         os.close(fd)
         ts.closeDB()
+    return hdr
+
+
+def check_rekor_signature_rules(signed, key):
+    """Rekor 1.5.4's two signature rules, checked before anything is sent:
+    it reads only the legacy signature tags (not rpm 6's RPMTAG_OPENPGP),
+    and every signature there must be by the submitted key, where rpm is
+    content with one. When none is by the key, the key is what is wrong,
+    which rpm's own check then reports."""
+    try:
+        found = legacy_signatures(signed.sighdr)
+    except BreaksRekorRule as e:
+        raise BreaksRekorRule('%s cannot be logged: %s' % (signed.nvra, e))
+    ours = openpgp_fingerprints(key)
+    strangers = [(what, issuer) for what, issuer in found if not signed_by(issuer, ours)]
+    if strangers and len(strangers) < len(found):
+        raise BreaksRekorRule('%s cannot be logged: %s'
+                              % (signed.nvra, not_by_key_message(*strangers[0])))
+
+
+
+# The signature tags Rekor 1.5.4 checks (go-rpmutils: the header-only RSA
+# and DSA tags, then the header+payload PGP and GPG tags), in its order.
+LEGACY_SIGNATURE_TAGS = ((koji.RPM_SIGTAG_RSA, 'RSA header signature'),
+                         (koji.RPM_SIGTAG_DSA, 'DSA header signature'),
+                         (koji.RPM_SIGTAG_PGP, 'header+payload PGP signature'),
+                         (koji.RPM_SIGTAG_GPG, 'header+payload GPG signature'))
+RPMTAG_OPENPGP = 278  # rpm 6's signature tag, which Rekor does not read
+
+
+def signature_issuer(blob):
+    """(key ID, fingerprint) an OpenPGP signature packet names as its issuer
+    (16 and 40 upper-case hex digits, either may be None), or None when the
+    blob is not a signature packet. Version 3 (RFC 4880, 5.2.2) carries the
+    key ID in place; version 4 (5.2.3) in its issuer (16) or issuer
+    fingerprint (33) subpacket."""
+    packets = openpgp_packets(blob)
+    if len(packets) != 1 or packets[0][0] != PGP_TAG_SIGNATURE or not packets[0][1]:
+        return None
+    sig = packets[0][1]
+    if sig[0] == 3 and len(sig) >= 15:
+        return sig[7:15].hex().upper(), None
+    if sig[0] != 4 or len(sig) < 6:
+        return None
+    key_id = fingerprint = None
+    pos, areas = 4, []
+    for _ in range(2):
+        size = int.from_bytes(sig[pos:pos + 2], 'big')
+        areas.append(sig[pos + 2:pos + 2 + size])
+        pos += 2 + size
+    for area in areas:
+        at = 0
+        while at < len(area):
+            first = area[at]
+            if first < 192:
+                size, at = first, at + 1
+            elif first < 255 and at + 1 < len(area):
+                size, at = ((first - 192) << 8) + area[at + 1] + 192, at + 2
+            else:
+                size, at = int.from_bytes(area[at + 1:at + 5], 'big'), at + 5
+            if size == 0 or at + size > len(area):
+                break
+            kind, value = area[at] & 0x7f, area[at + 1:at + size]
+            if kind == 16 and len(value) == 8:
+                key_id = value.hex().upper()
+            elif kind == 33 and len(value) == 21 and value[0] == 4:
+                fingerprint = value[1:].hex().upper()
+            at += size
+    return key_id, fingerprint
+
+
+def legacy_signatures(sighdr):
+    """[(what, (key ID, fingerprint))] of the signatures Rekor reads, in its
+    order; BreaksRekorRule when one of them is not a signature it can read."""
+    try:
+        rawhdr = koji.RawHeader(sighdr)
+    except Exception as e:
+        raise SourceGone('corrupt signature header: %s' % e)
+    found = []
+    for tag, what in LEGACY_SIGNATURE_TAGS:
+        blob = rawhdr.get(tag)
+        if blob:
+            issuer = signature_issuer(blob)
+            if issuer is None:
+                raise BreaksRekorRule('its %s is not a signature Rekor can read (no supported '
+                                      'PGP signature packet found)' % what)
+            found.append((what, issuer))
+    if not found and rawhdr.get(RPMTAG_OPENPGP):
+        raise BreaksRekorRule(
+            'its only signature is in RPMTAG_OPENPGP (rpm 6), which Rekor does not read (no '
+            'supported PGP signature found in RPM): sign it with rpmsign --rpmv4 too')
+    if not found:
+        raise BreaksRekorRule('it has no signature (no supported PGP signature found in RPM)')
+    return found
+
+
+def signed_by(issuer, fingerprints):
+    """Whether a signature's issuer is one of these keys, as go-rpmutils
+    looks it up: by key ID, or by fingerprint when that is all it names."""
+    key_id, fingerprint = issuer
+    if key_id:
+        return any(fp.endswith(key_id) for fp in fingerprints)
+    return fingerprint in fingerprints
+
+
+def not_by_key_message(what, issuer):
+    """Rekor 1.5.4's refusal of a signature by another key, with ours."""
+    key_id, fingerprint = issuer
+    rekor = ('keyid %s not found' % key_id.lower().lstrip('0').rjust(8, '0') if key_id
+             else 'key with fingerprint %s not found' % fingerprint.lower())
+    return ('its %s is by key %s, not by the key sent, and Rekor checks every signature with '
+            'that key alone (%s): remove that signature or log the RPM with its key'
+            % (what, key_id or fingerprint, rekor))
 
 
 # ---------------------------------------------------------------------------
@@ -1129,13 +1254,17 @@ def log_key_id(key):
 
 
 def signature_is_valid(key, signature, data):
-    """ECDSA keys sign SHA-256 digests; Ed25519 keys sign the data."""
+    """ECDSA keys sign SHA-256 digests, RSA keys PKCS #1 v1.5 over SHA-256
+    (sigstore's signer for RSA, which private Rekors may use); Ed25519
+    keys sign the data."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
         elif isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, data)
         else:
@@ -1332,101 +1461,104 @@ def decode_body(body_bytes):
     return body
 
 
-def openpgp_primary_key(armored):
-    """The primary public-key packet (RFC 4880, section 5.5.2) of an armored
-    key: the same key Rekor re-armored compares equal here.
+def openpgp_packets(data):
+    """The packets [(tag, body)] of an OpenPGP key, armored (RFC 4880,
+    section 6.2; several blocks are joined) or binary, split by their
+    framing (section 4.2); [] when it is neither.
 
     Written by hand because none of the project's dependencies parses
-    OpenPGP; only the armor (RFC 4880, section 6.2) and packet framing
-    (section 4.2) are read.
+    OpenPGP; only the armor and the packet framing are read here.
     """
-    lines = armored.decode('ascii', 'replace').replace('\r', '').split('\n')
-    try:
-        start = lines.index('', next(i for i, l in enumerate(lines) if l.startswith('-----BEGIN')))
-        data = base64.b64decode(''.join(
-            line for line in lines[start + 1:]
-            if line and not line.startswith(('=', '-----'))))
-    except (StopIteration, ValueError, binascii.Error):
-        return None
-    if len(data) < 2 or not data[0] & 0x80:
-        return None
-    first = data[0]
-    if first & 0x40:
-        tag, length_octet = first & 0x3f, data[1]
-        if length_octet < 192:
-            offset, length = 2, length_octet
-        elif length_octet < 224:
-            offset, length = 3, ((length_octet - 192) << 8) + data[2] + 192
-        else:
-            offset, length = 6, int.from_bytes(data[2:6], 'big')
-    else:
-        tag, kind = (first >> 2) & 0x0f, first & 0x03
-        width = {0: 1, 1: 2, 2: 4}.get(kind)
-        if width is None:
-            return None
-        offset, length = 1 + width, int.from_bytes(data[1:1 + width], 'big')
-    return data[offset:offset + length] if tag == 6 else None
+    if data.lstrip().startswith(b'-----BEGIN'):
+        binary = b''
+        lines = data.decode('ascii', 'replace').replace('\r', '').split('\n')
+        inside = header = False
+        for line in lines:
+            if line.startswith('-----BEGIN'):
+                inside = header = True
+                body = []
+            elif line.startswith('-----END') and inside:
+                inside = False
+                try:
+                    binary += base64.b64decode(''.join(body))
+                except (ValueError, binascii.Error):
+                    return []
+            elif inside and header:
+                header = bool(line.strip())  # armor headers end at the empty line
+            elif inside and line and not line.startswith('='):
+                body.append(line.strip())
+        data = binary
+    packets, pos = [], 0
+    while pos < len(data):
+        first = data[pos]
+        if not first & 0x80:
+            return packets if packets else []
+        try:
+            if first & 0x40:
+                tag, octet = first & 0x3f, data[pos + 1]
+                if octet < 192:
+                    pos, length = pos + 2, octet
+                elif octet < 224:
+                    pos, length = pos + 3, ((octet - 192) << 8) + data[pos + 2] + 192
+                elif octet == 255:
+                    pos, length = pos + 6, int.from_bytes(data[pos + 2:pos + 6], 'big')
+                else:
+                    return packets  # partial lengths never occur in keys
+            else:
+                tag, width = (first >> 2) & 0x0f, {0: 1, 1: 2, 2: 4}.get(first & 0x03)
+                if width is None:
+                    return packets
+                length = int.from_bytes(data[pos + 1:pos + 1 + width], 'big')
+                pos += 1 + width
+        except IndexError:
+            return packets
+        packets.append((tag, data[pos:pos + length]))
+        pos += length
+    return packets
 
 
-def openpgp_fingerprint(armored):
-    """The fingerprint of an armored key's primary key, as 40 upper-case hex
-    digits: RFC 4880, section 12.2, SHA-1 over 0x99, the two-octet length
-    and the body of the public-key packet. None unless it is a version 4
-    key, the only version whose fingerprint is defined so."""
-    body = openpgp_primary_key(armored)
+PGP_TAG_SIGNATURE, PGP_TAG_PUBLIC_KEY, PGP_TAG_USER_ID, PGP_TAG_PUBLIC_SUBKEY = 2, 6, 13, 14
+
+
+def openpgp_primary_key(armored):
+    """The primary public-key packet (RFC 4880, section 5.5.2) of a key:
+    the same key Rekor re-armored compares equal here."""
+    packets = openpgp_packets(armored)
+    if not packets or packets[0][0] != PGP_TAG_PUBLIC_KEY:
+        return None
+    return packets[0][1]
+
+
+def key_packet_fingerprint(body):
+    """RFC 4880, section 12.2: a version 4 key's fingerprint is SHA-1 over
+    0x99, the two-octet length and the key packet's body; 40 upper-case hex
+    digits, or None for another version."""
     if not body or body[0] != 4 or len(body) > 0xffff:
         return None
     return hashlib.sha1(b'\x99' + len(body).to_bytes(2, 'big') + body).hexdigest().upper()
 
 
-def openpgp_dearmor(armored):
-    """The binary packets of an armored key (RFC 4880, section 6.2), or None."""
-    lines = armored.decode('ascii', 'replace').replace('\r', '').split('\n')
-    try:
-        start = lines.index('', next(i for i, l in enumerate(lines) if l.startswith('-----BEGIN')))
-        return base64.b64decode(''.join(
-            line for line in lines[start + 1:]
-            if line and not line.startswith(('=', '-----'))))
-    except (StopIteration, ValueError, binascii.Error):
-        return None
+def openpgp_fingerprint(armored):
+    """The fingerprint of a key's primary key (None unless version 4)."""
+    return key_packet_fingerprint(openpgp_primary_key(armored))
 
 
-def openpgp_packets(data):
-    """(tag, body) of each packet (RFC 4880, section 4.2); stops at the
-    first one it cannot frame."""
-    offset = 0
-    while offset + 2 <= len(data) and data[offset] & 0x80:
-        first = data[offset]
-        if first & 0x40:
-            tag, octet = first & 0x3f, data[offset + 1]
-            if octet < 192:
-                start, length = offset + 2, octet
-            elif octet < 224 and offset + 2 < len(data):
-                start, length = offset + 3, ((octet - 192) << 8) + data[offset + 2] + 192
-            elif octet == 255:
-                start, length = offset + 6, int.from_bytes(data[offset + 2:offset + 6], 'big')
-            else:
-                return  # partial body lengths never frame a key packet
-        else:
-            tag, width = (first >> 2) & 0x0f, {0: 1, 1: 2, 2: 4}.get(first & 0x03)
-            if width is None:
-                return
-            start = offset + 1 + width
-            length = int.from_bytes(data[offset + 1:start], 'big')
-        if start + length > len(data):
-            return
-        yield tag, data[start:start + length]
-        offset = start + length
+def openpgp_fingerprints(armored):
+    """The v4 fingerprints of the primary key and every subkey: what
+    identifies a key whatever user IDs or signatures travel with it."""
+    return [fp for fp in (key_packet_fingerprint(body) for tag, body in openpgp_packets(armored)
+                          if tag in (PGP_TAG_PUBLIC_KEY, PGP_TAG_PUBLIC_SUBKEY)) if fp]
 
 
-def openpgp_key_ids(armored):
-    """The v4 fingerprints (40 upper-case hex digits) of the primary key and
-    every subkey of an armored key: Koji's sigkey is the end of the one
-    that signed, which may be a subkey."""
-    data = openpgp_dearmor(armored) or b''
-    return [hashlib.sha1(b'\x99' + len(body).to_bytes(2, 'big') + body).hexdigest().upper()
-            for tag, body in openpgp_packets(data)
-            if tag in (6, 14) and body[:1] == b'\x04' and len(body) <= 0xffff]
+def openpgp_emails(armored):
+    """The e-mail addresses of a key's user IDs ("Name <address>"), lower case."""
+    found = []
+    for tag, body in openpgp_packets(armored):
+        if tag == PGP_TAG_USER_ID:
+            match = re.search(r'<([^<>@\s]+@[^<>\s]+)>', body.decode('utf-8', 'replace'))
+            if match:
+                found.append(match.group(1).lower())
+    return found
 
 
 @dataclass
@@ -1934,6 +2066,18 @@ def receipt_parts(rpminfo, sigkey):
 def receipt_path(topdir, rpminfo, sigkey):
     dirs, name = receipt_parts(rpminfo, sigkey)
     return os.path.join(topdir, RECEIPT_DIR, *dirs, name)
+
+
+def read_receipt(topdir, rpminfo, sigkey):
+    """A receipt as it lies on the shared disk (input, to be verified before
+    anything believes it), read without following links; None if absent."""
+    dirs, name = receipt_parts(rpminfo, sigkey)
+    try:
+        with logs_dir(topdir, dirs, create=False) as fd:
+            data = read_file_at(fd, name)
+    except FileNotFoundError:
+        return None
+    return parse_json(data, name) if data is not None else None
 
 
 def make_receipt(settings, nvra, sigkey, sha256, entry_id, entry):
