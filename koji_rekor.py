@@ -24,20 +24,20 @@ from dataclasses import dataclass, field
 import koji
 
 from rekor_log import (
-    BadRecord, check_consistency, check_part, check_url, checkpoint_dir, CHUNK_SIZE, claimed,
-    clear_outage, COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver, display_url,
-    failure_cause, KOJI_CLIENT_CONFIG, left_subtrees, list_outbox, load_config, load_log_key,
-    locate_signed_rpm, locked_at, LOG, log_key_id, log_outcome, log_signature, logs_dir,
-    mark_committed, member, nvra_of, openpgp_emails, openpgp_fingerprints, OUTBOX_DIR,
-    outbox_dir, parse_json, prefix_roots, prove_consistency, public_key_file,
-    PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, read_file_at, read_json, read_log_key, read_outage,
-    read_public_key, read_receipt, RECEIPT_DIR, receipt_path, record_json, record_name,
-    record_outage, RekorClient, RekorLogError, RekorRejected, RekorUnavailable,
-    resolve_log_key, RETRIEVE_BATCH, RETRIEVE_PATH, saved_tree_head, set_aside, Settings,
-    sha256_of, short_reason, SignatureSourceError, signed_rpm_from_file, SourceGone, STATE_DIR,
-    state_dir, subdir, UNCOMMITTED, UnsafePath, upload_signed_rpm, utc, VerificationError,
-    verify_checkpoint, verify_log_entry, __version__, write_atomic, write_file_at,
-    write_receipt,
+    BadRecord, check_consistency, check_part, check_url, checkpoint_dir, checkpoint_parts,
+    checkpoint_path, CHUNK_SIZE, claimed, clear_outage, COMMIT_GRACE, COMMITTED, CONFIG_FILE,
+    DEFAULT_URL, deliver, display_url, failure_cause, KOJI_CLIENT_CONFIG, left_subtrees,
+    list_outbox, load_config, load_log_key, locate_signed_rpm, locked_at, LOG, log_key_id,
+    log_outcome, log_signature, logs_dir, mark_committed, member, nvra_of, openpgp_emails,
+    openpgp_fingerprints, outbox_dir, OUTBOX_DIR, parse_json, prefix_roots, prove_consistency,
+    public_key_file, PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, read_file_at, read_json,
+    read_log_key, read_outage, read_public_key, read_receipt, read_tree_head, RECEIPT_DIR,
+    receipt_path, record_json, record_name, record_outage, RekorClient, RekorLogError,
+    RekorRejected, RekorUnavailable, resolve_log_key, RETRIEVE_BATCH, RETRIEVE_PATH,
+    saved_tree_head, set_aside, Settings, sha256_of, short_reason, SignatureSourceError,
+    signed_rpm_from_file, SourceGone, STATE_DIR, state_dir, subdir, topdir_of_state,
+    UNCOMMITTED, UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
+    verify_log_entry, __version__, write_atomic, write_file_at, write_receipt,
 )
 
 # ---------------------------------------------------------------------------
@@ -297,7 +297,13 @@ class TreeHeads:
             ident = (log_key_id(key), tree_id)
             known = self.trees.get(ident)
             if known is None:
-                saved = saved_tree_head(self.state, key, tree_id)
+                # Read under the lock, as check_consistency does: a state
+                # that cannot be locked (a planted link) fails the record
+                # now, not after its receipt was written.
+                with logs_dir(topdir_of_state(self.state), checkpoint_parts(key)) as fd, \
+                        locked_at(fd, '%d.json' % tree_id,
+                                  checkpoint_path(self.state, key, tree_id)):
+                    saved = read_tree_head(fd, key, tree_id)
                 known = self.trees[ident] = KnownTree(key, tree_id, saved)
                 if saved:
                     known.newest = saved + (None,)
@@ -352,7 +358,7 @@ class TreeHeads:
                 # proved against it unless it is one of ours.
                 check_consistency(client, self.state, known.key, known.tree_id,
                                   *known.newest, proven=known.heads)
-            except RekorLogError as e:
+            except (RekorLogError, OSError) as e:
                 LOG.error('rekor_log: cannot keep the tree head of tree %s: %s',
                           known.tree_id, failure_cause(e))
                 failed += 1
