@@ -178,6 +178,11 @@ def machine_busy():
     return (user + nice + system + irq + softirq + steal) / TICK
 
 
+def proc_write_bytes():
+    with open('/proc/self/io') as fo:
+        return next(int(l.split()[1]) for l in fo if l.startswith('write_bytes:'))
+
+
 def vm_hwm():
     with open('/proc/self/status') as fo:
         return next(int(l.split()[1]) * 1024 for l in fo if l.startswith('VmHWM:'))
@@ -214,6 +219,7 @@ def child_plugin(args):
     plugin, _ = hubsim.load_plugin(conf)
     receipt_dir = os.path.join(info['topdir'], 'rekor-logs')
     shutil.rmtree(receipt_dir, ignore_errors=True)
+    written = proc_write_bytes()
     log_cpu, busy = process_cpu(args.log_pid), machine_busy()
     cpu = time.process_time()
     start = time.perf_counter()
@@ -221,13 +227,14 @@ def child_plugin(args):
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
     log_cpu, busy = process_cpu(args.log_pid) - log_cpu, machine_busy() - busy
+    written = proc_write_bytes() - written
     receipts = [f for _, _, files in os.walk(receipt_dir) for f in files
                 if f.endswith('.%s.json' % info['callback']['sigkey'])]
     if not receipts:
         raise SystemExit('no receipt written: see the log above')
     del plugin
     print(json.dumps({'seconds': seconds, 'cpu': cpu, 'rss': vm_hwm(), 'log_cpu': log_cpu,
-                      'busy': busy, 'outer': seconds}))
+                      'busy': busy, 'outer': seconds, 'written': written}))
 
 
 def run_curl(url, body):
@@ -433,14 +440,16 @@ def print_table(rows, queue_rows, runs, machine):
     print()
     print('Measured on: %s.' % machine)
     print()
-    print('| RPM | pairs | curl | plugin | plugin/curl | peak RSS plugin | peak RSS curl |')
-    print('|---|---|---|---|---|---|---|')
+    print('| RPM | pairs | curl | plugin | plugin/curl | peak RSS plugin | peak RSS curl '
+          '| plugin wrote |')
+    print('|---|---|---|---|---|---|---|---|')
     for size, r, _ in rows:
         ratios = [p['seconds'] / c['seconds'] for p, c in zip(r['plugin'], r['curl'])]
-        print('| %s | %d | %s s | %s s | %sx | %.1f MiB | %.1f MiB |' % (
+        print('| %s | %d | %s s | %s s | %sx | %.1f MiB | %.1f MiB | %s |' % (
             human(size), len(ratios), spread([c['seconds'] for c in r['curl']], '%.2f'),
             spread([p['seconds'] for p in r['plugin']], '%.2f'), spread(ratios, '%.2f'),
-            max(p['rss'] for p in r['plugin']) / MiB, max(c['rss'] for c in r['curl']) / MiB))
+            max(p['rss'] for p in r['plugin']) / MiB, max(c['rss'] for c in r['curl']) / MiB,
+            human(max(p['written'] for p in r['plugin']))))
     print()
     print('CPU seconds per GB of RPM (medians over the runs; "log busy" is the log\'s CPU '
           'over the run\'s time, 1.00 = one core the whole time; "others" is what the rest '
