@@ -13,9 +13,9 @@ import binascii
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import logging
-import io
 import os
 import queue
 import tempfile
