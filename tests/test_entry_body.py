@@ -90,6 +90,8 @@ def test_the_body_is_the_straightforward_encoding(rpm_parts, keys, tmp_path_fact
     assert body.sha256 == hashlib.sha256(rpm_bytes).hexdigest()
     with signed.open() as fo:
         assert rekor_log.sha256_of(fo) == body.sha256
+    with open(path, 'rb') as fo:  # as `koji-rekor verify --rpm` reads a file
+        assert rekor_log.sha256_of(fo) == hashlib.sha256(head + payload).hexdigest()
     assert body_threads() == []
 
 
