@@ -451,9 +451,10 @@ def print_table(rows, queue_rows, runs, machine):
             max(p['rss'] for p in r['plugin']) / MiB, max(c['rss'] for c in r['curl']) / MiB,
             human(max(p['written'] for p in r['plugin']))))
     print()
-    print('CPU seconds per GB of RPM (medians over the runs; "log busy" is the log\'s CPU '
-          'over the run\'s time, 1.00 = one core the whole time; "others" is what the rest '
-          'of the machine used meanwhile, in cores)')
+    print('CPU seconds per GB of RPM, medians over the runs. "log busy": the log\'s CPU over '
+          'the run\'s time (1.00 = one core all the time). "others": the busy CPU of the rest '
+          'of the machine meanwhile (other processes, and kernel work charged to none), '
+          'in cores.')
     print()
     print('| RPM | plugin | curl | Python read+sha256+base64 | plugin/Python | '
           'log, curl runs | log, plugin runs | log busy, curl runs | log busy, plugin runs '
