@@ -57,6 +57,8 @@ CHUNK_SIZE = 3 * 128 * 1024
 # to keep the socket busy while the next one is encoded, few enough to keep
 # memory flat (4/3 CHUNK_SIZE each).
 QUEUE_CHUNKS = 4
+# How long stopping an upload waits for its reader thread's read in progress.
+READER_STOP_SECONDS = 5.0
 
 # Rekor's messages when it finds no signature it can check; older Rekor only
 # checks the legacy header+payload signature.
@@ -586,12 +588,14 @@ class BodyEncoder:
 
     def stop(self):
         """End the thread: once stopped is set it puts at most one more item,
-        which the emptied queue has room for."""
+        which the emptied queue has room for. The wait is for the read in
+        progress; a file system that hangs it keeps the (daemon) thread until
+        the read returns, not the caller."""
         self.stopped.set()
         with contextlib.suppress(queue.Empty):
             while True:
                 self.queue.get_nowait()
-        self.thread.join(self.stall_timeout)
+        self.thread.join(min(self.stall_timeout, READER_STOP_SECONDS))
 
 
 # ---------------------------------------------------------------------------
