@@ -11,6 +11,7 @@ import pytest
 import koji_rekor
 import realhub
 import rekor_log
+from conftest import HUB_USER
 from rekor_server import RekorServer
 
 
@@ -40,7 +41,7 @@ def run_monitor(hub, capsys, *args):
     with open(os.path.join(hub.workdir, 'rekor_log.conf')) as fo:
         text = fo.read()
     with open(conf, 'w') as fo:
-        fo.write(text + '[koji]\nserver = %s\n' % hub.url)
+        fo.write(text + '[koji]\nserver = %s\n[upload]\nhub_user = %s\n' % (hub.url, HUB_USER))
     status = koji_rekor.main(['monitor', '--json', '--config', conf, '--topdir', hub.topdir]
                              + list(args))
     out, err = capsys.readouterr()

@@ -17,7 +17,7 @@ import koji_rekor
 import rekor_log
 import rpmfactory
 import sigheader
-from conftest import SHARED
+from conftest import HUB_USER, SHARED
 from rekor_server import OpenPgpKey, RekorLog, RekorServer
 
 ENTRIES = '/api/v1/log/entries'
@@ -75,7 +75,9 @@ def test_real_rpms_are_logged_through_the_hub_with_the_body_rekor_stores(
         retries = 0
         [signing]
         public_key_dir = %s
-        ''' % (rekor.url, log_key_file, keys))
+        [upload]
+        hub_user = %s
+        ''' % (rekor.url, log_key_file, keys, HUB_USER))
     if headers.get('RPMSIGTAG_MD5'):
         imported = rpmfactory.koji_import_signature(str(topdir), real_rpm, real_rpm)
         hub.sign(imported)
@@ -148,7 +150,7 @@ def test_upload_refuses_an_rpm_signed_only_in_rpmtag_openpgp_before_sending(
         rekor, odd_rpms, keys, tmp_path, log_key_file, capsys):
     conf = tmp_path / 'up.conf'
     conf.write_text('[rekor]\nallow_insecure_http = true\nlog_public_key = %s\nretries = 0\n'
-                    % log_key_file)
+                    '[upload]\nhub_user = %s\n' % (log_key_file, HUB_USER))
     status = koji_rekor.main(['upload', odd_rpms['openpgp'], '--key', keys['rsa'].path,
                               '--config', str(conf), '--url', rekor.url,
                               '--topdir', str(tmp_path)])
