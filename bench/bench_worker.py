@@ -33,6 +33,7 @@ import argparse
 import http.client
 import json
 import os
+import pwd
 import shutil
 import socket
 import statistics
@@ -50,7 +51,25 @@ sys.path.insert(0, TESTS)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from bench import LocalRekor, machine_note, measure  # noqa: E402 - after sys.path
+from bench import LocalRekor, machine_note  # noqa: E402 - after sys.path
+
+
+def measure(cmd):
+    """Run a child under /usr/bin/time, so its peak RSS is its own (a child
+    forked from this Python process would count the pages it inherits).
+    Returns the child's JSON report (its last line), if it prints one,
+    with 'rss' added."""
+    with tempfile.NamedTemporaryFile('r', prefix='bench-time-') as rss_file:
+        proc = subprocess.run(['/usr/bin/time', '-f', '%M', '-o', rss_file.name] + cmd,
+                              stdout=subprocess.PIPE, text=True, timeout=CHILD_SECONDS)
+        if proc.returncode != 0:
+            raise SystemExit('bench: %s failed (%d): %s' % (
+                ' '.join(cmd[:4]), proc.returncode, proc.stdout[-500:]))
+        rss = int(rss_file.read().split()[-1]) * 1024
+    lines = proc.stdout.strip().splitlines()
+    report = json.loads(lines[-1]) if lines and lines[-1].startswith('{') else {'out': proc.stdout}
+    report['rss'] = rss
+    return report
 
 CHILD_SECONDS = 3600
 MiB = 1024 * 1024
@@ -154,7 +173,8 @@ def write_conf(path, rekor, keydir):
     with open(path, 'w') as fo:
         fo.write('[rekor]\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
                  'timeout = 120\nretries = 0\n[signing]\npublic_key_dir = %s\n'
-                 '[upload]\nqueue_only = true\n' % (rekor.url, rekor.key, keydir))
+                 '[upload]\nqueue_only = true\nhub_user = %s\n'
+                 % (rekor.url, rekor.key, keydir, pwd.getpwuid(os.getuid()).pw_name))
 
 
 def reset_topdir(topdir, signatures=None):
@@ -248,7 +268,7 @@ def child_verify(args):
     start = time.perf_counter()
     with contextlib.redirect_stdout(out):
         status = koji_rekor.main(['verify', args.topdir, '--log-key', args.url,
-                                  '--config', '/nonexistent'])
+                                  '--origin', '127.0.0.1', '--config', empty_conf(args.url)])
     seconds = time.perf_counter() - start
     print(json.dumps({'seconds': seconds, 'status': status,
                       'summary': out.getvalue().splitlines()[-1]}))
@@ -331,10 +351,19 @@ def verify_cases(work, count, copies):
     return cases
 
 
+def empty_conf(near):
+    """A configuration with every default: verify takes the key from --log-key."""
+    path = os.path.join(os.path.dirname(os.path.abspath(near)), 'verify.conf')
+    with open(path, 'w'):
+        pass
+    return path
+
+
 def verify_run(receipts, key):
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, '-m', 'koji_rekor', 'verify', receipts,
-                           '--log-key', key, '--config', '/nonexistent'], cwd=ROOT,
+                           '--log-key', key, '--origin', '127.0.0.1',
+                           '--config', empty_conf(key)], cwd=ROOT,
                           capture_output=True, text=True, timeout=CHILD_SECONDS)
     seconds = time.perf_counter() - start
     summary = proc.stdout.splitlines()[-1] if proc.stdout else proc.stderr
@@ -372,6 +401,7 @@ def main():
     parser.add_argument('--repeat', type=int, default=2, help='runs of each batch case')
     parser.add_argument('--cache', default=os.path.join(HERE, '.cache', 'worker'))
     parser.add_argument('--skip-backfill', action='store_true')
+    parser.add_argument('--only-backfill', action='store_true')
     parser.add_argument('--child', choices=('worker', 'bare', 'verify'), help=argparse.SUPPRESS)
     parser.add_argument('--topdir', help=argparse.SUPPRESS)
     parser.add_argument('--conf', help=argparse.SUPPRESS)
@@ -396,7 +426,7 @@ def main():
         # shared, and load that comes and goes then hits every row alike.
         jobs_list = [int(j) for j in args.jobs.split(',')]
         runs = {}
-        for repeat in range(args.repeat):
+        for repeat in range(0 if args.only_backfill else args.repeat):
             for what, jobs in [('bare', 1)] + [(w, j) for j in jobs_list
                                                 for w in ('worker', 'bare') if (w, j) != ('bare', 1)]:
                 report = batch_run(info, work, what, jobs)
@@ -405,10 +435,11 @@ def main():
                     repeat + 1, args.repeat, what, jobs, report['seconds'], report['log_cpu'],
                     ', ' + report['verified']['summary'] if what == 'worker' else ''),
                     flush=True)
-        bare_1 = runs[('bare', 1)]
-        for jobs in jobs_list:
-            rows.append((jobs, runs[('worker', jobs)], runs[('bare', jobs)]))
-        verifies = verify_cases(work, args.count, args.keys)
+        bare_1, verifies = runs.get(('bare', 1)), []
+        if runs:
+            for jobs in jobs_list:
+                rows.append((jobs, runs[('worker', jobs)], runs[('bare', jobs)]))
+            verifies = verify_cases(work, args.count, args.keys)
         backfills = []
         if not args.skip_backfill:
             for topdir, count in ((info['small'], args.count),
