@@ -23,7 +23,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 import koji
-from koji.plugin import callback, ignore_error
+from koji.plugin import callback, export, ignore_error
 
 __version__ = '0.1.0'
 
@@ -1048,19 +1048,28 @@ def state_dir(topdir):
     return os.path.join(topdir, RECEIPT_DIR, STATE_DIR)
 
 
-def resolve_log_key(settings, client, state):
-    """The log key to trust: configured, shipped for the public instance, or
-    pinned on first use under the state directory."""
+def known_log_key(settings, state):
+    """The log key configured, shipped for the public instance, or pinned
+    under the state directory; (key or None, where a pinned key belongs)."""
     if settings.log_public_key:
-        return read_log_key(settings.log_public_key)
+        return read_log_key(settings.log_public_key), None
     parts = urllib.parse.urlsplit(settings.url)
     if parts.hostname == PUBLIC_REKOR_HOST:
-        return load_log_key(PUBLIC_REKOR_KEY)
+        return load_log_key(PUBLIC_REKOR_KEY), None
     pinned = None
     if state:
         pinned = os.path.join(state, 'keys', '%s.pem' % parts.netloc.replace(':', '_'))
         if os.path.isfile(pinned):
-            return read_log_key(pinned)
+            return read_log_key(pinned), pinned
+    return None, pinned
+
+
+def resolve_log_key(settings, client, state):
+    """The log key to trust: configured, shipped for the public instance, or
+    pinned on first use under the state directory."""
+    key, pinned = known_log_key(settings, state)
+    if key is not None:
+        return key
     pem = client.log_public_key()
     key = load_log_key(pem)
     LOG.warning('rekor_log: trusting the log key of %s on first use (logID %s)%s; set '
@@ -1544,3 +1553,111 @@ def report_failure(settings, nvra, sigkey, exc):
     if settings.enforce:
         raise koji.CallbackError('Rekor upload of %s (sigkey %s) failed: %s'
                                  % (nvra, sigkey, cause))
+
+
+# ---------------------------------------------------------------------------
+# Hub call: rekorLogStatus
+#
+# Read-only: what became of each signature of an RPM, from its receipt and
+# the outbox. A receipt counts as logged only once it verifies offline
+# (log key, inclusion proof, checkpoint, SET, and the body against that
+# signature's signed copy of the RPM); one that does not is reported so.
+# ---------------------------------------------------------------------------
+
+@export
+def rekorLogStatus(rpm):
+    """Per signature of an RPM (its ID or N-V-R.A): logged, queued, set
+    aside (rejected or rolled back), unverified or not logged."""
+    # kojihub exists only inside the hub, which has loaded it by the time
+    # a call runs; importing it here keeps this module usable elsewhere.
+    import kojihub
+    rpminfo = kojihub.get_rpm(rpm, strict=True)
+    sigkeys = sorted({sig['sigkey'] for sig in kojihub.query_rpm_sigs(rpm_id=rpminfo['id'])
+                      if sig['sigkey']})  # '' is an unsigned header, not a signature
+    if rpminfo.get('external_repo_id'):
+        return [signature_status(rpminfo, sigkey, 'not logged', reason=(
+            'from external repo %s: the plugin logs only what this Koji signs'
+            % rpminfo.get('external_repo_name'))) for sigkey in sigkeys]
+    settings = get_config()
+    build = kojihub.get_build(rpminfo['build_id'], strict=True)
+    return [status_of_signature(settings, koji.pathinfo.topdir, build, rpminfo, sigkey)
+            for sigkey in sigkeys]
+
+
+def signature_status(rpminfo, sigkey, status, **fields):
+    return dict(fields, rpm_id=rpminfo['id'], nvra=nvra_of(rpminfo), sigkey=sigkey,
+                status=status)
+
+
+def status_of_signature(settings, topdir, build, rpminfo, sigkey):
+    path = receipt_path(topdir, rpminfo, sigkey)
+    if os.path.exists(path):
+        try:
+            return signature_status(rpminfo, sigkey, 'logged', **check_receipt(
+                settings, topdir, build, rpminfo, sigkey, path))
+        except Exception as e:
+            return signature_status(rpminfo, sigkey, 'unverified', receipt=path,
+                                    reason='the receipt does not verify: %s' % failure_cause(e))
+    outbox = outbox_dir(topdir)
+    name = record_name(rpminfo, sigkey)
+    for status, folder, suffix in (('queued', '', COMMITTED), ('queued', '', UNCOMMITTED),
+                                   ('rejected', 'rejected', COMMITTED),
+                                   ('rolled back', 'rolled-back', COMMITTED)):
+        record_path = os.path.join(outbox, folder, name + suffix)
+        if os.path.exists(record_path):
+            return signature_status(rpminfo, sigkey, status,
+                                    **record_fields(record_path, status, suffix))
+    return signature_status(rpminfo, sigkey, 'not logged', reason=(
+        'no receipt and nothing in the outbox' if settings.record_log_info else
+        '[upload] record_log_info is off: no receipts are kept'))
+
+
+def check_receipt(settings, topdir, build, rpminfo, sigkey, path):
+    """Verify a receipt offline against the signed RPM Koji holds for this
+    signature; returns what it proves."""
+    try:
+        receipt = read_json(path)
+    except ValueError:
+        raise VerificationError('%s is not JSON' % path)
+    entries = receipt.get('log_entry') if isinstance(receipt, dict) else None
+    if not isinstance(entries, dict) or len(entries) != 1:
+        raise VerificationError('%s holds no single Rekor entry' % path)
+    (entry_id, entry), = entries.items()
+    key, _ = known_log_key(settings, state_dir(topdir))
+    if key is None:
+        raise VerificationError('no log key for %s to check it with' % settings.url)
+    verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
+    signed = locate_signed_rpm(build, rpminfo, sigkey)
+    with signed.open() as fo:
+        sha256 = sha256_of(fo)
+    key_path = public_key_file(settings, sigkey)
+    public_key = read_public_key(key_path)
+    with RPM_LOCK:
+        hdr = check_key_signed_rpm(signed, public_key, key_path)
+    verify_rpm_body(verified.body, expected_from_header(hdr, sha256, public_key))
+    return {'entry_id': verified.entry_id, 'log_index': verified.log_index,
+            'integrated_time': verified.integrated_time, 'receipt': path}
+
+
+def record_fields(path, status, suffix):
+    """What an outbox record says, read as input: only fields of the
+    expected types are passed on."""
+    try:
+        record = read_json(path)
+    except (OSError, ValueError) as e:
+        return {'reason': 'the record %s is unreadable: %s' % (path, e), 'record': path}
+    record = record if isinstance(record, dict) else {}
+    fields = {'record': path}
+    if status == 'queued':
+        fields['committed'] = suffix == COMMITTED
+        for name, kind in (('attempts', int), ('last_error', str), ('next_attempt', int),
+                           ('queued', int)):
+            if isinstance(record.get(name), kind) and not isinstance(record.get(name), bool):
+                fields[name] = record[name]
+    else:
+        aside = record.get('set_aside') if isinstance(record.get('set_aside'), dict) else {}
+        if isinstance(aside.get('reason'), str):
+            fields['reason'] = aside['reason']
+        if isinstance(aside.get('time'), int):
+            fields['time'] = aside['time']
+    return fields
