@@ -5,6 +5,8 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -27,7 +29,17 @@ def logged(rekor, log_key_file, signed_rpms, keys, tmp_path, capsys):
                             '--url', rekor.url, '--topdir', str(tmp_path),
                             '--receipt', str(receipt)]) == 0
     capsys.readouterr()
+    wait_until_indexed(rekor, json.loads(receipt.read_text())['sha256'])
     return rpm, str(receipt)
+
+
+def wait_until_indexed(rekor, sha256, timeout=10.0):
+    """Rekor writes its search index after answering (as the local log may):
+    wait, boundedly, for the entry to be searchable."""
+    deadline = time.monotonic() + timeout
+    while not rekor.log.search_index(['sha256:%s' % sha256]):
+        assert time.monotonic() < deadline, 'the log never indexed sha256:%s' % sha256
+        threading.Event().wait(0.01)
 
 
 def verify_rpm(capsys, rekor, log_key_file, *args, online=True):
