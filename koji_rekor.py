@@ -1033,6 +1033,16 @@ def offline_entry(args, settings, path):
     return path, entry_id, entry, log_key, origin
 
 
+def claimed_sha256(entry):
+    """The package sha256 an entry's body names, unverified: only to pick
+    which receipts to verify for a file."""
+    try:
+        body = json.loads(base64.b64decode(entry['body']))
+        return body['spec']['package']['hash']['value']
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def hash_file(path):
     """(sha256, None), or (None, the reason the file cannot be read)."""
     try:
@@ -1140,8 +1150,11 @@ def check_package(check, context):
         return
     check.nvra = signed.nvra
     if context.receipts is not None:
+        # The receipts that name this file's hash; if none does, all of
+        # them, so that each says why it is not this file's.
+        receipts = [r for r in context.receipts if claimed_sha256(r[2]) == check.sha256]
         outcomes = []
-        for name, entry_id, entry, log_key, origin in context.receipts:
+        for name, entry_id, entry, log_key, origin in receipts or context.receipts:
             outcome = check_entry_for_file(check, signed, entry_id, entry, log_key, origin,
                                            context.keys)
             outcomes.append(dict(outcome, receipt=name))

@@ -248,3 +248,22 @@ def test_the_command_runs_with_no_configuration_file(rekor, log_key_file, logged
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith('logged %s' % rpm)
+
+
+def test_several_rpms_against_their_receipts(capsys, rekor, log_key_file, logged, signed_rpms,
+                                            keys, tmp_path):
+    rpm, receipt = logged
+    other, other_receipt = signed_rpms[('ed25519', 'header')], tmp_path / 'other.json'
+    conf = tmp_path / 'upload.conf'
+    assert koji_rekor.main(['upload', other, '--key', keys['ed25519'].path, '--config', str(conf),
+                            '--url', rekor.url, '--receipt', str(other_receipt)]) == 0
+    capsys.readouterr()
+    rekor.stop()
+    status, packages, err = as_json(capsys, rekor, log_key_file, rpm, other,
+                                    '--receipt', receipt, '--receipt', other_receipt,
+                                    '--key', keys['rsa'].path, '--key', keys['ed25519'].path,
+                                    online=False)
+    assert status == 0
+    assert [(p['file'], p['status'], p['notes'], [e['receipt'] for e in p['entries']])
+            for p in packages] == [(rpm, 'logged', [], [receipt]),
+                                   (other, 'logged', [], [str(other_receipt)])]
