@@ -2,6 +2,7 @@
 Rekor-compatible log, with nothing of Koji's but the files."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 import pytest
 
 import koji_rekor
-from conftest import ROOT
+from conftest import ROOT, SHARED
 
 INDEX = '/api/v1/index/retrieve'
 
@@ -267,3 +268,28 @@ def test_several_rpms_against_their_receipts(capsys, rekor, log_key_file, logged
     assert [(p['file'], p['status'], p['notes'], [e['receipt'] for e in p['entries']])
             for p in packages] == [(rpm, 'logged', [], [receipt]),
                                    (other, 'logged', [], [str(other_receipt)])]
+
+
+REAL_RPMS = os.path.join(SHARED, 'rekor-real', 'rpms')
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_RPMS), reason='../shared/rekor-real is absent')
+@pytest.mark.parametrize('rpm, key', [
+    ('NetworkManager-bluetooth-1.26.0-8.el8.x86_64.rpm', 'centos-8-05b555b38483c65d.asc'),
+    ('test-package-1.0-1.noarch.rpm', 'test-6b5c00fd2745ac5c.asc')])
+def test_real_rpms_with_the_keys_that_signed_them(capsys, rekor, log_key_file, tmp_path, rpm,
+                                                 key):
+    """Real RPMs and key files (the CentOS one with armor headers and
+    subkeys), logged as Rekor stores them, and checked by a user with the
+    key file as published."""
+    rpm, key = os.path.join(REAL_RPMS, rpm), os.path.join(REAL_RPMS, key)
+    conf = tmp_path / 'upload.conf'
+    conf.write_text('[rekor]\nallow_insecure_http = true\nlog_public_key = %s\n' % log_key_file)
+    receipt = tmp_path / 'receipt.json'
+    assert koji_rekor.main(['upload', rpm, '--key', key, '--config', str(conf), '--url',
+                            rekor.url, '--receipt', str(receipt)]) == 0
+    capsys.readouterr()
+    wait_until_indexed(rekor, json.loads(receipt.read_text())['sha256'])
+    status, (package,), err = as_json(capsys, rekor, log_key_file, rpm, '--key', key)
+    assert (status, package['status'], package['trusted_key']) == (0, 'logged', key)
+    assert package['nvra'] == os.path.basename(rpm)[:-len('.rpm')]
