@@ -1070,7 +1070,7 @@ def check_entry_for_file(check, signed, entry_id, entry, log_key, origin, keys):
         return dict(outcome, outcome='failed', reason=str(e))
     body = verified.body
     outcome.update(log_index=verified.log_index, integrated_time=verified.integrated_time,
-                   time_signed=verified.signed_time)
+                   time_signed=verified.signed_time, notes=verified.notes)
     if body.get('kind') != 'rpm':
         return dict(outcome, outcome='other', reason='a %s entry, not rpm' % body.get('kind'))
     logged = (((body.get('spec') or {}).get('package') or {}).get('hash') or {}).get('value')
@@ -1111,6 +1111,7 @@ def conclude(check, outcomes, missing_reason):
             for name in ('entry_id', 'log_index', 'integrated_time', 'time_signed',
                          'fingerprint', 'trusted_key'):
                 setattr(check, name, chosen.get(name))
+            check.notes += chosen.get('notes') or []
             if status == 'logged' and any(o['outcome'] == 'failed' for o in outcomes):
                 check.notes.append('another entry for this file does not verify')
             return

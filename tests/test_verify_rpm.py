@@ -201,7 +201,10 @@ def test_without_a_signed_entry_timestamp_the_time_is_marked_unsigned(capsys, re
     rekor.faults.tamper = 'no_set'
     status, out, err = verify_rpm(capsys, rekor, log_key_file, rpm, '--key', keys['rsa'].path)
     assert status == 0
-    assert '(unsigned: no signed entry timestamp)' in out
+    line, note = out.splitlines()
+    assert line.split(', integrated ')[1].split(', signed by')[0].endswith(
+        ' UTC (unsigned: no signed entry timestamp)')
+    assert note.startswith('  note: no signed entry timestamp: the checkpoint signs the body')
 
 
 def test_a_log_it_cannot_reach_means_it_could_not_check(capsys, rekor, log_key_file, logged,
