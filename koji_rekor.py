@@ -34,8 +34,8 @@ from rekor_log import (
     verify_checkpoint, verify_log_entry, write_atomic, write_receipt,
 )
 from rekor_log import (  # for verify-rpm
-    DEFAULT_URL, PUBLIC_REKOR_HOST, RPM_LOCK, SourceGone, check_key_signed_rpm, expected_from_header,
-    text, verify_rpm_body,
+    DEFAULT_URL, PUBLIC_REKOR_HOST, RPM_LOCK, SourceGone, check_key_signed_rpm,
+    expected_from_header, text, verify_rpm_body,
 )
 
 # ---------------------------------------------------------------------------
