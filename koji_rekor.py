@@ -946,6 +946,10 @@ def trusted_keys(args):
     return keys
 
 
+# The files that hold an rpm database: sqlite, ndb, bdb.
+RPMDB_FILES = ('rpmdb.sqlite', 'Packages.db', 'Packages')
+
+
 def rpmdb_keys(root, dbpath, keys):
     """The keys rpm (and so dnf) trusts: the gpg-pubkey packages of the rpm
     database, each holding its armored key as its description."""
@@ -954,6 +958,10 @@ def rpmdb_keys(root, dbpath, keys):
         if dbpath:
             rpm.addMacro('_dbpath', os.path.abspath(dbpath))
         try:
+            # rpm creates a database where there is none: look first.
+            where = os.path.join(root or '/', rpm.expandMacro('%{_dbpath}').lstrip('/'))
+            if not any(os.path.isfile(os.path.join(where, name)) for name in RPMDB_FILES):
+                raise UsageError('no rpm database in %s' % where)
             ts = rpm.TransactionSet(root or '/')
             try:
                 found = 0

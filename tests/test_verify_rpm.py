@@ -174,6 +174,11 @@ def test_trusted_keys_from_a_directory_and_from_an_rpm_database(capsys, rekor, l
     status, (package,), err = as_json(capsys, rekor, log_key_file, rpm, '--rpmdb',
                                       '--dbpath', other_db)
     assert (status, package['status']) == (1, 'untrusted key')
+    # Where there is no database, none is made.
+    missing = tmp_path / 'nodb'
+    status, out, err = verify_rpm(capsys, rekor, log_key_file, rpm, '--rpmdb', '--dbpath', missing)
+    assert (status, out, err) == (2, '', 'koji-rekor: no rpm database in %s\n' % missing)
+    assert not missing.exists()
 
 
 def test_several_rpms_in_one_run(capsys, rekor, log_key_file, logged, signed_rpms, keys):
