@@ -1,9 +1,16 @@
 # Developer entry points; see README.md.
 PYTHON ?= python3
+# The python3 that byte-compiles inside rpmbuild (the spec's default:
+# /usr/bin/python3); it needs nothing but the standard library.
+RPM_PYTHON ?=
 
 VERSION := $(shell sed -n "s/^__version__ = '\\(.*\\)'/\\1/p" rekor_log.py)
 RPMTOP := $(CURDIR)/build/rpm
-SOURCES := rekor_log.py koji_rekor.py rekor_log.conf README.md LICENSE systemd
+# rekor_cli.py is the Koji CLI plugin, shipped when the checkout has it.
+SOURCES := rekor_log.py koji_rekor.py $(wildcard rekor_cli.py) rekor_log.conf README.md LICENSE systemd
+# A Debian host's rpm database knows none of the BuildRequires; mock and
+# Koji build roots check them.
+RPMBUILD_NODEPS := $(if $(wildcard /etc/debian_version),--nodeps)
 
 .PHONY: setup test demo rpm clean
 
@@ -16,16 +23,22 @@ test: setup
 demo: setup
 	$(PYTHON) tests/demo.py
 
-# dist/koji-rekor-<version>-<release>.noarch.rpm from the working tree.
+# dist/koji-rekor-<version>-1.src.rpm and the two noarch RPMs built from it.
 rpm:
 	rm -rf $(RPMTOP) && mkdir -p $(RPMTOP)/SOURCES dist
 	tar -czf $(RPMTOP)/SOURCES/koji-rekor-$(VERSION).tar.gz \
 	    --transform 's,^,koji-rekor-$(VERSION)/,' $(SOURCES)
-	rpmbuild -bb --define "_topdir $(RPMTOP)" --define "version_from_source $(VERSION)" \
+	rpmbuild -bs $(RPMBUILD_NODEPS) --define "_topdir $(RPMTOP)" \
+	    --define "version_from_source $(VERSION)" koji-rekor.spec
+	rpmbuild --rebuild $(RPMBUILD_NODEPS) --define "_topdir $(RPMTOP)" \
+	    $(if $(RPM_PYTHON),--define "__python3 $(RPM_PYTHON)") \
 	    --define "_rpmfilename %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
-	    --dbpath $(RPMTOP)/db koji-rekor.spec
-	cp $(RPMTOP)/RPMS/koji-rekor-$(VERSION)-*.noarch.rpm dist/
-	@ls dist/koji-rekor-$(VERSION)-*.noarch.rpm
+	    --dbpath $(RPMTOP)/db $(RPMTOP)/SRPMS/koji-rekor-$(VERSION)-1.src.rpm
+	rm -f dist/koji-rekor-*.rpm
+	cp $(RPMTOP)/SRPMS/koji-rekor-$(VERSION)-1.src.rpm \
+	    $(RPMTOP)/RPMS/koji-rekor-$(VERSION)-1.noarch.rpm \
+	    $(RPMTOP)/RPMS/koji-rekor-hub-$(VERSION)-1.noarch.rpm dist/
+	@ls dist/koji-rekor-*$(VERSION)-1.*.rpm
 
 clean:
 	rm -rf build dist

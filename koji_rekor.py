@@ -10,6 +10,8 @@ import argparse
 import base64
 import binascii
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -22,9 +24,9 @@ from dataclasses import dataclass, field
 import koji
 
 from rekor_log import (
-    COMMITTED, COMMIT_GRACE, CONFIG_FILE, DEFAULT_TOPDIR, HUB_CONFIG_FILE,
-    KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
-    RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError,
+    COMMITTED, COMMIT_GRACE, CONFIG_FILE,
+    DEFAULT_URL, KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
+    RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError, SourceGone,
     UNCOMMITTED, VerificationError, __version__, check_consistency, check_url,
     checkpoint_dir, claimed, deliver, failure_cause, load_config, load_log_key,
     log_key_id, log_outcome, log_signature, mark_committed, nvra_of, openpgp_fingerprint,
@@ -34,8 +36,7 @@ from rekor_log import (
     verify_checkpoint, verify_log_entry, write_atomic, write_receipt,
 )
 from rekor_log import (  # for verify-rpm
-    DEFAULT_URL, PUBLIC_REKOR_HOST, RPM_LOCK, SourceGone, check_key_signed_rpm,
-    expected_from_header, text, verify_rpm_body,
+    RPM_LOCK, check_key_signed_rpm, expected_from_header, text, verify_rpm_body,
 )
 
 # ---------------------------------------------------------------------------
@@ -1246,13 +1247,409 @@ def cmd_verify_rpm(args):
     status = max(PACKAGE_STATUS[c.status] for c in checks)
     if 1 in (PACKAGE_STATUS[c.status] for c in checks):
         status = 1  # a package that failed outweighs one that could not be checked
-    if args.json:
-        sys.stdout.write(json.dumps({'packages': [c.as_json() for c in checks],
-                                     'exit_status': status}, indent=2, sort_keys=True) + '\n')
+    return emit(args, status, {'packages': [c.as_json() for c in checks]},
+                ''.join(format_package(c) for c in checks))
+
+
+# ---------------------------------------------------------------------------
+# Checking an installation: koji-rekor doctor
+#
+# Each check is one line: ok, warn (worth a look, not broken), FAIL (the hub
+# would fail or lose something), or skip (could not be checked because an
+# earlier check failed). Nothing is written anywhere.
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Checkup:
+    checks: list = field(default_factory=list)
+
+    def add(self, status, check, detail):
+        self.checks.append({'status': status, 'check': check, 'detail': detail})
+
+    @property
+    def status(self):
+        statuses = {c['status'] for c in self.checks}
+        return 1 if 'fail' in statuses else 2 if 'skip' in statuses else 0
+
+    def text(self):
+        return ''.join('%-4s %s: %s\n' % ('FAIL' if c['status'] == 'fail' else c['status'],
+                                           c['check'], c['detail']) for c in self.checks)
+
+
+def run_doctor(config_file, topdir):
+    """Every check of an installation, in the order a signature needs them."""
+    checkup = Checkup()
+    try:
+        settings = load_config(config_file)
+    except koji.ConfigurationError as e:
+        checkup.add('fail', 'configuration', '%s: %s' % (config_file, e))
+        for check in ('signing keys', 'log', 'selinux'):
+            checkup.add('skip', check, 'needs a configuration the hub accepts')
+        settings = None
     else:
-        for check in checks:
-            sys.stdout.write(format_package(check))
-    return status
+        where = config_file if os.path.isfile(config_file) else \
+            '%s does not exist, so the defaults apply' % config_file
+        hidden = unreadable_by(settings.hub_user, config_file)
+        if hidden:
+            # configparser skips a file it cannot open: the hub would run
+            # on the defaults, and log to the public instance.
+            checkup.add('fail', 'configuration', '%s: %s, so the hub runs on the defaults and '
+                        'logs to %s' % (config_file, hidden, DEFAULT_URL))
+        else:
+            checkup.add('ok', 'configuration', '%s (log %s, %s)' % (
+                where, settings.url, 'queue_only' if settings.queue_only else
+                'enforce' if settings.enforce else 'upload after commit'))
+        check_signing_keys(checkup, settings)
+        check_log(checkup, settings, topdir)
+        check_selinux(checkup, settings)
+    check_receipt_dir(checkup, settings.hub_user if settings else Settings.hub_user, topdir)
+    summarise_outbox(checkup, topdir)
+    return checkup
+
+
+def unreadable_by(username, path):
+    """Why the hub's user cannot read an existing file, or None (also when
+    either is unknown here: other checks report that)."""
+    import grp
+    import pwd
+    import stat
+    try:
+        user = pwd.getpwnam(username)
+        info = os.stat(path)
+    except (KeyError, OSError):
+        return None
+    if user.pw_uid == 0:
+        return None
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    if info.st_uid == user.pw_uid:
+        allowed = info.st_mode & stat.S_IRUSR
+    elif info.st_gid in groups:
+        allowed = info.st_mode & stat.S_IRGRP
+    else:
+        allowed = info.st_mode & stat.S_IROTH
+    if allowed:
+        return None
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    return 'not readable by the hub user %s (mode %o, %s:%s)' % (
+        username, stat.S_IMODE(info.st_mode), pwd_name(info.st_uid), group)
+
+
+def pwd_name(uid):
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+# --- signing keys --------------------------------------------------------
+
+OPENPGP_PUBLIC_KEY, OPENPGP_PUBLIC_SUBKEY, OPENPGP_SIGNATURE = 6, 14, 2
+SUBKEY_BINDING = 0x18
+KEY_FLAGS_SUBPACKET, CAN_SIGN = 27, 0x02
+
+
+def dearmor(armored):
+    """The packets of an ASCII-armored OpenPGP block (RFC 4880, 6.2), or None."""
+    lines = armored.decode('ascii', 'replace').replace('\r', '').split('\n')
+    try:
+        begin = next(i for i, l in enumerate(lines) if l.startswith('-----BEGIN PGP PUBLIC KEY'))
+        start = lines.index('', begin)
+        return base64.b64decode(''.join(l for l in lines[start + 1:]
+                                        if l and not l.startswith(('=', '-----'))))
+    except (StopIteration, ValueError, binascii.Error):
+        return None
+
+
+def openpgp_packets(data):
+    """[(tag, body)] of a binary OpenPGP stream (RFC 4880, 4.2); ValueError
+    when it is cut short or uses partial lengths, which keys never do."""
+    packets, pos = [], 0
+    while pos < len(data):
+        first = data[pos]
+        if not first & 0x80:
+            raise ValueError('not an OpenPGP packet at byte %d' % pos)
+        if first & 0x40:
+            tag, octet = first & 0x3f, data[pos + 1]
+            if octet < 192:
+                head, length = 2, octet
+            elif octet < 224:
+                head, length = 3, ((octet - 192) << 8) + data[pos + 2] + 192
+            elif octet == 255:
+                head, length = 6, int.from_bytes(data[pos + 2:pos + 6], 'big')
+            else:
+                raise ValueError('partial body length')
+        else:
+            tag, width = (first >> 2) & 0x0f, {0: 1, 1: 2, 2: 4}.get(first & 3)
+            if width is None:
+                raise ValueError('indeterminate length')
+            head, length = 1 + width, int.from_bytes(data[pos + 1:pos + 1 + width], 'big')
+        if pos + head + length > len(data):
+            raise ValueError('packet cut short')
+        packets.append((tag, data[pos + head:pos + head + length]))
+        pos += head + length
+    return packets
+
+
+def v4_short_id(body):
+    """Koji's sigkey for a key packet: the last 8 hex digits of its v4
+    fingerprint (RFC 4880, 12.2), lower case; None for other versions."""
+    if not body or body[0] != 4:
+        return None
+    return hashlib.sha1(b'\x99' + len(body).to_bytes(2, 'big') + body).hexdigest()[-8:]
+
+
+def binding_can_sign(signature):
+    """Whether a v4 subkey binding signature's hashed key flags (RFC 4880,
+    5.2.3.21) allow signing; a binding without key flags allows it."""
+    if len(signature) < 6 or signature[0] != 4 or signature[1] != SUBKEY_BINDING:
+        return None
+    hashed = signature[6:6 + int.from_bytes(signature[4:6], 'big')]
+    pos = 0
+    while pos < len(hashed):
+        octet = hashed[pos]
+        if octet < 192:
+            head, length = 1, octet
+        elif octet < 255:
+            head, length = 2, ((octet - 192) << 8) + hashed[pos + 1] + 192
+        else:
+            head, length = 5, int.from_bytes(hashed[pos + 1:pos + 5], 'big')
+        kind = hashed[pos + head] & 0x7f if pos + head < len(hashed) else None
+        if kind == KEY_FLAGS_SUBPACKET:
+            return bool(hashed[pos + head + 1] & CAN_SIGN) if length > 1 else False
+        pos += head + length
+    return True
+
+
+def key_file_problem(path, data):
+    """Why the plugin cannot use this key file, or None; and the short IDs
+    that may name it (the primary key's and each signing subkey's)."""
+    packets = None
+    binary = dearmor(data)
+    if binary is not None:
+        try:
+            packets = openpgp_packets(binary)
+        except (ValueError, IndexError) as e:
+            return 'not a readable OpenPGP key: %s' % e, set()
+    if not packets:
+        return 'not an ASCII-armored OpenPGP public key', set()
+    primaries = [body for tag, body in packets if tag == OPENPGP_PUBLIC_KEY]
+    if len(primaries) != 1:
+        return 'holds %d primary keys, not one' % len(primaries), set()
+    ids = {v4_short_id(primaries[0])} - {None}
+    for number, (tag, body) in enumerate(packets):
+        if tag == OPENPGP_PUBLIC_SUBKEY and v4_short_id(body):
+            bindings = [b for t, b in packets[number + 1:number + 2] if t == OPENPGP_SIGNATURE]
+            if bindings and binding_can_sign(bindings[0]):
+                ids.add(v4_short_id(body))
+    if not ids:
+        return 'not a version 4 key, whose short ID Koji would name', set()
+    import rpm
+    try:
+        rpm.pubkey(data)
+    except (ValueError, TypeError, rpm.error) as e:
+        return 'rpm cannot use it: %s' % e, ids
+    return None, ids
+
+
+def check_signing_keys(checkup, settings):
+    """Every file of public_key_dir, and public_key_path, as the plugin will
+    read them: <sigkey>.asc, one primary key, named by its short ID or a
+    signing subkey's."""
+    found = False
+    directory = settings.public_key_dir
+    for name in sorted(os.listdir(directory)) if directory else []:
+        path = os.path.join(directory, name)
+        if name.startswith('.') or not os.path.isfile(path):
+            continue
+        found = True
+        check = 'key %s' % path
+        if not name.endswith('.asc'):
+            checkup.add('warn', check, 'never read: the plugin reads only <sigkey>.asc')
+            continue
+        try:
+            data = read_public_key(path)
+        except SignatureSourceError as e:
+            checkup.add('fail', check, str(e))
+            continue
+        problem, ids = key_file_problem(path, data)
+        problem = problem or unreadable_by(settings.hub_user, path)
+        stem = name[:-len('.asc')]
+        if problem:
+            checkup.add('fail', check, problem)
+        elif stem not in ids:
+            checkup.add('fail', check, 'named %s, but signatures by this key have sigkey %s: '
+                        'rename it to %s' % (name, ' or '.join(sorted(ids)),
+                                             ' or '.join('%s.asc' % i for i in sorted(ids))))
+        else:
+            checkup.add('ok', check, 'sigkey %s' % stem)
+    if settings.public_key_path:
+        found = True
+        check = 'key %s' % settings.public_key_path
+        try:
+            problem, ids = key_file_problem(settings.public_key_path,
+                                            read_public_key(settings.public_key_path))
+        except SignatureSourceError as e:
+            problem, ids = str(e), set()
+        problem = problem or unreadable_by(settings.hub_user, settings.public_key_path)
+        checkup.add('fail' if problem else 'ok', check, problem or
+                    'public_key_path, for every sigkey without its own file (this one signs '
+                    'as %s)' % ' or '.join(sorted(ids)))
+    if not found:
+        checkup.add('fail', 'signing keys', 'no public keys (%s): every signature would fail'
+                    % ('%s is empty' % directory if directory else
+                       'set [signing] public_key_dir'))
+
+
+# --- the log --------------------------------------------------------------
+
+def trusted_log_key(settings, topdir):
+    """(key, where) the plugin would trust without asking the log: the
+    configured key, the shipped one for the public instance, or one pinned
+    before (resolve_log_key's order); (None, None) before the first use."""
+    if settings.log_public_key:
+        return read_log_key(settings.log_public_key), settings.log_public_key
+    parts = urllib.parse.urlsplit(settings.url)
+    if parts.hostname == PUBLIC_REKOR_HOST:
+        return load_log_key(PUBLIC_REKOR_KEY), 'the key built into rekor_log.py'
+    pinned = os.path.join(state_dir(topdir), 'keys', '%s.pem' % parts.netloc.replace(':', '_'))
+    if os.path.isfile(pinned):
+        return read_log_key(pinned), pinned
+    return None, None
+
+
+def check_log(checkup, settings, topdir):
+    """Reach the log; its key must be the trusted one and its signed tree
+    head must verify with it. One attempt per request: an admin waits for
+    the answer, and reruns the check."""
+    client = RekorClient(dataclasses.replace(settings, retries=0))
+    try:
+        served = load_log_key(client.log_public_key())
+        trusted, where = trusted_log_key(settings, topdir)
+        if trusted is None:
+            checkup.add('warn', 'log', '%s: no log key configured or pinned; the first upload '
+                        'will trust logID %s: set [rekor] log_public_key'
+                        % (settings.url, log_key_id(served).hex()))
+            trusted = served
+        elif log_key_id(served) != log_key_id(trusted):
+            checkup.add('fail', 'log', '%s serves log key %s, not the trusted %s (%s)' % (
+                settings.url, log_key_id(served).hex(), log_key_id(trusted).hex(), where))
+            return
+        tree_id, note = tree_head_fields(client.log_info())
+        checkpoint = verify_checkpoint(note, trusted, settings.origin_host, tree_id)
+        checkup.add('ok', 'log', '%s: signed tree head of tree %d at size %d verifies with '
+                    'logID %s' % (settings.url, tree_id, checkpoint.size,
+                                  log_key_id(trusted).hex()))
+    except VerificationError as e:
+        checkup.add('fail', 'log', '%s: its signed tree head does not verify: %s'
+                    % (settings.url, e))
+    except RekorLogError as e:
+        checkup.add('fail', 'log', str(e))
+    finally:
+        client.close()
+
+
+def check_selinux(checkup, settings):
+    """httpd may open network connections only with httpd_can_network_connect."""
+    import shutil
+    import subprocess
+    if settings.queue_only:
+        checkup.add('ok', 'selinux', 'queue_only: httpd does not reach the log, the worker does')
+        return
+    getsebool = shutil.which('getsebool')
+    if not getsebool:
+        checkup.add('ok', 'selinux', 'no getsebool: SELinux is not in the way')
+        return
+    try:
+        done = subprocess.run([getsebool, 'httpd_can_network_connect'], capture_output=True,
+                              text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        checkup.add('skip', 'selinux', 'getsebool failed: %s' % e)
+        return
+    answer = ' '.join((done.stdout + done.stderr).split())
+    if 'disabled' in answer:
+        checkup.add('ok', 'selinux', 'SELinux is disabled')
+    elif answer.endswith('--> on'):
+        checkup.add('ok', 'selinux', 'httpd_can_network_connect is on')
+    elif answer.endswith('--> off'):
+        checkup.add('fail', 'selinux', 'httpd_can_network_connect is off: SELinux stops httpd '
+                    'reaching %s; setsebool -P httpd_can_network_connect 1' % settings.url)
+    else:
+        checkup.add('skip', 'selinux', 'getsebool answered %r' % answer)
+
+
+# --- the topdir ----------------------------------------------------------
+
+def check_receipt_dir(checkup, hub_user, topdir):
+    """rekor-logs/ must exist and belong to the user httpd runs as, which
+    writes the outbox, receipts and state there."""
+    import pwd
+    path = os.path.join(topdir, RECEIPT_DIR)
+    try:
+        user = pwd.getpwnam(hub_user)
+    except KeyError:
+        checkup.add('fail', 'rekor-logs', 'no user %s on this host ([upload] hub_user)' % hub_user)
+        return
+    try:
+        info = os.stat(path)
+    except OSError as e:
+        checkup.add('fail', 'rekor-logs', '%s: %s; create it: mkdir %s && chown %s: %s' % (
+            path, e.strerror, path, hub_user, path))
+        return
+    import stat
+    if not stat.S_ISDIR(info.st_mode):
+        checkup.add('fail', 'rekor-logs', '%s is not a directory' % path)
+    elif info.st_uid != user.pw_uid:
+        try:
+            owner = pwd.getpwuid(info.st_uid).pw_name
+        except KeyError:
+            owner = 'uid %d' % info.st_uid
+        checkup.add('fail', 'rekor-logs', '%s belongs to %s, not the hub user %s: chown -R %s: %s'
+                    % (path, owner, hub_user, hub_user, path))
+    elif not info.st_mode & stat.S_IWUSR:
+        checkup.add('fail', 'rekor-logs', '%s is not writable by its owner %s' % (path, hub_user))
+    else:
+        checkup.add('ok', 'rekor-logs', '%s belongs to %s' % (path, hub_user))
+
+
+def summarise_outbox(checkup, topdir):
+    """How many records wait, the oldest, and those set aside; by their
+    file names and times only, so a corrupt record cannot stop the check."""
+    outbox = outbox_dir(topdir)
+    if not os.path.isdir(outbox):
+        checkup.add('ok', 'outbox', 'empty (%s does not exist yet)' % outbox)
+        return
+
+    def records(directory):
+        try:
+            return [os.path.join(directory, n) for n in os.listdir(directory)
+                    if n.endswith((COMMITTED, UNCOMMITTED)) and not n.startswith('.')]
+        except OSError:
+            return []
+    queued = records(outbox)
+    aside = {folder: len(records(os.path.join(outbox, folder)))
+             for folder in ('rejected', 'rolled-back')}
+    parts = ['%d queued' % len(queued)]
+    ages = [age(path) for path in queued]
+    if ages:
+        parts[0] += ' (oldest %s)' % format_age(max(ages))
+    parts += ['%d in %s/' % (n, folder) for folder, n in aside.items() if n]
+    detail = '%s: %s' % (outbox, ', '.join(parts))
+    if aside['rejected']:
+        checkup.add('warn', 'outbox', detail + '; look at rejected/, move each record back '
+                    'once fixed')
+    else:
+        checkup.add('ok', 'outbox', detail)
+
+
+def format_age(seconds):
+    for unit, size in (('d', 86400), ('h', 3600), ('min', 60)):
+        if seconds >= size:
+            return '%d %s' % (seconds // size, unit)
+    return '%d s' % seconds
 
 
 # ---------------------------------------------------------------------------
@@ -1263,9 +1660,19 @@ class UsageError(Exception):
     """A command could not even start; exit status 2."""
 
 
+# Where the hub reads its options (kojixmlrpc.load_config): every *.conf of
+# hub.conf.d, then hub.conf, the later winning. An httpd that moves them
+# (koji.hub.ConfigFile, koji.hub.ConfigDir) needs --topdir.
+HUB_CONFIG_FILE = '/etc/koji-hub/hub.conf'
+HUB_CONFIG_DIR = '/etc/koji-hub/hub.conf.d'
+DEFAULT_TOPDIR = '/mnt/koji'
+TOPDIR_HELP = ('Koji topdir holding rekor-logs/ (default: KojiDir as the hub reads it from '
+               '%s and %s/*.conf, else %s)' % (HUB_CONFIG_FILE, HUB_CONFIG_DIR, DEFAULT_TOPDIR))
+
+
 def default_topdir():
-    """KojiDir from the hub's configuration, else Koji's default."""
-    parser = koji.read_config_files([(HUB_CONFIG_FILE, False)], raw=True)
+    """KojiDir as the hub finds it, else Koji's default."""
+    parser = koji.read_config_files([HUB_CONFIG_DIR, (HUB_CONFIG_FILE, False)], raw=True)
     if parser.has_option('hub', 'KojiDir'):
         return parser.get('hub', 'KojiDir')
     return DEFAULT_TOPDIR
@@ -1280,8 +1687,9 @@ def cmd_retry(args):
     koji.pathinfo.topdir = topdir
     if not args.watch:
         counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
-        print(summary_line(counts, topdir))
-        return 1 if counts['failed'] or counts['rejected'] else 0
+        line = summary_line(counts, topdir)
+        return emit(args, 1 if counts['failed'] or counts['rejected'] else 0,
+                    {'counts': counts, 'left': outbox_left(topdir)[0], 'summary': line}, line)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -1323,17 +1731,23 @@ def cmd_backfill(args):
     signatures, ignored = stored_signatures(topdir)
     counts['ignored'] = len(ignored)
     todo, unknown = sort_signatures(settings, topdir, signatures, counts)
-    for path, reason in ignored:
-        print('ignored %s: %s' % (path, reason))
-    for signature, reason in unknown:
-        print('unknown key %s: %s (%s): %s' % (signature.sigkey, signature.nvra,
-                                               signature.path, reason))
+    lines = ['ignored %s: %s' % (path, reason) for path, reason in ignored]
+    lines += ['unknown key %s: %s (%s): %s' % (signature.sigkey, signature.nvra,
+                                               signature.path, reason)
+              for signature, reason in unknown]
+    data = {'ignored': [{'path': path, 'reason': reason} for path, reason in ignored],
+            'unknown_key': [dict(signature_json(signature), reason=reason)
+                            for signature, reason in unknown]}
     if args.dry_run:
-        for signature in todo:
-            print('would log %s sigkey %s (%s)' % (signature.nvra, signature.sigkey,
-                                                   signature.path))
-        print(backfill_summary(counts, would_log=len(todo)))
-        return 0
+        lines += ['would log %s sigkey %s (%s)' % (signature.nvra, signature.sigkey,
+                                                   signature.path) for signature in todo]
+        lines.append(backfill_summary(counts, would_log=len(todo)))
+        data.update(would_log=[signature_json(s) for s in todo], counts=counts,
+                    summary=lines[-1])
+        return emit(args, 0, data, '\n'.join(lines))
+    if not args.json:
+        sys.stdout.write(''.join(line + '\n' for line in lines))
+        lines = []
     if todo:
         # Trust the log key once, before the workers, not once per thread.
         client = RekorClient(settings)
@@ -1342,10 +1756,23 @@ def cmd_backfill(args):
         finally:
             client.close()
     failures = backfill(settings, topdir, todo, args.jobs, counts, Progress())
-    for signature, cause in failures:
-        print('failed %s sigkey %s: %s' % (signature.nvra, signature.sigkey, cause))
-    print(backfill_summary(counts))
-    return 1 if failures else 0
+    lines += ['failed %s sigkey %s: %s' % (signature.nvra, signature.sigkey, cause)
+              for signature, cause in failures]
+    lines.append(backfill_summary(counts))
+    data.update(failed=[dict(signature_json(signature), cause=cause)
+                        for signature, cause in failures], counts=counts, summary=lines[-1])
+    return emit(args, 1 if failures else 0, data, '\n'.join(lines))
+
+
+def signature_json(signature):
+    return {'nvra': signature.nvra, 'sigkey': signature.sigkey, 'path': signature.path}
+
+
+def cmd_doctor(args):
+    topdir = args.topdir or default_topdir()
+    checkup = run_doctor(args.config, topdir)
+    return emit(args, checkup.status, {'config': args.config, 'topdir': topdir,
+                                       'checks': checkup.checks}, checkup.text())
 
 
 def positive_int(text):
@@ -1369,17 +1796,27 @@ def cli_settings(args):
 def cmd_upload(args):
     settings = cli_settings(args)
     signed = signed_rpm_from_file(args.rpm)
+    try:
+        read_public_key(args.key)
+    except SignatureSourceError as e:  # an unusable --key: could not run
+        raise UsageError(str(e))
     topdir = args.topdir or default_topdir()
     state = state_dir(topdir) if os.path.isdir(topdir) else None
     outcome = upload_signed_rpm(settings, signed, args.key, state)
-    data = json.dumps(outcome.receipt, indent=2, sort_keys=True) + '\n'
+    receipt = json.dumps(outcome.receipt, indent=2, sort_keys=True) + '\n'
     if args.receipt:
-        write_atomic(args.receipt, data.encode())
-    else:
-        sys.stdout.write(data)
-    print('%s %s: log index %d, uuid %s' % (
+        write_atomic(args.receipt, receipt.encode())
+    line = '%s %s: log index %d, uuid %s' % (
         'logged' if outcome.created else 'already in the log', signed.nvra,
-        outcome.verified.log_index, outcome.verified.uuid), file=sys.stderr)
+        outcome.verified.log_index, outcome.verified.uuid)
+    if args.json:
+        return emit(args, 0, {
+            'nvra': signed.nvra, 'sigkey': signed.sigkey, 'created': outcome.created,
+            'log_index': outcome.verified.log_index, 'uuid': outcome.verified.uuid,
+            'receipt_file': args.receipt, 'receipt': outcome.receipt}, None)
+    if not args.receipt:
+        sys.stdout.write(receipt)
+    print(line, file=sys.stderr)
     return 0
 
 
@@ -1431,14 +1868,19 @@ def cmd_verify(args):
     if args.rpm:
         check_receipt_rpm(args.rpm, receipt, verified)
     unsigned = '' if verified.signed_time else ' (unsigned)'
-    print('OK %s: log index %d%s (tree %s, index %d of %d), integrated %s%s, origin %r' % (
+    lines = ['OK %s: log index %d%s (tree %s, index %d of %d), integrated %s%s, origin %r' % (
         verified.uuid, verified.log_index, unsigned, verified.tree_id, verified.tree_index,
         verified.tree_size, time.strftime('%Y-%m-%d %H:%M:%S UTC',
                                           time.gmtime(verified.integrated_time)),
-        unsigned, verified.checkpoint.origin))
-    for note in verified.notes:
-        print('note: %s' % note)
-    return 0
+        unsigned, verified.checkpoint.origin)]
+    lines += ['note: %s' % note for note in verified.notes]
+    return emit(args, 0, {
+        'file': args.file, 'entry_id': verified.entry_id, 'uuid': verified.uuid,
+        'log_index': verified.log_index, 'tree_id': verified.tree_id,
+        'tree_index': verified.tree_index, 'tree_size': verified.tree_size,
+        'integrated_time': verified.integrated_time, 'signed_time': verified.signed_time,
+        'origin': verified.checkpoint.origin, 'rpm': args.rpm, 'notes': verified.notes},
+        '\n'.join(lines))
 
 
 def check_receipt_rpm(path, receipt, verified):
@@ -1470,7 +1912,7 @@ def build_parser():
     upload.add_argument('--key', required=True, help='ASCII-armored public key that signed it')
     upload.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
     upload.add_argument('--url', help='Rekor URL (overrides the configuration)')
-    upload.add_argument('--topdir', help='Koji topdir holding rekor-logs/ (default: KojiDir)')
+    upload.add_argument('--topdir', help=TOPDIR_HELP)
     upload.add_argument('--receipt', help='write the receipt here instead of printing it')
     upload.set_defaults(func=cmd_upload)
 
@@ -1507,7 +1949,7 @@ def build_parser():
 
     retry = sub.add_parser('retry', help='upload what the outbox holds (for cron or a service)')
     retry.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
-    retry.add_argument('--topdir', help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    retry.add_argument('--topdir', help=TOPDIR_HELP)
     retry.add_argument('--limit', type=int, help='upload at most N records per pass')
     retry.add_argument('--now', action='store_true',
                        help="retry failed records now instead of at their next attempt")
@@ -1521,22 +1963,76 @@ def build_parser():
     monitor.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
     monitor.add_argument('--watchlist', metavar='FILE.yaml',
                          help='YAML file of further keys and fingerprints to watch')
-    monitor.add_argument('--topdir',
-                         help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    monitor.add_argument('--topdir', help=TOPDIR_HELP)
     monitor.add_argument('--json', action='store_true', help='print the report as JSON')
     monitor.set_defaults(func=cmd_monitor)
 
     backfill = sub.add_parser('backfill',
                               help='log the signatures in the topdir that have no receipt')
     backfill.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
-    backfill.add_argument('--topdir',
-                          help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    backfill.add_argument('--topdir', help=TOPDIR_HELP)
     backfill.add_argument('--dry-run', action='store_true',
                           help='list what would be logged, send nothing')
     backfill.add_argument('--jobs', type=positive_int, default=2, metavar='N',
                           help='upload N signatures at a time (default: 2)')
     backfill.set_defaults(func=cmd_backfill)
+
+    doctor = sub.add_parser('doctor', help='check this installation: configuration, keys, '
+                                           'the log, the topdir, SELinux, the outbox')
+    doctor.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    doctor.add_argument('--topdir', help=TOPDIR_HELP)
+    doctor.set_defaults(func=cmd_doctor)
+
+    add_common_options(sub)
     return parser
+
+
+def add_common_options(sub):
+    """--debug and --json on every subcommand, including those added by
+    others, so the contract does not depend on each command remembering.
+    SUPPRESS keeps a --debug given before the subcommand."""
+    for parser in sub.choices.values():
+        for flag, kws in (('--debug', dict(action='store_true', default=argparse.SUPPRESS,
+                                           help='log debug messages')),
+                          ('--json', dict(action='store_true',
+                                          help='print the result as one JSON object'))):
+            with contextlib.suppress(argparse.ArgumentError):  # the command has its own
+                parser.add_argument(flag, **kws)
+
+
+def emit(args, status, data, text):
+    """Print a command's result, as JSON with --json (with its exit status),
+    else as text; returns the exit status."""
+    if getattr(args, 'json', False):
+        sys.stdout.write(json.dumps(dict(data, exit_status=status), indent=2, sort_keys=True)
+                         + '\n')
+    elif text:
+        sys.stdout.write(text if text.endswith('\n') else text + '\n')
+    return status
+
+
+def exit_status_of(exc):
+    """The command-line contract: 1 when the thing checked failed (a
+    verification, a local signature check, Rekor refusing the entry); 2 when
+    the command could not run (arguments, files, configuration, a log that
+    cannot be reached, anything unexpected)."""
+    if isinstance(exc, (UsageError, koji.ConfigurationError, SourceGone, RekorUnavailable,
+                        OSError)):
+        return 2
+    if isinstance(exc, RekorLogError):
+        return 1
+    return 2
+
+
+def error_line(exc):
+    """One short line for what stopped a command."""
+    if isinstance(exc, VerificationError):
+        return 'verification failed: %s' % exc
+    if isinstance(exc, (RekorLogError, UsageError, koji.ConfigurationError)):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return '%s: %s' % (exc.filename, exc.strerror) if exc.filename else exc.strerror
+    return failure_cause(exc)
 
 
 def main(argv=None):
@@ -1545,17 +2041,18 @@ def main(argv=None):
                         format='%(levelname)s: %(message)s')
     try:
         return args.func(args)
-    except VerificationError as e:
-        print('koji-rekor: verification failed: %s' % e, file=sys.stderr)
-        return 1
-    except RekorLogError as e:
-        print('koji-rekor: %s' % e, file=sys.stderr)
-        return 1
-    except (UsageError, koji.ConfigurationError) as e:
-        print('koji-rekor: %s' % e, file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        status, line = exit_status_of(e), error_line(e)
+        if args.debug and not isinstance(e, (RekorLogError, UsageError,
+                                             koji.ConfigurationError)):
+            LOG.exception('rekor_log: %s', line)
+        print('koji-rekor: %s' % line, file=sys.stderr)
+        if getattr(args, 'json', False):
+            sys.stdout.write(json.dumps({'error': line, 'exit_status': status}, indent=2,
+                                        sort_keys=True) + '\n')
+        return status
 
 
 if __name__ == '__main__':

@@ -32,9 +32,7 @@ CONFIG = None
 LOG = logging.getLogger('koji.plugin.rekor_log')
 
 DEFAULT_URL = 'https://rekor.sigstore.dev'
-HUB_CONFIG_FILE = '/etc/koji-hub/hub.conf'
 KOJI_CLIENT_CONFIG = '/etc/koji.conf'
-DEFAULT_TOPDIR = '/mnt/koji'
 RECEIPT_DIR = 'rekor-logs'
 # '@' cannot appear in an RPM name, so this never collides with a receipt
 # directory <name>/ beside it.
@@ -574,12 +572,38 @@ def is_object(value):
 
 
 def short_reason(exc):
-    """The innermost reason of a requests/urllib3 error, on one line."""
-    reason = exc
-    while reason.__context__ is not None and not isinstance(reason, OSError):
-        reason = reason.__context__
-    text = str(reason.args[-1] if isinstance(reason, OSError) and reason.args else reason)
-    return ' '.join(text.split())
+    """A failed request's cause in a few words (connection refused, cannot
+    resolve host, TLS: certificate verify failed: ...), found by walking the
+    chain of errors requests and urllib3 wrap around the socket's."""
+    import socket
+    import ssl
+    chain, todo = [], [exc]
+    while todo and len(chain) < 20:
+        error = todo.pop(0)
+        if not isinstance(error, BaseException) or any(error is e for e in chain):
+            continue
+        chain.append(error)
+        todo += [error.__cause__, error.__context__, getattr(error, 'reason', None)]
+        todo += list(error.args)
+    for error in chain:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            detail = getattr(error, 'verify_message', None)
+            return 'TLS: certificate verify failed' + (': %s' % detail if detail else '')
+    for error in chain:
+        if isinstance(error, ssl.SSLError):
+            reason = getattr(error, 'reason', None) or type(error).__name__
+            return 'TLS: %s' % reason.lower().replace('_', ' ')
+        if isinstance(error, socket.gaierror):
+            return 'cannot resolve host'
+    # The socket's own error, beneath what requests and urllib3 wrap it in.
+    for error in chain:
+        if isinstance(error, OSError) and not type(error).__module__.startswith(
+                ('requests', 'urllib3')):
+            text = error.strerror[:1].lower() + error.strerror[1:] if error.strerror \
+                else str(error)
+            return ' '.join(text.split())
+    text = ' '.join(str(chain[-1]).split())
+    return text if len(text) <= 120 else text[:117] + '...'
 
 
 def json_of(response):

@@ -74,18 +74,19 @@ def test_upload_again_uses_the_existing_entry(rekor, conf, signed_rpms, keys, tm
 def test_upload_refuses_before_sending_anything(rekor, conf, signed_rpms, unsigned_rpm, keys,
                                                tmp_path, capsys, case):
     rpm, key = signed_rpms[('rsa', 'header')], keys['rsa'].path
+    # A signature check that fails exits 1; input that cannot be used, 2.
     if case == 'wrong key':
-        key = keys['other'].path
+        key, expected = keys['other'].path, 1
         cause = 'public key %s does not verify hello-1.0-1.noarch signed by %s' % (
             key, keys['rsa'].sigkey)
     elif case == 'unsigned':
-        rpm, cause = unsigned_rpm, '%s is not signed' % unsigned_rpm
+        rpm, cause, expected = unsigned_rpm, '%s is not signed' % unsigned_rpm, 2
     else:
-        rpm = str(tmp_path / 'nothing.rpm')
+        rpm, expected = str(tmp_path / 'nothing.rpm'), 2
         cause = 'RPM file missing: %s' % rpm
     status, out, err = upload(capsys, rpm, '--key', key, '--config', conf, '--url', rekor.url,
                               '--topdir', tmp_path)
-    assert (status, out, err) == (1, '', 'koji-rekor: %s\n' % cause)
+    assert (status, out, err) == (expected, '', 'koji-rekor: %s\n' % cause)
     assert rekor.count('POST', ENTRIES) == 0
 
 
