@@ -35,8 +35,8 @@ from rekor_log import (
     set_aside, sha256_of, signed_rpm_from_file, state_dir, upload_signed_rpm,
     verify_checkpoint, verify_log_entry, write_atomic, write_receipt,
 )
-from rekor_log import (  # for verify-rpm
-    RPM_LOCK, check_key_signed_rpm, expected_from_header, text, verify_rpm_body,
+from rekor_log import (  # for verify-rpm and doctor
+    RPM_LOCK, known_log_key, check_key_signed_rpm, expected_from_header, text, verify_rpm_body,
 )
 
 # ---------------------------------------------------------------------------
@@ -1510,15 +1510,10 @@ def trusted_log_key(settings, topdir):
     """(key, where) the plugin would trust without asking the log: the
     configured key, the shipped one for the public instance, or one pinned
     before (resolve_log_key's order); (None, None) before the first use."""
-    if settings.log_public_key:
-        return read_log_key(settings.log_public_key), settings.log_public_key
-    parts = urllib.parse.urlsplit(settings.url)
-    if parts.hostname == PUBLIC_REKOR_HOST:
-        return load_log_key(PUBLIC_REKOR_KEY), 'the key built into rekor_log.py'
-    pinned = os.path.join(state_dir(topdir), 'keys', '%s.pem' % parts.netloc.replace(':', '_'))
-    if os.path.isfile(pinned):
-        return read_log_key(pinned), pinned
-    return None, None
+    key, pinned = known_log_key(settings, state_dir(topdir))
+    if key is None:
+        return None, None
+    return key, pinned or settings.log_public_key or 'the key built into rekor_log.py'
 
 
 def check_log(checkup, settings, topdir):
