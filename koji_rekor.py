@@ -28,11 +28,12 @@ from rekor_log import (
     DEFAULT_URL, KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
     RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError, SourceGone,
     UNCOMMITTED, VerificationError, __version__, check_consistency, check_url,
-    checkpoint_dir, claimed, deliver, failure_cause, load_config, load_log_key,
+    checkpoint_dir, claimed, clear_outage, deliver, display_url, failure_cause, load_config, load_log_key,
     log_key_id, log_outcome, log_signature, mark_committed, nvra_of, openpgp_fingerprint,
     openpgp_primary_key, outbox_dir, public_key_file, read_json, read_log_key,
-    read_public_key, receipt_path, record_name, resolve_log_key, saved_tree_head,
-    set_aside, sha256_of, signed_rpm_from_file, state_dir, upload_signed_rpm,
+    read_outage, read_public_key, receipt_path, record_name, record_outage, resolve_log_key,
+    saved_tree_head,
+    set_aside, sha256_of, utc, signed_rpm_from_file, state_dir, upload_signed_rpm,
     verify_checkpoint, verify_log_entry, write_atomic, write_receipt,
 )
 from rekor_log import (  # for verify-rpm and doctor
@@ -93,10 +94,37 @@ def resolve_uncommitted(settings, path, counts):
             counts['rolled back'] += 1
 
 
-def drain_outbox(settings, topdir, limit=None, now=False):
+def probe_log(settings, topdir, watch, now):
+    """Whether the log can be used in this pass. After a recorded outage the
+    log is probed (GET /api/v1/log): by --watch only when the outage's
+    backoff allows, by a single pass (cron, an admin) always. True when the
+    log answers, no outage is recorded, or with --now."""
+    outage = read_outage(settings, topdir)
+    if outage is None or now:  # --now tries the records themselves
+        return True
+    if watch and time.time() < outage.next_probe:
+        return False
+    client = RekorClient(settings)
+    try:
+        client.log_info()
+    except RekorLogError as e:
+        record_outage(settings, topdir, failure_cause(e))
+        LOG.error('rekor_log: the log is still failing: %s', failure_cause(e))
+        return False
+    finally:
+        client.close()
+    clear_outage(topdir)
+    LOG.info('rekor_log: the log answers again after %d failures: every record waiting for '
+             'it is due', outage.failures)
+    return True
+
+
+def drain_outbox(settings, topdir, limit=None, now=False, watch=False):
     """One pass over the outbox; returns counts of what happened."""
     counts = dict.fromkeys(('logged', 'failed', 'rejected', 'waiting', 'busy',
-                            'unconfirmed', 'rolled back'), 0)
+                            'unconfirmed', 'rolled back', 'log failing'), 0)
+    log_up = probe_log(settings, topdir, watch, now)
+    counts['log failing'] = 0 if log_up else 1
     outbox = outbox_dir(topdir)
     names = sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []
     for name in names:
@@ -113,11 +141,15 @@ def drain_outbox(settings, topdir, limit=None, now=False):
         with claimed(path) as record:
             if record is None:
                 counts['busy'] += 1
-            elif not now and record['next_attempt'] > time.time():
+            elif not log_up or (not now and record['next_attempt'] > time.time()):
                 counts['waiting'] += 1
             else:
-                counts[deliver(settings, topdir, path, record)] += 1
+                result = deliver(settings, topdir, path, record)
+                counts[result] += 1
                 done += 1
+                if result == 'failed' and read_outage(settings, topdir) is not None:
+                    log_up = False  # the log failed: the rest wait for it
+                    counts['log failing'] = 1
     return counts
 
 
@@ -142,16 +174,22 @@ def outbox_left(topdir):
     return left, soonest
 
 
-def summary_line(counts, topdir):
+def summary_line(counts, topdir, settings=None):
     left, soonest = outbox_left(topdir)
     rejected = os.path.join(outbox_dir(topdir), 'rejected')
     aside = len(os.listdir(rejected)) if os.path.isdir(rejected) else 0
-    parts = ['%s %d' % (k, v) for k, v in counts.items() if v]
+    parts = ['%s %d' % (k, v) for k, v in counts.items() if v and k != 'log failing']
     line = '%s; %d left in the outbox' % (', '.join(parts) or 'nothing to do', left)
     if left and soonest:
         line += ' (next attempt %s)' % time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(soonest))
     if aside:
         line += '; %d set aside in %s' % (aside, rejected)
+    outage = read_outage(settings, topdir) if settings else None
+    if outage:
+        line += '; the log has been failing since %s (%s), next probe %s' % (
+            time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(outage.since)),
+            outage.last_error,
+            time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(outage.next_probe)))
     return line
 
 
@@ -376,7 +414,7 @@ class LogView:
 
 def monitor_log(settings, topdir, watchlist, progress):
     """Check the log's trees, then the entries of each of our keys."""
-    report = Report(settings.url, topdir, progress)
+    report = Report(display_url(settings.url), topdir, progress)
     keys = watched_keys(settings, watchlist, report)
     match_fingerprints(watchlist, keys, report)
     state = state_dir(topdir)
@@ -385,14 +423,14 @@ def monitor_log(settings, topdir, watchlist, progress):
         try:
             log_key = resolve_log_key(settings, client, state)
         except RekorLogError as e:
-            report.not_checked('the log key of %s: %s' % (settings.url, e))
+            report.not_checked('the log key of %s: %s' % (display_url(settings.url), e))
             return report
         report.log_id = log_key_id(log_key).hex()
         view = LogView(client, settings, state, log_key, report)
         try:
             check_tree_heads(view)
         except RekorLogError as e:
-            report.not_checked('the tree heads of %s: %s' % (settings.url, e))
+            report.not_checked('the tree heads of %s: %s' % (display_url(settings.url), e))
             if keys:
                 report.not_checked('the entries of our %d keys, since the log does not answer'
                                    % len(keys))
@@ -608,7 +646,7 @@ def check_key_entry(view, key, entry_id, entry, receipts, counts):
         return
     where = 'entry %s (log index %d, integrated %s)' % (
         verified.entry_id, verified.log_index,
-        time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(verified.integrated_time)))
+        utc(verified.integrated_time))
     if body.get('kind') != 'rpm':
         counts['other_kind'] += 1
         view.report.finding('other kind', 'key %s: %s %s is made with our key; this Koji makes '
@@ -1682,17 +1720,18 @@ def cmd_retry(args):
     koji.pathinfo.topdir = topdir
     if not args.watch:
         counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
-        line = summary_line(counts, topdir)
-        return emit(args, 1 if counts['failed'] or counts['rejected'] else 0,
-                    {'counts': counts, 'left': outbox_left(topdir)[0], 'summary': line}, line)
+        line = summary_line(counts, topdir, settings)
+        return emit(args, 1 if counts['failed'] or counts['rejected'] or counts['log failing']
+                    else 0, {'counts': counts, 'left': outbox_left(topdir)[0], 'summary': line},
+                    line)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     LOG.info('rekor_log: watching %s every %ss', outbox_dir(topdir), settings.poll_interval)
     while not stop.is_set():
-        counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
+        counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now, watch=True)
         if any(counts[k] for k in ('logged', 'failed', 'rejected', 'rolled back')):
-            LOG.info('rekor_log: %s', summary_line(counts, topdir))
+            LOG.info('rekor_log: %s', summary_line(counts, topdir, settings))
         stop.wait(settings.poll_interval)
     return 0
 
@@ -1865,8 +1904,7 @@ def cmd_verify(args):
     unsigned = '' if verified.signed_time else ' (unsigned)'
     lines = ['OK %s: log index %d%s (tree %s, index %d of %d), integrated %s%s, origin %r' % (
         verified.uuid, verified.log_index, unsigned, verified.tree_id, verified.tree_index,
-        verified.tree_size, time.strftime('%Y-%m-%d %H:%M:%S UTC',
-                                          time.gmtime(verified.integrated_time)),
+        verified.tree_size, utc(verified.integrated_time),
         unsigned, verified.checkpoint.origin)]
     lines += ['note: %s' % note for note in verified.notes]
     return emit(args, 0, {

@@ -16,6 +16,8 @@ import hashlib
 import json
 import logging
 import os
+import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -91,7 +93,25 @@ class RekorRejected(RekorLogError):
 
 
 class RekorUnavailable(RekorLogError):
-    """Rekor could not be reached or answered with a server error."""
+    """Rekor could not be reached or answered with a server error.
+
+    The log's failure, not the record's: the record waits for the log
+    (see the log's outage state). at_once: not worth retrying within the
+    same upload."""
+    about_the_log = True
+
+    def __init__(self, message, at_once=False):
+        super().__init__(message)
+        self.at_once = at_once
+
+
+class RekorMisconfigured(RekorUnavailable):
+    """The log answered as no Rekor at that URL would (a redirect, refused
+    credentials, no entries API): a configuration problem. The record is
+    kept and waits like for an unavailable log; retrying now cannot help."""
+
+    def __init__(self, message):
+        super().__init__(message, at_once=True)
 
 
 class VerificationError(RekorLogError):
@@ -221,11 +241,12 @@ def parse_option(section, option, kind, raw):
 def check_url(settings):
     parts = urllib.parse.urlsplit(settings.url)
     if parts.scheme not in ('https', 'http') or not parts.hostname:
-        raise koji.ConfigurationError('[rekor] url: %r is not an http(s) URL' % settings.url)
+        raise koji.ConfigurationError('[rekor] url: %r is not an http(s) URL'
+                                      % display_url(settings.url))
     if parts.scheme == 'http' and not settings.allow_insecure_http:
         raise koji.ConfigurationError(
             '[rekor] url: %s is plain http; set allow_insecure_http = true to allow it'
-            % settings.url)
+            % display_url(settings.url))
     settings.url = settings.url.rstrip('/')
 
 
@@ -448,97 +469,314 @@ class EntryBody:
 
 # ---------------------------------------------------------------------------
 # The Rekor client
+#
+# Every request is bounded in total, whatever the server does: requests and
+# urllib3 bound each socket operation only, so a server dripping a byte at a
+# time, or reading the upload a byte at a time, could hold a request for
+# ever. A watchdog shuts the request's socket down at its deadline. Every
+# answer is read up to a size cap.
 # ---------------------------------------------------------------------------
 
-class RekorClient:
-    """Rekor v1's REST API: one requests session, bounded retries."""
+# Rekor's JSON answers are a few KiB (an rpm entry's body holds hashes, the
+# header's NEVRA and the key, never the RPM); a log key is well under 64 KiB.
+MAX_JSON_ANSWER = 4 * 1024 * 1024
+MAX_KEY_ANSWER = 64 * 1024
+# Statuses that mean "the log cannot take it now": retried, and the record
+# waits for the log.
+TRANSIENT_STATUSES = (408, 425, 429)
 
-    def __init__(self, settings):
+
+def display_url(url):
+    """The URL without credentials: for receipts, log lines and file names."""
+    parts = urllib.parse.urlsplit(url)
+    if '@' not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit('@', 1)[1]))
+
+
+def same_origin(url, other):
+    a, b = urllib.parse.urlsplit(url), urllib.parse.urlsplit(other)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+def seconds(value):
+    return '%g s' % round(value, 1)
+
+
+class Watchdog:
+    """Cuts the requests of one client at their deadline by shutting down
+    the sockets of the connections the client's session opened."""
+
+    def __init__(self):
+        import weakref
+        self.connections = weakref.WeakSet()
+        self.lock = threading.Lock()
+        self.cut = False
+
+    def add(self, connection):
+        with self.lock:
+            self.connections.add(connection)
+
+    @contextlib.contextmanager
+    def deadline(self, remaining):
+        self.cut = False
+        timer = threading.Timer(max(remaining, 0), self.cut_now)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def cut_now(self):
+        self.cut = True
+        with self.lock:
+            connections = list(self.connections)
+        for connection in connections:
+            sock = getattr(connection, 'sock', None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    # socket.socket's own shutdown: an SSLSocket's would also
+                    # tear down its TLS state under the reading thread.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def watched_adapter(requests, watchdog):
+    """A requests adapter whose connections (direct or through a proxy)
+    register with the watchdog when they connect."""
+    from urllib3 import connection, connectionpool
+
+    def tracked(base):
+        def connect(self):
+            base.connect(self)
+            watchdog.add(self)
+        return type('Watched' + base.__name__, (base,), {'connect': connect})
+
+    pools = {
+        'http': type('WatchedHTTPConnectionPool', (connectionpool.HTTPConnectionPool,),
+                     {'ConnectionCls': tracked(connection.HTTPConnection)}),
+        'https': type('WatchedHTTPSConnectionPool', (connectionpool.HTTPSConnectionPool,),
+                      {'ConnectionCls': tracked(connection.HTTPSConnection)}),
+    }
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args, **kws):
+            super().init_poolmanager(*args, **kws)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy, **kws):
+            manager = super().proxy_manager_for(proxy, **kws)
+            if hasattr(manager, 'pool_classes_by_scheme'):
+                manager.pool_classes_by_scheme = pools
+            return manager
+
+    return Adapter(max_retries=0)
+
+
+class DeadlinePassed(Exception):
+    """The watchdog cut a request at its deadline."""
+
+
+def is_timeout(exc):
+    from urllib3.exceptions import NewConnectionError, TimeoutError as Urllib3Timeout
+    import requests
+    inner = innermost(exc)
+    return isinstance(inner, TimeoutError) or (
+        isinstance(exc, requests.Timeout) or isinstance(inner, Urllib3Timeout)) and not (
+        isinstance(inner, NewConnectionError))
+
+
+def urllib3_error():
+    from urllib3.exceptions import HTTPError
+    return HTTPError
+
+
+@dataclass
+class Answer:
+    """A status, headers and a body read whole up to a cap."""
+    status: int
+    reason: str
+    headers: dict
+    content: bytes
+    url: str
+
+    def json(self):
+        try:
+            return json.loads(self.content)
+        except (ValueError, RecursionError):
+            raise RekorUnavailable('malformed reply from Rekor (HTTP %d, not JSON)' % self.status)
+
+
+class RekorClient:
+    """Rekor v1's REST API: one requests session (use one client per
+    thread), bounded retries, every request bounded in time and size.
+
+    deadline: a time.monotonic() by which everything this client does must
+    end (the hub's budget, enforce's bound); spent names it in the cause.
+    """
+
+    def __init__(self, settings, deadline=None, spent=None):
         import requests  # imported on first use: the hub pays only when it logs
         self.requests = requests
         self.settings = settings
         self.url = settings.url
+        self.shown_url = display_url(settings.url)
+        self.deadline = deadline
+        self.spent = spent
+        self.watchdog = Watchdog()
         self.session = requests.Session()
-        self.session.verify = settings.ca_bundle or True
+        adapter = watched_adapter(requests, self.watchdog)
+        self.session.mount('https://', adapter)
+        self.session.mount('http://', adapter)
+        # Given with every request: a session's verify loses to
+        # REQUESTS_CA_BUNDLE, a request's does not. Proxies still come from
+        # the environment.
+        self.verify = settings.ca_bundle or True
         self.session.headers['User-Agent'] = 'koji-rekor/%s' % __version__
+        # Decompressed answers could outgrow the size cap on the wire.
+        self.session.headers['Accept-Encoding'] = 'identity'
 
     def close(self):
         self.session.close()
 
+    def remaining(self):
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def out_of_time(self):
+        return RekorUnavailable('Rekor at %s: %s' % (self.shown_url, self.spent or 'out of time'))
+
     def with_retries(self, what, attempt):
         """Run attempt(); retry transient failures with doubling delays,
-        within (retries + 1) attempts and a bounded total time."""
+        within (retries + 1) attempts and the client's deadline."""
         settings = self.settings
-        deadline = time.monotonic() + (settings.retries + 1) * settings.timeout \
-            + settings.backoff * (2 ** settings.retries)
         delay = settings.backoff
-        for number in range(settings.retries + 1):
+        attempts = 0
+        while True:
+            attempts += 1
             try:
                 return attempt()
             except RekorUnavailable as e:
                 last = e
-                if number == settings.retries or time.monotonic() + delay > deadline:
-                    break
-                LOG.debug('rekor_log: %s failed (%s), retrying in %.1fs', what, e, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise RekorUnavailable('%s (after %d attempts)' % (last, number + 1))
+            remaining = self.remaining()
+            if last.at_once or attempts > settings.retries or (
+                    remaining is not None and remaining < delay + 0.1):
+                break
+            LOG.debug('rekor_log: %s failed (%s), retrying in %.1fs', what, last, delay)
+            time.sleep(delay)
+            delay *= 2
+        if attempts == 1:
+            raise last
+        raise type(last)('%s (after %d attempts)' % (last, attempts))
 
-    def request(self, method, path_or_url, **kws):
+    def request(self, method, path_or_url, cap=MAX_JSON_ANSWER, sent=0, **kws):
+        """One request, read whole (up to cap bytes) within its deadline:
+        timeout, plus the time to send `sent` bytes at min_rate."""
         url = urllib.parse.urljoin(self.url + '/', path_or_url)
+        settings = self.settings
+        allowed = settings.timeout + sent / settings.min_rate
+        budget = self.remaining()
+        by_budget = budget is not None and budget < allowed
+        limit = budget if by_budget else allowed
+        if limit <= 0:
+            raise self.out_of_time()
+        # Connecting and each send may stall for timeout; the answer may take
+        # the whole deadline (the log checks the whole RPM before answering).
+        wait = min(settings.timeout, limit)
         try:
-            return self.session.request(method, url, timeout=self.settings.timeout,
-                                        allow_redirects=False, **kws)
-        except self.requests.Timeout:
-            raise RekorUnavailable('Rekor at %s timed out after %ss' % (self.url, self.settings.timeout))
-        except self.requests.ConnectionError as e:
-            raise RekorUnavailable('cannot reach Rekor at %s: %s' % (self.url, short_reason(e)))
-        except self.requests.RequestException as e:
-            raise RekorUnavailable('request to Rekor at %s failed: %s' % (self.url, short_reason(e)))
+            with self.watchdog.deadline(limit):
+                try:
+                    response = self.session.request(
+                        method, url, timeout=(wait, limit), allow_redirects=False, stream=True,
+                        verify=self.verify, **kws)
+                    with contextlib.closing(response):
+                        return Answer(response.status_code, response.reason or '',
+                                      response.headers, self.read_capped(response, cap), url)
+                except Exception:
+                    if self.watchdog.cut:
+                        raise DeadlinePassed
+                    raise
+        except DeadlinePassed:
+            if by_budget:
+                raise self.out_of_time()
+            raise RekorUnavailable('Rekor at %s timed out after %s' % (
+                self.shown_url, seconds(limit)))
+        except (self.requests.RequestException, urllib3_error(), OSError) as e:
+            if is_timeout(e):
+                raise RekorUnavailable('Rekor at %s timed out after %s' % (
+                    self.shown_url, seconds(limit if isinstance(e, self.requests.ReadTimeout)
+                                         else wait)))
+            raise RekorUnavailable('cannot reach Rekor at %s: %s' % (
+                self.shown_url, short_reason(e)))
+
+    def read_capped(self, response, cap):
+        chunks, size = [], 0
+        while True:
+            chunk = response.raw.read(65536, decode_content=True)
+            if not chunk:
+                return b''.join(chunks)
+            size += len(chunk)
+            if size > cap:
+                raise RekorUnavailable('Rekor at %s sent an answer larger than %d KiB' % (
+                    self.shown_url, cap // 1024), at_once=True)
+            chunks.append(chunk)
 
     def create_entry(self, body):
-        """POST a proposed entry; returns (entry_id, entry, created)."""
+        """POST a proposed entry; returns (entry_id, entry, created).
+
+        A 409 names the entry already logged; it is fetched in the same
+        attempt, so one set of retries covers both requests."""
         def attempt():
-            response = self.request('POST', ENTRIES_PATH, data=body, headers={
+            answer = self.request('POST', ENTRIES_PATH, data=body, sent=len(body), headers={
                 'Content-Type': 'application/json', 'Accept': 'application/json'})
-            if response.status_code == 201:
-                return single_entry(response) + (True,)
-            if response.status_code == 409:
-                location = response.headers.get('Location')
-                if not location:
-                    raise RekorUnavailable('Rekor answered 409 without a Location header')
-                return self.get_entry(location) + (False,)
-            raise_for_status(response, body)
+            if answer.status == 201:
+                return single_entry(answer) + (True,)
+            if answer.status == 409:
+                return self.fetch_entry(self.conflict_location(answer)) + (False,)
+            raise_for_status(answer, body)
         return self.with_retries('upload', attempt)
+
+    def conflict_location(self, answer):
+        """Where a 409 says the entry is: only an entry of this log."""
+        location = answer.headers.get('Location')
+        if not location:
+            raise RekorUnavailable('Rekor answered 409 without a Location header')
+        url = urllib.parse.urljoin(answer.url, location)
+        path = urllib.parse.urlsplit(url).path
+        base = urllib.parse.urlsplit(self.url).path.rstrip('/')
+        if not same_origin(url, self.url) or not path.startswith(base + ENTRIES_PATH + '/'):
+            raise RekorMisconfigured('Rekor answered 409 with a Location outside its entries: %s'
+                                     % text_excerpt(display_url(location)))
+        return url
+
+    def fetch_entry(self, location):
+        answer = self.request('GET', location, headers={'Accept': 'application/json'})
+        if answer.status == 200:
+            return single_entry(answer)
+        raise_for_status(answer)
 
     def get_entry(self, location):
         """GET one entry by its URL path (as in a Location header)."""
-        def attempt():
-            response = self.request('GET', location, headers={'Accept': 'application/json'})
-            if response.status_code == 200:
-                return single_entry(response)
-            raise_for_status(response)
-        return self.with_retries('fetch of %s' % location, attempt)
+        return self.with_retries('fetch of %s' % location, lambda: self.fetch_entry(location))
 
     def log_public_key(self):
         def attempt():
-            response = self.request('GET', PUBLIC_KEY_PATH)
-            if response.status_code == 200:
-                return response.content
-            raise_for_status(response)
+            answer = self.request('GET', PUBLIC_KEY_PATH, cap=MAX_KEY_ANSWER)
+            if answer.status == 200:
+                return answer.content
+            raise_for_status(answer)
         return self.with_retries('fetch of the log key', attempt)
 
     def json_answer(self, what, method, path, valid, **kws):
         """A 200 answer's JSON, retried like any request, or
         RekorUnavailable when it is not what valid() accepts."""
         def attempt():
-            response = self.request(method, path, headers={'Accept': 'application/json'}, **kws)
-            if response.status_code == 200:
-                data = json_of(response)
+            answer = self.request(method, path, headers={'Accept': 'application/json'}, **kws)
+            if answer.status == 200:
+                data = answer.json()
                 if not valid(data):
                     raise RekorUnavailable('malformed %s from Rekor' % what)
                 return data
-            raise_for_status(response)
+            raise_for_status(answer)
         return self.with_retries(what, attempt)
 
     def consistency_proof(self, first_size, last_size, tree_id):
@@ -606,17 +844,32 @@ def short_reason(exc):
     return text if len(text) <= 120 else text[:117] + '...'
 
 
-def json_of(response):
+def innermost(exc):
+    """The error at the bottom of a chain of wrapped errors."""
+    seen = set()
+    while exc.__context__ is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__context__
+    return exc
+
+
+def utc(when):
+    """A Unix time as UTC text, or what it is when no calendar has it."""
     try:
-        return response.json()
-    except ValueError:
-        raise RekorUnavailable('malformed reply from Rekor (HTTP %d, not JSON)'
-                               % response.status_code)
+        return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(when))
+    except (OverflowError, ValueError, OSError, TypeError):
+        return 'time %r (out of range)' % (when,)
 
 
-def single_entry(response):
+def text_excerpt(value, limit=200):
+    """A server's text on one short line."""
+    text = ' '.join(''.join(c if c.isprintable() else ' ' for c in str(value)).split())
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+def single_entry(answer):
     """A Rekor answer is {entryID: LogEntry} with exactly one entry."""
-    data = json_of(response)
+    data = answer.json()
     if not isinstance(data, dict) or len(data) != 1:
         raise RekorUnavailable('malformed reply from Rekor: not a single log entry')
     (entry_id, entry), = data.items()
@@ -625,19 +878,28 @@ def single_entry(response):
     return entry_id, entry
 
 
-def rekor_message(response):
+def rekor_message(answer):
+    """Rekor's error message, or the status's reason when it sent none."""
     try:
-        message = response.json().get('message')
-    except (ValueError, AttributeError):
+        message = json.loads(answer.content).get('message')
+    except (ValueError, AttributeError, RecursionError):
         message = None
-    return ' '.join((message or response.reason or '').split())
+    if not isinstance(message, str):
+        message = answer.reason
+    return text_excerpt(message or '')
 
 
-def raise_for_status(response, body=None):
-    """Turn a Rekor error answer into the matching error."""
-    status, message = response.status_code, rekor_message(response)
-    if status >= 500 or status == 429:
+def raise_for_status(answer, body=None):
+    """Turn a Rekor error answer into the matching error: the log's
+    trouble (kept, retried), a configuration problem (kept), or a refusal
+    of this entry (set aside)."""
+    status, message = answer.status, rekor_message(answer)
+    if status >= 500 or status in TRANSIENT_STATUSES:
         raise RekorUnavailable('Rekor answered %d: %s' % (status, message))
+    if 300 <= status < 400 or status in (401, 403, 404):
+        where = urllib.parse.urlsplit(answer.url).path
+        raise RekorMisconfigured('Rekor answered %d for %s: %s (check [rekor] url and '
+                                 'credentials)' % (status, where, message))
     if status == 413:
         size = ' (request of %d bytes)' % len(body) if body is not None else ''
         raise RekorRejected('Rekor refused the upload as too large%s: %s' % (size, message))
@@ -646,6 +908,9 @@ def raise_for_status(response, body=None):
             'Rekor found no signature it can check (%s): this Rekor needs a header+payload '
             'signature (rpmsign --rpmv3) or must be version 1.5.4 or newer for header-only '
             'signatures' % message)
+    if status < 400:
+        raise RekorUnavailable('Rekor answered %d, which is not an answer of its API'
+                               % status)
     raise RekorRejected('Rekor answered %d: %s' % (status, message))
 
 
@@ -1082,7 +1347,8 @@ def known_log_key(settings, state):
         return load_log_key(PUBLIC_REKOR_KEY), None
     pinned = None
     if state:
-        pinned = os.path.join(state, 'keys', '%s.pem' % parts.netloc.replace(':', '_'))
+        netloc = urllib.parse.urlsplit(display_url(settings.url)).netloc
+        pinned = os.path.join(state, 'keys', '%s.pem' % netloc.replace(':', '_'))
         if os.path.isfile(pinned):
             return read_log_key(pinned), pinned
     return None, pinned
@@ -1097,7 +1363,7 @@ def resolve_log_key(settings, client, state):
     pem = client.log_public_key()
     key = load_log_key(pem)
     LOG.warning('rekor_log: trusting the log key of %s on first use (logID %s)%s; set '
-                '[rekor] log_public_key to pin it explicitly', settings.url,
+                '[rekor] log_public_key to pin it explicitly', display_url(settings.url),
                 log_key_id(key).hex(), ', pinned in %s' % pinned if pinned else '')
     if pinned:
         write_atomic(pinned, pem)
@@ -1184,6 +1450,71 @@ def read_json(path):
         return None
 
 
+# The log's outage, in @state/outage.json. Backoff belongs to the log, not
+# to each record: while the log fails, hubs leave their signatures to the
+# worker and the worker only probes the log, less and less often; once the
+# log answers, every record that failed because of the log is due at once.
+# The file is shared-disk input: anything malformed, or about another log,
+# is no outage, and a probe is never put off by more than LOG_BACKOFF_MAX.
+OUTAGE_FILE = 'outage.json'
+LOG_BACKOFF = 30
+LOG_BACKOFF_MAX = 600
+
+
+@dataclass
+class Outage:
+    since: float
+    failures: int
+    next_probe: float
+    last_error: str
+
+
+def outage_path(topdir):
+    return os.path.join(state_dir(topdir), OUTAGE_FILE)
+
+
+def read_outage(settings, topdir):
+    """The configured log's recorded outage, or None."""
+    try:
+        data = read_json(outage_path(topdir))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get('url') != display_url(settings.url):
+        return None
+    since, failures = data.get('since'), data.get('failures')
+    next_probe, last_error = data.get('next_probe'), data.get('last_error')
+    numbers = (since, next_probe)
+    if not (all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                and 0 <= v < 1e11 for v in numbers)
+            and isinstance(failures, int) and not isinstance(failures, bool)
+            and 0 < failures < 1e6 and isinstance(last_error, str)):
+        return None
+    return Outage(since, failures, min(next_probe, time.time() + LOG_BACKOFF_MAX),
+                  text_excerpt(last_error, 300))
+
+
+def record_outage(settings, topdir, cause):
+    """The log failed (again): put off its next probe."""
+    old = read_outage(settings, topdir)
+    now = time.time()
+    failures = old.failures + 1 if old else 1
+    try:
+        write_atomic(outage_path(topdir), json.dumps({
+            'url': display_url(settings.url), 'since': old.since if old else now,
+            'failures': failures, 'last_error': cause,
+            'next_probe': now + min(LOG_BACKOFF * 2 ** min(failures - 1, 20), LOG_BACKOFF_MAX),
+        }, indent=1).encode())
+    except OSError as e:
+        LOG.warning('rekor_log: cannot record the outage of %s: %s',
+                    display_url(settings.url), e.strerror or e)
+
+
+def clear_outage(topdir):
+    """The log answered: every record waiting for it is due."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(outage_path(topdir))
+
+
 # ---------------------------------------------------------------------------
 # Receipts
 # ---------------------------------------------------------------------------
@@ -1195,7 +1526,7 @@ def receipt_path(topdir, rpminfo, sigkey):
 
 
 def make_receipt(settings, nvra, sigkey, sha256, entry_id, entry):
-    return {'rekor_url': settings.url, 'nvra': nvra, 'sigkey': sigkey, 'sha256': sha256,
+    return {'rekor_url': display_url(settings.url), 'nvra': nvra, 'sigkey': sigkey, 'sha256': sha256,
             'log_entry': {entry_id: entry}}
 
 
@@ -1245,16 +1576,17 @@ class Outcome:
     created: bool
 
 
-def upload_signed_rpm(settings, signed, key_path, state=None):
+def upload_signed_rpm(settings, signed, key_path, state=None, deadline=None, spent=None):
     """Check, upload and verify one signed RPM; returns the Outcome.
 
     Nothing is sent unless the key verifies the RPM locally, and nothing is
-    returned unless everything the log answered verifies.
+    returned unless everything the log answered verifies. deadline and
+    spent bound the whole exchange with the log (see RekorClient).
     """
     public_key = read_public_key(key_path)
     with RPM_LOCK:
         hdr = check_key_signed_rpm(signed, public_key, key_path)
-    client = RekorClient(settings)
+    client = RekorClient(settings, deadline, spent)
     try:
         key = resolve_log_key(settings, client, state)
         body = EntryBody(signed, public_key)
@@ -1283,11 +1615,24 @@ def sha256_of(fo):
     return digest.hexdigest()
 
 
-def log_signature(settings, build, rpminfo, sigkey, topdir):
+def log_signature(settings, build, rpminfo, sigkey, topdir, deadline=None, spent=None):
     """Upload and verify one signature Koji stored; returns the Outcome."""
     signed = locate_signed_rpm(build, rpminfo, sigkey)
     key_path = public_key_file(settings, sigkey)
-    return upload_signed_rpm(settings, signed, key_path, state_dir(topdir))
+    return upload_signed_rpm(settings, signed, key_path, state_dir(topdir), deadline, spent)
+
+
+def body_size(rpm_size):
+    """Bytes an upload of an RPM of this size sends (its base64 dominates)."""
+    return 4 * ((rpm_size + 2) // 3) + 4096
+
+
+def enforce_bound(settings, rpm_size):
+    """Seconds an upload under enforce may take in all: each attempt has
+    timeout plus the time to send the body at min_rate, with the retry
+    delays between attempts."""
+    per_attempt = settings.timeout + body_size(rpm_size) / settings.min_rate
+    return (settings.retries + 1) * per_attempt + settings.backoff * (2 ** settings.retries - 1)
 
 
 def write_receipt(settings, topdir, rpminfo, sigkey, receipt):
@@ -1433,16 +1778,20 @@ def read_locked_record(fd):
         return None
 
 
-def deliver(settings, topdir, path, record):
+def deliver(settings, topdir, path, record, deadline=None, spent=None):
     """Finish one committed record: upload it unless the receipt is already
     in it, write the receipt, remove the record. On failure, keep the record
-    with its attempt count and cause, or set it aside for good."""
+    with its attempt count and cause, or set it aside for good. A failure of
+    the log makes the record wait for the log (due as soon as it answers);
+    one of the record's own backs off per record."""
     nvra, sigkey = record['nvra'], record['sigkey']
     try:
         if record.get('receipt'):
             write_receipt(settings, topdir, record['rpm'], sigkey, record['receipt'])
         else:
-            outcome = log_signature(settings, record['build'], record['rpm'], sigkey, topdir)
+            outcome = log_signature(settings, record['build'], record['rpm'], sigkey, topdir,
+                                    deadline, spent)
+            clear_outage(topdir)
             write_receipt(settings, topdir, record['rpm'], sigkey, outcome.receipt)
             log_outcome(nvra, sigkey, outcome)
     except Exception as e:
@@ -1454,8 +1803,12 @@ def deliver(settings, topdir, path, record):
             return 'rejected'
         record['attempts'] += 1
         record['last_error'] = cause
-        record['next_attempt'] = int(time.time()) + min(
-            OUTBOX_BACKOFF * 2 ** (record['attempts'] - 1), OUTBOX_BACKOFF_MAX)
+        if getattr(e, 'about_the_log', False):
+            record['next_attempt'] = 0
+            record_outage(settings, topdir, cause)
+        else:
+            record['next_attempt'] = int(time.time()) + min(
+                OUTBOX_BACKOFF * 2 ** (record['attempts'] - 1), OUTBOX_BACKOFF_MAX)
         write_record(path, record)
         LOG.error('rekor_log: failed %s sigkey %s (attempt %d, kept in the outbox): %s',
                   nvra, sigkey, record['attempts'], cause)
@@ -1508,7 +1861,11 @@ def rpm_signed(cbtype, *args, **kws):
         return
     if settings.enforce:
         try:
-            outcome = log_signature(settings, build, rpminfo, sigkey, topdir)
+            signed = locate_signed_rpm(build, rpminfo, sigkey)
+            bound = enforce_bound(settings, signed.size())
+            outcome = log_signature(settings, build, rpminfo, sigkey, topdir,
+                                    time.monotonic() + bound,
+                                    'no answer within the %s enforce allows' % seconds(bound))
         except Exception as e:
             os.unlink(path)
             report_failure(settings, nvra, sigkey, e)  # raises: Koji rolls back
@@ -1550,6 +1907,10 @@ def signatures_committed(cbtype, *args, **kws):
         return
     settings = get_config()
     topdir = koji.pathinfo.topdir
+    # Without enforce, the log gets hub_budget seconds of this request in
+    # all; what does not finish within it is the worker's.
+    deadline = time.monotonic() + settings.hub_budget
+    spent = 'the hub budget of %s is spent; left for the worker' % seconds(settings.hub_budget)
     while paths:
         uncommitted = paths.pop(0)
         try:
@@ -1563,8 +1924,34 @@ def signatures_committed(cbtype, *args, **kws):
             LOG.info('rekor_log: queued %s sigkey %s for the worker', *record_identity(path))
             continue
         with claimed(path) as record:
-            if record is not None:
-                deliver(settings, topdir, path, record)
+            if record is None:
+                continue
+            reason = None if record.get('receipt') else worker_reason(
+                settings, topdir, record, deadline)
+            if reason:
+                LOG.info('rekor_log: left %s sigkey %s for the worker: %s',
+                         record['nvra'], record['sigkey'], reason)
+            else:
+                deliver(settings, topdir, path, record, deadline, spent)
+
+
+def worker_reason(settings, topdir, record, deadline):
+    """Why the hub leaves a record to the worker without trying, or None:
+    the budget is spent, the RPM cannot be sent within what is left of it
+    at min_rate, or the log is failing."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return 'the hub budget of %s is spent' % seconds(settings.hub_budget)
+    try:
+        size = locate_signed_rpm(record['build'], record['rpm'], record['sigkey']).size()
+    except (RekorLogError, OSError, KeyError, TypeError):
+        size = 0  # deliver() reports it
+    if body_size(size) / settings.min_rate > left:
+        return 'an RPM of %d MiB cannot be sent within the hub budget of %s at [rekor] ' \
+            'min_rate' % (size // (1024 * 1024), seconds(settings.hub_budget))
+    outage = read_outage(settings, topdir)
+    if outage and time.time() < outage.next_probe:
+        return 'the log is failing (%s)' % outage.last_error
 
 
 def report_failure(settings, nvra, sigkey, exc):

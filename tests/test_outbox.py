@@ -682,25 +682,26 @@ def tampering(mode):
 
 
 # fault: (make it, what the record's last_error must say ({url}: Rekor's),
-#         entries the faulty attempts leave in the log)
+#         entries the faulty attempts leave in the log, whose failure: the
+#         log's (the record waits for the log) or the record's (own backoff))
 TRANSIENT = {
-    '503': (fault_503, ['Rekor answered 503: Service Unavailable (after 2 attempts)'], 0),
-    'slow': (fault_slow, ['Rekor at {url} timed out after 0.5s (after 2 attempts)'], 1),
+    '503': (fault_503, ['Rekor answered 503: Service Unavailable (after 2 attempts)'], 0, 'log'),
+    'slow': (fault_slow, ['Rekor at {url} timed out after 0.5 s (after 2 attempts)'], 1, 'log'),
     'dropped': (fault_drop, ['cannot reach Rekor at {url}: ',
                              'Remote end closed connection without response',
-                             '(after 2 attempts)'], 0),
+                             '(after 2 attempts)'], 0, 'log'),
     'malformed': (fault_malformed, ['malformed reply from Rekor (HTTP 201, not JSON) '
-                                    '(after 2 attempts)'], 1),
-    'tampered proof': (tampering('proof_hash'), ['inclusion proof'], 1),
+                                    '(after 2 attempts)'], 1, 'log'),
+    'tampered proof': (tampering('proof_hash'), ['inclusion proof'], 1, 'own'),
     'tampered checkpoint': (tampering('checkpoint_signature'),
-                            ['checkpoint: no valid signature by the log key'], 1),
-    'tampered SET': (tampering('set'), ['signed entry timestamp: does not verify'], 1),
+                            ['checkpoint: no valid signature by the log key'], 1, 'own'),
+    'tampered SET': (tampering('set'), ['signed entry timestamp: does not verify'], 1, 'own'),
 }
 
 
 @pytest.mark.parametrize('fault', sorted(TRANSIENT))
 def test_a_transient_failure_keeps_the_record_until_retry_succeeds(world, sigs, fault):
-    make_fault, cause, leftover = TRANSIENT[fault]
+    make_fault, cause, leftover, whose = TRANSIENT[fault]
     world.configure(timeout=0.5)
     imported = sigs[0]
     make_fault(world.rekor)
@@ -712,7 +713,12 @@ def test_a_transient_failure_keeps_the_record_until_retry_succeeds(world, sigs, 
     assert record['attempts'] == 1
     for fragment in cause:
         assert fragment.format(url=world.rekor.url) in record['last_error']
-    assert 60 - 5 <= record['next_attempt'] - time.time() <= 60
+    outage = world.topdir / 'rekor-logs' / '@state' / 'outage.json'
+    if whose == 'log':
+        assert record['next_attempt'] == 0 and outage.exists()
+    else:
+        assert 60 - 5 <= record['next_attempt'] - time.time() <= 60
+        assert not outage.exists()
     assert len(world.rekor.log.entries) == leftover
 
     world.rekor.reset_faults()
@@ -737,7 +743,8 @@ def test_rekor_down_then_back_with_the_same_log(world, sigs):
     # Still down: the worker keeps it, says so, and exits 1.
     done = world.retry('--now')
     assert done.returncode == 1
-    assert done.summary.startswith('failed 1; 1 left in the outbox (next attempt ')
+    assert done.summary.startswith('failed 1; 1 left in the outbox; the log has been failing '
+                                   'since ')
     assert world.record(imported)['attempts'] == 2
 
     with RekorServer(log=rekor.log, port=port) as back:
@@ -754,12 +761,14 @@ def test_a_failing_worker_pass_reports_the_failure(world, sigs):
     fault_503(world.rekor)
     done = world.retry()
     assert done.returncode == 1
-    assert done.summary.startswith('failed 2; 2 left in the outbox (next attempt ')
-    assert done.stderr.count('kept in the outbox): Rekor answered 503') == 2
-    for imported in (sigs[0], sigs[2]):
-        record = world.record(imported)
-        assert (record['attempts'], record['last_error']) == (
-            1, 'Rekor answered 503: Service Unavailable (after 2 attempts)')
+    # The log failed: the pass stops there, the other record waits for the log.
+    assert done.summary.startswith('failed 1, waiting 1; 2 left in the outbox; the log has '
+                                   'been failing since ')
+    assert done.stderr.count('kept in the outbox): Rekor answered 503') == 1
+    # (alpha, sigs[2], comes first)
+    assert (world.record(sigs[2])['attempts'], world.record(sigs[2])['last_error']) == (
+        1, 'Rekor answered 503: Service Unavailable (after 2 attempts)')
+    assert world.record(sigs[0])['attempts'] == 0
     assert set(world.account(sigs[0], sigs[2]).values()) == {'queued'}
 
 
@@ -864,7 +873,7 @@ def test_a_corrupt_signature_header_is_set_aside(world, sigs):
 
 def test_a_failed_record_waits_for_its_next_attempt_unless_now(world, sigs):
     imported = sigs[0]
-    fault_503(world.rekor)
+    world.rekor.faults.tamper = 'set'  # the record's own failure, not the log's
     world.sign(imported)
     first = world.record(imported)
     assert first['attempts'] == 1

@@ -343,7 +343,7 @@ def test_a_slow_rekor_times_out(hub, rekor, topdir, koji_import, signed_rpms, ke
         ''' % (rekor.url, log_key_file, key_dir))
     rekor.faults.delay = 2
     hub.sign(koji_import(signed_rpms[('rsa', 'header')]))
-    assert 'timed out after 0.3s' in plugin_log.text
+    assert 'timed out after 0.3 s' in plugin_log.text
     assert receipts(topdir) == []
 
 
