@@ -24,20 +24,23 @@ from dataclasses import dataclass, field
 import koji
 
 from rekor_log import (
-    COMMITTED, COMMIT_GRACE, CONFIG_FILE,
-    DEFAULT_URL, KOJI_CLIENT_CONFIG, LOG, PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, RECEIPT_DIR, RETRIEVE_BATCH, RekorClient,
-    RekorLogError, RekorRejected, RekorUnavailable, Settings, SignatureSourceError, SourceGone,
-    UNCOMMITTED, VerificationError, __version__, check_consistency, check_url,
-    checkpoint_dir, claimed, clear_outage, deliver, display_url, failure_cause, load_config, load_log_key,
-    log_key_id, log_outcome, log_signature, mark_committed, nvra_of, openpgp_fingerprint,
-    openpgp_primary_key, outbox_dir, public_key_file, read_json, read_log_key,
-    read_outage, read_public_key, receipt_path, record_name, record_outage, resolve_log_key,
-    saved_tree_head,
-    set_aside, sha256_of, utc, signed_rpm_from_file, state_dir, upload_signed_rpm,
-    verify_checkpoint, verify_log_entry, write_atomic, write_receipt,
+    __version__, BadRecord, check_consistency, check_url, checkpoint_dir, CHUNK_SIZE,
+    claimed, clear_outage, COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver,
+    display_url, failure_cause, KOJI_CLIENT_CONFIG, list_outbox, load_config, load_log_key,
+    locate_signed_rpm, locked_at, LOG, log_key_id, log_outcome, log_signature, logs_dir,
+    mark_committed, member, nvra_of, openpgp_emails, openpgp_fingerprints, outbox_dir,
+    parse_json, public_key_file, PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, read_file_at,
+    read_json, read_log_key, read_outage, read_public_key, read_receipt, RECEIPT_DIR,
+    receipt_path, record_name, record_outage, RekorClient, RekorLogError, RekorRejected,
+    RekorUnavailable, resolve_log_key, RETRIEVE_BATCH, RETRIEVE_PATH, saved_tree_head,
+    set_aside, Settings, sha256_of, short_reason, SignatureSourceError,
+    signed_rpm_from_file, SourceGone, STATE_DIR, state_dir, UNCOMMITTED, UnsafePath,
+    upload_signed_rpm, utc, VerificationError, verify_checkpoint, verify_log_entry,
+    write_atomic, write_file_at, write_receipt,
 )
 from rekor_log import (  # for verify-rpm and doctor
-    RPM_LOCK, known_log_key, check_key_signed_rpm, expected_from_header, text, verify_rpm_body,
+    RPM_LOCK, check_key_signed_rpm, expected_from_header, known_log_key, openpgp_fingerprint,
+    openpgp_primary_key, text, verify_rpm_body,
 )
 
 # ---------------------------------------------------------------------------
@@ -120,64 +123,87 @@ def probe_log(settings, topdir, watch, now):
 
 
 def drain_outbox(settings, topdir, limit=None, now=False, watch=False):
-    """One pass over the outbox; returns counts of what happened."""
+    """One pass over the outbox; returns counts of what happened. A file
+    that is not a valid record is set aside in rejected/ and counted as
+    rejected: it never stops the pass."""
     counts = dict.fromkeys(('logged', 'failed', 'rejected', 'waiting', 'busy',
                             'unconfirmed', 'rolled back', 'log failing'), 0)
     log_up = probe_log(settings, topdir, watch, now)
     counts['log failing'] = 0 if log_up else 1
     outbox = outbox_dir(topdir)
-    names = sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []
-    for name in names:
+    for name in list_outbox(topdir):
         path = os.path.join(outbox, name)
-        if name.endswith(UNCOMMITTED) and age(path) > COMMIT_GRACE:
-            resolve_uncommitted(settings, path, counts)
+        if name.endswith(UNCOMMITTED) and not name.startswith('.') \
+                and age(path) > COMMIT_GRACE:
+            try:
+                resolve_uncommitted(settings, path, counts)
+            except BadRecord:
+                counts['rejected'] += 1
     done = 0
-    for name in sorted(os.listdir(outbox)) if os.path.isdir(outbox) else []:
+    for name in list_outbox(topdir):
         if not name.endswith(COMMITTED) or name.startswith('.'):
             continue
         if limit is not None and done >= limit:
             break
         path = os.path.join(outbox, name)
-        with claimed(path) as record:
-            if record is None:
-                counts['busy'] += 1
-            elif not log_up or (not now and record['next_attempt'] > time.time()):
-                counts['waiting'] += 1
-            else:
-                result = deliver(settings, topdir, path, record)
-                counts[result] += 1
-                done += 1
-                if result == 'failed' and read_outage(settings, topdir) is not None:
-                    log_up = False  # the log failed: the rest wait for it
-                    counts['log failing'] = 1
+        try:
+            with claimed(path) as record:
+                if record is None:
+                    counts['busy'] += 1
+                elif not log_up or (not now and record['next_attempt'] > time.time()):
+                    counts['waiting'] += 1
+                else:
+                    result = deliver(settings, topdir, path, record)
+                    counts[result] += 1
+                    done += 1
+                    if result == 'failed' and read_outage(settings, topdir) is not None:
+                        log_up = False  # the log failed: the rest wait for it
+                        counts['log failing'] = 1
+        except BadRecord:
+            counts['rejected'] += 1
     return counts
 
 
 def age(path):
     """Seconds since a record was written; 0 once a hub has moved it."""
     try:
-        return time.time() - os.path.getmtime(path)
+        return time.time() - os.lstat(path).st_mtime
     except FileNotFoundError:
         return 0
 
 
 def outbox_left(topdir):
-    """Records still queued (committed or not) and the soonest attempt."""
-    outbox = outbox_dir(topdir)
+    """Records still queued (committed or not) and the soonest attempt; a
+    file that does not read as a record counts, with no time."""
     left, soonest = 0, None
-    for name in os.listdir(outbox) if os.path.isdir(outbox) else []:
-        if name.endswith((COMMITTED, UNCOMMITTED)) and not name.startswith('.'):
-            left += 1
-            record = read_json(os.path.join(outbox, name)) or {}
-            due = record.get('next_attempt') or 0
-            soonest = due if soonest is None else min(soonest, due)
+    with contextlib.suppress(FileNotFoundError), \
+            logs_dir(topdir, ('@outbox',), create=False) as out:
+        for name in sorted(os.listdir(out)):
+            if name.endswith((COMMITTED, UNCOMMITTED)) and not name.startswith('.'):
+                left += 1
+                try:
+                    due = (read_record_at(out, name) or {}).get('next_attempt')
+                except (OSError, RekorLogError):
+                    due = None
+                if isinstance(due, (int, float)) and not isinstance(due, bool) and due:
+                    soonest = due if soonest is None else min(soonest, due)
     return left, soonest
+
+
+def read_record_at(out, name):
+    data = read_file_at(out, name)
+    record = parse_json(data, name) if data is not None else None
+    return record if isinstance(record, dict) else None
 
 
 def summary_line(counts, topdir, settings=None):
     left, soonest = outbox_left(topdir)
     rejected = os.path.join(outbox_dir(topdir), 'rejected')
-    aside = len(os.listdir(rejected)) if os.path.isdir(rejected) else 0
+    try:
+        aside = sum(1 for name in list_outbox(topdir, 'rejected')
+                    if not name.startswith('.') and not name.endswith('.reason'))
+    except RekorLogError:  # a link there: the pass already said so
+        aside = 0
     parts = ['%s %d' % (k, v) for k, v in counts.items() if v and k != 'log failing']
     line = '%s; %d left in the outbox' % (', '.join(parts) or 'nothing to do', left)
     if left and soonest:
@@ -244,7 +270,7 @@ class Progress:
 # The watchlist is shaped after rekor-monitor's: monitoredValues holding
 # lists; these are the ones that mean something for OpenPGP-signed RPMs.
 WATCHLIST_TOP = 'monitoredValues'
-WATCHLIST_LISTS = ('fingerprints', 'keys')
+WATCHLIST_LISTS = ('fingerprints', 'keys', 'subjects')
 YAML_NULL = 'tag:yaml.org,2002:null'
 
 
@@ -252,6 +278,7 @@ YAML_NULL = 'tag:yaml.org,2002:null'
 class Watchlist:
     fingerprints: list = field(default_factory=list)  # 40 upper-case hex digits each
     keys: list = field(default_factory=list)          # paths of armored public keys
+    subjects: list = field(default_factory=list)      # e-mail addresses in user IDs
 
 
 def read_watchlist(path):
@@ -282,6 +309,8 @@ def read_watchlist(path):
             for item in yaml_sequence(items, path, name):
                 if name == 'fingerprints':
                     watchlist.fingerprints.append(watchlist_fingerprint(item, path))
+                elif name == 'subjects':
+                    watchlist.subjects.append(watchlist_subject(item, path))
                 else:
                     watchlist.keys.append(watchlist_key_file(item, path))
     return watchlist
@@ -337,6 +366,15 @@ def watchlist_fingerprint(node, path):
     return text.upper()
 
 
+def watchlist_subject(node, path):
+    """An e-mail address, as user IDs carry them ("Name <address>")."""
+    text = node.value.strip()
+    if text.count('@') != 1 or any(c in text for c in ' <>') or text.startswith('@') \
+            or text.endswith('@'):
+        raise watchlist_error(path, node, 'subject %r is not an e-mail address' % node.value)
+    return text.lower()
+
+
 def watchlist_key_file(node, path):
     """A key file, relative to the watchlist's directory unless absolute."""
     key_path = os.path.join(os.path.dirname(os.path.abspath(path)), node.value)
@@ -346,39 +384,71 @@ def watchlist_key_file(node, path):
 
 
 @dataclass
-class WatchedKey:
-    """One of our signing keys, with every file it was read from."""
-    armored: bytes
-    primary: bytes  # the public-key packet: the key's identity
-    fingerprint: str
-    files: list = field(default_factory=list)
+class OurKeys:
+    """What identifies our signing keys in an entry, whatever encoding,
+    user IDs or signatures travel with them (as rekor-monitor matches):
+    the v4 fingerprints of primary keys and subkeys, and the watchlist's
+    subjects (e-mail addresses in user IDs)."""
+    fingerprints: dict = field(default_factory=dict)  # fingerprint -> where it comes from
+    subjects: set = field(default_factory=set)
+    files: list = field(default_factory=list)         # key files, for --history
 
-    @property
-    def name(self):
-        """Koji's sigkey: the last 8 hex digits of a v4 key's fingerprint."""
-        if self.fingerprint:
-            return self.fingerprint[-8:].lower()
-        return os.path.basename(self.files[0])
+    def name(self, fingerprint):
+        return '%s (%s)' % (fingerprint[-8:].lower(), self.fingerprints[fingerprint])
+
+
+def our_keys(settings, watchlist, report):
+    """Each *.asc of public_key_dir, public_key_path, the watchlist's key
+    files and fingerprints, and its subjects."""
+    import glob
+    paths = []
+    if settings.public_key_dir:
+        paths += sorted(glob.glob(os.path.join(glob.escape(settings.public_key_dir), '*.asc')))
+    if settings.public_key_path:
+        paths.append(settings.public_key_path)
+    keys = OurKeys(subjects={s.lower() for s in watchlist.subjects})
+    for path in paths + watchlist.keys:
+        try:
+            armored = read_public_key(path)
+        except SignatureSourceError as e:
+            report.not_checked(str(e))
+            continue
+        fingerprints = openpgp_fingerprints(armored)
+        if not fingerprints:
+            report.not_checked('%s holds no version 4 OpenPGP public key' % path)
+            continue
+        keys.files.append((path, armored))
+        for fingerprint in fingerprints:
+            keys.fingerprints.setdefault(fingerprint, os.path.basename(path))
+    for fingerprint in watchlist.fingerprints:
+        keys.fingerprints.setdefault(fingerprint, 'watchlist')
+    report.keys = [{'fingerprint': fp, 'from': source}
+                   for fp, source in sorted(keys.fingerprints.items())]
+    report.watchlist = sorted(keys.subjects)
+    return keys
 
 
 @dataclass
 class Report:
-    """What the monitor checked and found. Exit status: 1 on findings, else
-    2 if something could not be checked, else 0."""
+    """What the monitor checked and found. Exit status: 1 on findings not
+    yet acknowledged, else 2 if something could not be checked, else 0."""
     url: str
     topdir: str
     progress: Progress
     log_id: str = None
     trees: list = field(default_factory=list)
-    receipts: int = None
+    scan: dict = field(default_factory=dict)
+    history: dict = None
     keys: list = field(default_factory=list)
     watchlist: list = field(default_factory=list)
     findings: list = field(default_factory=list)
     unchecked: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    acknowledged: int = 0
 
-    def finding(self, kind, message):
-        self.findings.append({'kind': kind, 'message': message})
+    def finding(self, kind, message, finding_id=None):
+        """A finding; with an ID (an entry's UUID) it is kept until acknowledged."""
+        self.findings.append({'id': finding_id, 'kind': kind, 'message': message, 'new': True})
         self.progress.clear()
         LOG.error('rekor_log: finding: %s', message)
 
@@ -396,9 +466,10 @@ class Report:
 
     def as_json(self):
         return {'rekor_url': self.url, 'log_id': self.log_id, 'topdir': self.topdir,
-                'trees': self.trees, 'receipts': self.receipts, 'keys': self.keys,
-                'watchlist': self.watchlist, 'findings': self.findings,
-                'not_checked': self.unchecked, 'notes': self.notes, 'exit_status': self.status}
+                'trees': self.trees, 'scan': self.scan, 'history': self.history,
+                'keys': self.keys, 'subjects': self.watchlist, 'findings': self.findings,
+                'acknowledged': self.acknowledged, 'not_checked': self.unchecked,
+                'notes': self.notes, 'exit_status': self.status}
 
 
 @dataclass
@@ -410,13 +481,117 @@ class LogView:
     key: object  # the log key
     report: Report
     heads: dict = field(default_factory=dict)  # (tree, size, root) -> proved consistent
+    shards: list = field(default_factory=list)  # (tree ID, signed size or None), oldest first
+    fetcher: object = None                      # the scan's Fetcher
 
 
-def monitor_log(settings, topdir, watchlist, progress):
-    """Check the log's trees, then the entries of each of our keys."""
+# ---------------------------------------------------------------------------
+# The monitor's own state: how far it scanned, findings until acknowledged,
+# and acknowledgements, under rekor-logs/@state/monitor/ (nothing a receipt
+# or the plugin writes). It is input like anything in the topdir: a file
+# that is not what the monitor writes stops the run (exit 2).
+# ---------------------------------------------------------------------------
+
+MONITOR_DIR = 'monitor'
+ACKS_FILE = 'acknowledged.json'
+SAVE_INTERVAL = 2.0       # seconds between saves of the scan position
+SCAN_JOBS = 4             # retrieve requests in flight
+
+
+MONITOR_PARTS = (STATE_DIR, MONITOR_DIR)
+
+
+def monitor_dir(topdir):
+    return os.path.join(state_dir(topdir), MONITOR_DIR)
+
+
+def read_state_file(topdir, name, check):
+    """A monitor state file, read without following links; None if absent."""
+    path = os.path.join(monitor_dir(topdir), name)
+    try:
+        with logs_dir(topdir, MONITOR_PARTS, create=False) as fd:
+            data = read_file_at(fd, name)
+        data = parse_json(data, path) if data is not None else None
+    except FileNotFoundError:
+        return None
+    except (OSError, RekorLogError) as e:
+        raise UsageError('cannot read the monitor state %s: %s'
+                         % (path, getattr(e, 'strerror', None) or e))
+    if data is not None and not check(data):
+        raise UsageError('%s is not a monitor state file (remove it to start over)' % path)
+    return data
+
+
+def write_state_file(topdir, name, data):
+    with logs_dir(topdir, MONITOR_PARTS) as fd:
+        write_file_at(fd, name, json.dumps(data, indent=1, sort_keys=True).encode())
+
+
+@contextlib.contextmanager
+def state_locked(topdir, name):
+    """The monitor's lock on one state file, shared with other hosts."""
+    with logs_dir(topdir, MONITOR_PARTS) as fd, \
+            locked_at(fd, name, os.path.join(monitor_dir(topdir), name)):
+        yield
+
+
+def valid_scan_state(data):
+    return (isinstance(data, dict) and isinstance(data.get('next_index'), int)
+            and data['next_index'] >= 0
+            and all(isinstance(i, int) for i in data.get('pending', []))
+            and isinstance(data.get('findings', {}), dict)
+            and all(isinstance(f, dict) and isinstance(f.get('message'), str)
+                    for f in data.get('findings', {}).values()))
+
+
+def valid_acks(data):
+    return isinstance(data, dict) and all(
+        isinstance(v, dict) and isinstance(v.get('reason'), str) for v in data.values())
+
+
+def read_acks(topdir):
+    return read_state_file(topdir, ACKS_FILE, valid_acks) or {}
+
+
+def finding_id(text):
+    """An entry's UUID from a UUID or an entry ID (tree ID + UUID)."""
+    text = text.strip().lower()
+    if len(text) in (64, 80) and all(c in '0123456789abcdef' for c in text):
+        return text[-64:]
+    raise UsageError('%r is not an entry UUID (64 hex digits) or entry ID (80)' % text)
+
+
+def acknowledge(topdir, ids, reason, by=None):
+    """Record that an admin looked at these findings; kept with who, when, why."""
+    if not reason or not reason.strip():
+        raise UsageError('--reason TEXT is required: say why the finding is fine')
+    ids = [finding_id(i) for i in ids]
+    with state_locked(topdir, ACKS_FILE):
+        acks = read_acks(topdir)
+        for uuid in ids:
+            acks[uuid] = {'reason': ' '.join(reason.split()), 'by': by or user_name(),
+                          'at': int(time.time())}
+        write_state_file(topdir, ACKS_FILE, acks)
+    return ids
+
+
+def user_name():
+    import getpass
+    try:
+        return getpass.getuser()
+    except Exception:  # no name for this uid: the time and reason still say enough
+        return 'uid %d' % os.getuid()
+
+
+def ack_command(uuid):
+    return "koji-rekor monitor --ack %s --reason 'TEXT'" % uuid
+
+
+def monitor_log(settings, topdir, watchlist, progress, start_index=None, history=False):
+    """Check the log's trees, then read every entry added since the last
+    run, and account for each one made with our keys."""
     report = Report(display_url(settings.url), topdir, progress)
-    keys = watched_keys(settings, watchlist, report)
-    match_fingerprints(watchlist, keys, report)
+    keys = our_keys(settings, watchlist, report)
     state = state_dir(topdir)
     client = RekorClient(settings)
     try:
@@ -426,66 +601,289 @@ def monitor_log(settings, topdir, watchlist, progress):
             report.not_checked('the log key of %s: %s' % (display_url(settings.url), e))
             return report
         report.log_id = log_key_id(log_key).hex()
-        view = LogView(client, settings, state, log_key, report)
-        try:
-            check_tree_heads(view)
-        except RekorLogError as e:
-            report.not_checked('the tree heads of %s: %s' % (display_url(settings.url), e))
-            if keys:
-                report.not_checked('the entries of our %d keys, since the log does not answer'
-                                   % len(keys))
-            return report
-        if keys:
-            receipts = receipt_hashes(topdir, report)
-            for key in keys:
+        scan_name = '%s.json' % report.log_id
+        with state_locked(topdir, scan_name):
+            scan = Scan(topdir, scan_name, read_state_file(topdir, scan_name, valid_scan_state))
+            view = LogView(client, settings, state, log_key, report, fetcher=Fetcher(settings))
+            koji_view = KojiView(settings, topdir)
+            try:
                 try:
-                    check_key_entries(view, key, receipts)
+                    check_tree_heads(view)
                 except RekorLogError as e:
-                    report.not_checked('the entries of key %s: %s' % (key.name, e))
+                    report.not_checked('the tree heads of %s: %s' % (display_url(settings.url), e))
+                    report.not_checked('the entries added since log index %s, since the log '
+                                       'does not answer' % (scan.data['next_index'] or 0))
+                else:
+                    scan_log(view, keys, koji_view, scan, start_index)
+                    if history:
+                        look_back(view, keys, koji_view, scan)
+            finally:
+                scan.save()
+                koji_view.close()
+                view.fetcher.close()
+            collect_findings(report, scan, read_acks(topdir))
     finally:
         client.close()
     return report
 
 
-def watched_keys(settings, watchlist, report):
-    """Each *.asc of public_key_dir, public_key_path and the watchlist's key
-    files, once per primary key."""
-    import glob
-    paths = []
-    if settings.public_key_dir:
-        paths += sorted(glob.glob(os.path.join(glob.escape(settings.public_key_dir), '*.asc')))
-    if settings.public_key_path:
-        paths.append(settings.public_key_path)
-    keys = {}
-    for path in paths + watchlist.keys:
-        try:
-            armored = read_public_key(path)
-        except SignatureSourceError as e:
-            report.not_checked(str(e))
-            continue
-        primary = openpgp_primary_key(armored)
-        if primary is None:
-            report.not_checked('%s holds no OpenPGP public key' % path)
-            continue
-        key = keys.setdefault(primary, WatchedKey(armored, primary, openpgp_fingerprint(armored)))
-        if path not in key.files:
-            key.files.append(path)
-    return list(keys.values())
+class Scan:
+    """How far the log was read, entries left to check, findings kept."""
+
+    def __init__(self, topdir, name, data):
+        self.topdir, self.name = topdir, name
+        self.first = data is None
+        # None until the first run knows where the log ends: a run that
+        # cannot tell saves nothing, so the next one is a first run too.
+        self.data = data or {'next_index': None}
+        self.data.setdefault('pending', [])
+        self.data.setdefault('findings', {})
+        self.saved = time.monotonic()
+
+    def save(self):
+        if self.data['next_index'] is None:
+            return
+        write_state_file(self.topdir, self.name, self.data)
+        self.saved = time.monotonic()
+
+    def save_now_and_then(self):
+        if time.monotonic() - self.saved >= SAVE_INTERVAL:
+            self.save()
+
+    def keep_finding(self, uuid, kind, message):
+        self.data['findings'].setdefault(uuid, {'kind': kind, 'message': message,
+                                                'first_seen': int(time.time())})
 
 
-def match_fingerprints(watchlist, keys, report):
-    """Rekor's index is searched by key, never by fingerprint: a watched
-    fingerprint is checked only if one of the keys we have is its key."""
-    ours = {key.fingerprint: key for key in keys if key.fingerprint}
-    for fingerprint in watchlist.fingerprints:
-        key = ours.get(fingerprint)
-        report.watchlist.append({'fingerprint': fingerprint, 'key': key.name if key else None,
-                                 'files': key.files if key else []})
-        if key is None:
-            report.not_checked(
-                'fingerprint %s: no public key for it, so the log cannot be searched for it; '
-                "add its armored public key to the watchlist's keys or to public_key_dir"
-                % fingerprint)
+def collect_findings(report, scan, acks):
+    """Every finding kept and not acknowledged is in every run's report."""
+    new = {f['id'] for f in report.findings if f['id']}
+    report.findings = [f for f in report.findings if not f['id'] or f['id'] not in acks]
+    for uuid, kept in sorted(scan.data['findings'].items()):
+        if uuid in acks:
+            report.acknowledged += 1
+        elif uuid not in new:
+            report.findings.append({'id': uuid, 'kind': kept.get('kind'), 'message':
+                                    kept['message'], 'new': False,
+                                    'first_seen': kept.get('first_seen')})
+    for finding in report.findings:
+        if finding['id']:
+            finding['acknowledge'] = ack_command(finding['id'])
+
+
+def scan_log(view, keys, koji_view, scan, start_index):
+    """Read every entry from the last scanned index to the end of the
+    signed trees, RETRIEVE_BATCH per request, SCAN_JOBS requests in flight,
+    and record how far it got as it goes."""
+    report = view.report
+    if None in [size for _, size in view.shards]:
+        report.not_checked('the entries of a tree whose signed tree head does not verify')
+        return
+    end = sum(size for _, size in view.shards)
+    if start_index is not None:
+        scan.data['next_index'] = start_index
+    elif scan.first:
+        scan.data['next_index'] = end
+        report.note('first run: reading the log from its current end, log index %d; '
+                    '--start-index N reads from N, --history looks back (best-effort)' % end)
+    start = scan.data['next_index']
+    pending = sorted(set(scan.data['pending']))
+    scan.data['pending'] = []
+    counts = dict.fromkeys(SCAN_COUNTS, 0)
+    report.scan = {'from': start, 'to': max(start, end), 'counts': counts}
+    if start > end:
+        # a tree that shrank or vanished, each already a finding of its own
+        report.note('the log signs %d entries in all, fewer than the %d already read; '
+                    'nothing new is read' % (end, start))
+        scan.data['next_index'] = start
+        return
+    began = time.monotonic()
+    if pending:
+        check_indexes(view, keys, koji_view, scan, pending, counts)
+    total = end - start
+    step = RETRIEVE_BATCH * SCAN_JOBS
+    for window in range(start, end, step):
+        indexes = list(range(window, min(window + step, end)))
+        check_indexes(view, keys, koji_view, scan, indexes, counts)
+        scan.data['next_index'] = indexes[-1] + 1
+        scan.save_now_and_then()
+        report.progress.update('read %d/%d entries from log index %d'
+                               % (indexes[-1] + 1 - start, total, start),
+                               done=indexes[-1] + 1 == end)
+    report.scan['seconds'] = round(time.monotonic() - began, 3)
+    if scan.data['pending']:
+        report.not_checked('%d entries are left to check next run (log indexes %s)'
+                           % (len(scan.data['pending']),
+                                            ', '.join(map(str, scan.data['pending'][:10]))))
+
+
+SCAN_COUNTS = ('read', 'ours', 'accounted', 'findings', 'unchecked')
+
+
+def check_indexes(view, keys, koji_view, scan, indexes, counts):
+    """Fetch these log indexes, a batch per request with several in flight,
+    and check each entry in index order."""
+    batches = [indexes[i:i + RETRIEVE_BATCH] for i in range(0, len(indexes), RETRIEVE_BATCH)]
+    answers = list(view.fetcher.pool.map(lambda batch: fetch_indexes(view, batch), batches))
+    for batch, (entries, error) in zip(batches, answers):
+        for index in batch:
+            found = entries.get(index)
+            if found is None:
+                counts['unchecked'] += 1
+                scan.data['pending'].append(index)
+                if error is None:
+                    view.report.note('the log did not return log index %d, below the size it '
+                                     'signs; asked again next run' % index)
+                continue
+            counts['read'] += 1
+            check_entry(view, keys, koji_view, scan, index, *found, counts)
+        if error is not None:
+            view.report.not_checked('log indexes %d-%d: %s' % (batch[0], batch[-1], error))
+
+
+class Fetcher:
+    """SCAN_JOBS threads for the whole scan, each with its own RekorClient
+    (a requests session keeps its connection alive between requests)."""
+
+    def __init__(self, settings):
+        import concurrent.futures
+        self.settings = settings
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=SCAN_JOBS)
+        self.local = threading.local()
+        self.clients = []
+        self.lock = threading.Lock()
+
+    def client(self):
+        client = getattr(self.local, 'client', None)
+        if client is None:
+            client = self.local.client = RekorClient(self.settings)
+            with self.lock:
+                self.clients.append(client)
+        return client
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+        for client in self.clients:
+            client.close()
+
+
+def fetch_indexes(view, batch):
+    """{log index: (entry ID, entry)} for one batch, and the error if any."""
+    try:
+        found = view.fetcher.client().json_answer(
+            'entries', 'POST', RETRIEVE_PATH,
+            lambda found: isinstance(found, list) and all(
+                isinstance(e, dict) and all(isinstance(v, dict) for v in e.values())
+                for e in found),
+            json={'logIndexes': batch})
+    except RekorLogError as e:
+        return {}, str(e)
+    entries = {}
+    for item in found:
+        for entry_id, entry in item.items():
+            index = entry.get('logIndex')
+            if index in batch and index not in entries:
+                entries[index] = (entry_id, entry)
+    return entries, None
+
+
+def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
+    """Verify one entry (UUID, inclusion proof, checkpoint, SET, its global
+    index), then account for it if it was made with one of our keys."""
+    report = view.report
+    try:
+        verified = verify_log_entry(entry_id, entry, view.key, view.settings.origin_host)
+    except VerificationError as e:
+        counts['findings'] += 1
+        message = 'log index %d: entry %s does not verify: %s' % (index, entry_id, e)
+        report.finding('unverified entry', message, entry_id[-64:].lower())
+        scan.keep_finding(entry_id[-64:].lower(), 'unverified entry', message)
+        return
+    # The log signs the global index and proves the tree index: together
+    # they must place the entry where it was asked for, or the entry really
+    # there is never read.
+    offset = shard_offset(view, verified.tree_id)
+    if offset is None or offset + verified.tree_index != index:
+        counts['findings'] += 1
+        flag(view, scan, verified, 'unverified entry', 'log index %d: the log answered with '
+             'entry %s, which it proves at index %d of tree %s' % (
+                 index, verified.entry_id, verified.tree_index, verified.tree_id))
+        return
+    prove_consistent(view, verified.tree_id, verified.checkpoint)
+    logged = body_public_keys(verified.body)
+    fingerprints = {fp for armored in logged for fp in openpgp_fingerprints(armored)}
+    ours = sorted(fingerprints & set(keys.fingerprints))
+    subjects = sorted({e for armored in logged for e in openpgp_emails(armored)}
+                      & keys.subjects)
+    if not ours and not subjects:
+        return
+    counts['ours'] += 1
+    where = 'log index %d, entry %s (integrated %s)' % (
+        verified.log_index, verified.uuid,
+        utc(verified.integrated_time))
+    if not ours:
+        counts['findings'] += 1
+        flag(view, scan, verified, 'our identity',
+             '%s: made with key %s, not one of ours, whose user ID claims %s'
+             % (where, ', '.join(sorted(fingerprints)) or '?', ', '.join(subjects)))
+        return
+    kind = verified.body.get('kind')
+    if kind != 'rpm':
+        counts['findings'] += 1
+        flag(view, scan, verified, 'other kind', '%s: a %s entry made with our key %s; this '
+             'Koji makes only rpm entries' % (where, kind, keys.name(ours[0])))
+        return
+    try:
+        outcome = koji_view.account(verified, sorted(fingerprints), where)
+    except KojiUnavailable as e:
+        counts['unchecked'] += 1
+        scan.data['pending'].append(index)
+        report.not_checked('%s: Koji cannot be asked: %s' % (where, e))
+        return
+    if outcome is None:
+        counts['accounted'] += 1
+        return
+    counts['findings'] += 1
+    flag(view, scan, verified, *outcome)
+
+
+def shard_offset(view, tree_id):
+    """The global log index of a tree's first entry (the sizes of the
+    shards before it), or None for a tree the log does not list."""
+    offset = 0
+    for shard, size in view.shards:
+        if shard == tree_id:
+            return offset
+        offset += size or 0
+    return None
+
+
+def flag(view, scan, verified, kind, message):
+    view.report.finding(kind, message, verified.uuid)
+    scan.keep_finding(verified.uuid, kind, message)
+
+
+def body_public_keys(body):
+    """The OpenPGP keys an entry body names: spec.publicKey (rpm) or
+    spec.signature.publicKey (rekord), as armored or binary bytes."""
+    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
+    signature = spec.get('signature') if isinstance(spec.get('signature'), dict) else {}
+    if signature and signature.get('format') not in (None, 'pgp'):
+        signature = {}
+    keys = []
+    for holder in (spec.get('publicKey'), signature.get('publicKey')):
+        if isinstance(holder, dict) and isinstance(holder.get('content'), str):
+            try:
+                keys.append(base64.b64decode(holder['content'], validate=True))
+            except binascii.Error:
+                pass
+    return keys
+
+
+def logged_nevra(package):
+    headers = package.get('headers') or {}
+    return tuple(str(headers.get(name) or '') for name in
+                 ('Name', 'Epoch', 'Version', 'Release', 'Architecture'))
 
 
 def check_tree_heads(view):
@@ -494,7 +892,11 @@ def check_tree_heads(view):
     that the log no longer lists. Only the signed checkpoint counts: the
     treeSize and rootHash beside it are unsigned."""
     info = view.client.log_info()
-    shards = [(info, True)] + [(shard, False) for shard in info.get('inactiveShards') or []]
+    if not isinstance(info.get('inactiveShards') or [], list):
+        raise RekorUnavailable('malformed log info from Rekor: inactiveShards is not a list')
+    # Global log indexes run through the inactive shards, oldest first, then
+    # the active tree.
+    shards = [(shard, False) for shard in info.get('inactiveShards') or []] + [(info, True)]
     listed = set()
     for shard, active in shards:
         tree_id, note = tree_head_fields(shard)
@@ -502,9 +904,11 @@ def check_tree_heads(view):
         try:
             checkpoint = verify_checkpoint(note, view.key, view.settings.origin_host, tree_id)
         except VerificationError as e:
+            view.shards.append((tree_id, None))
             view.report.finding('bad tree head', 'tree %d: its signed tree head does not verify: %s'
                                 % (tree_id, e))
             continue
+        view.shards.append((tree_id, checkpoint.size))
         check_tree_head(view, tree_id, checkpoint, active)
     for tree_id, size in kept_tree_heads(view.state, view.key):
         if tree_id not in listed:
@@ -532,7 +936,7 @@ def check_tree_head(view, tree_id, checkpoint, active):
         view.heads[(tree_id, checkpoint.size, checkpoint.root_hash)] = False
         try:
             check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
-                              checkpoint.root_hash, checkpoint.text)
+                              checkpoint.root_hash, checkpoint.note)
             how = 'an older view, which the log still proves the newer one extends'
         except (VerificationError, RekorRejected) as e:
             how = 'and the log cannot prove it consistent with the one seen before: %s' % e
@@ -552,7 +956,7 @@ def prove_consistent(view, tree_id, checkpoint):
     if head not in view.heads:
         try:
             check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
-                              checkpoint.root_hash, checkpoint.text)
+                              checkpoint.root_hash, checkpoint.note)
             view.heads[head] = True
         except VerificationError as e:
             view.heads[head] = False
@@ -572,119 +976,249 @@ def kept_tree_heads(state, key):
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
         stem, _, suffix = name.partition('.')
         if suffix == 'json' and stem.isdigit():
-            heads.append((int(stem), saved_tree_head(state, key, int(stem))[0]))
+            saved = saved_tree_head(state, key, int(stem))
+            if saved is not None:  # one that does not verify is ignored (and logged)
+                heads.append((int(stem), saved[0]))
     return heads
 
 
-def receipt_hashes(topdir, report):
-    """The sha256 of every RPM with a receipt under <topdir>/rekor-logs."""
-    hashes, unreadable = set(), 0
-    for directory, subdirs, files in os.walk(os.path.join(topdir, RECEIPT_DIR)):
-        subdirs[:] = [d for d in subdirs if not d.startswith(('@', '.'))]
-        for name in files:
-            if name.endswith('.json') and not name.startswith('.'):
-                try:
-                    hashes.add(read_json(os.path.join(directory, name))['sha256'])
-                except (OSError, ValueError, KeyError, TypeError):
-                    unreadable += 1
-    report.receipts = len(hashes)
-    if unreadable:
-        report.note('%d receipts under %s could not be read; an entry of theirs would be '
-                    'reported as having none' % (unreadable, os.path.join(topdir, RECEIPT_DIR)))
-    return hashes
+class KojiUnavailable(Exception):
+    """Koji could not be asked, or its copy of a package not read."""
 
 
-ENTRY_COUNTS = ('entries', 'rpm_with_receipt', 'rpm_without_receipt', 'other_kind',
-                'unverified', 'not_returned', 'other_key')
+class KojiView:
+    """Koji is the truth about what it signed: the hub, asked with anonymous
+    read calls, says which signatures exist; the hash of Koji's signed copy
+    is computed as the plugin computes it, from the topdir (read-only) or
+    from [koji] topurl. Hashes are kept for the run only, by signature (RPM,
+    sigkey and the header's hash the hub records): one kept in the topdir
+    could be planted, and an entry is new only once anyway."""
 
+    def __init__(self, settings, topdir):
+        self.settings = settings
+        self.topdir = topdir
+        self.hashes = {}
+        self.session = None
+        self.down = None
+        self.url = settings.hub_url
+        self.lock = threading.Lock()
 
-def check_key_entries(view, key, receipts):
-    """Every entry the log's index lists for one of our keys, fetched a
-    batch at a time and verified; each one this Koji did not make is a
-    finding."""
-    found = view.client.search_index({'publicKey': {
-        'format': 'pgp', 'content': base64.b64encode(key.armored).decode()}})
-    ids = list(dict.fromkeys(entry_id.lower() for entry_id in found))
-    counts = dict.fromkeys(ENTRY_COUNTS, 0)
-    counts['entries'] = len(ids)
-    view.report.keys.append({'key': key.name, 'fingerprint': key.fingerprint,
-                             'files': key.files, 'counts': counts})
-    returned = set()
-    if not ids:
-        view.report.progress.update('checked 0/0 entries for key %s' % key.name, done=True)
-    for start in range(0, len(ids), RETRIEVE_BATCH):
-        for entry_id, entry in view.client.retrieve_entries(ids[start:start + RETRIEVE_BATCH]):
-            if entry_id.lower() not in returned:
-                returned.add(entry_id.lower())
-                check_key_entry(view, key, entry_id, entry, receipts, counts)
-        done = min(start + RETRIEVE_BATCH, len(ids))
-        view.report.progress.update('checked %d/%d entries for key %s' % (done, len(ids), key.name),
-                                    done=done == len(ids))
-    uuids = {entry_id[-64:] for entry_id in returned}
-    counts['not_returned'] = sum(1 for i in ids if i not in returned and i not in uuids)
-    if counts['not_returned']:
-        view.report.note('key %s: the index lists %d entries the log did not return (the index '
-                         'is not part of what the log signs)' % (key.name, counts['not_returned']))
-    if counts['other_key']:
-        view.report.note('key %s: the index lists %d entries made with another key'
-                         % (key.name, counts['other_key']))
+    def close(self):
+        if self.session is not None:
+            self.session.logout()
 
-
-def check_key_entry(view, key, entry_id, entry, receipts, counts):
-    try:
-        verified = verify_log_entry(entry_id, entry, view.key, view.settings.origin_host)
-    except VerificationError as e:
-        counts['unverified'] += 1
-        view.report.finding('unverified entry', 'key %s: entry %s does not verify: %s'
-                            % (key.name, entry_id, e))
-        return
-    prove_consistent(view, verified.tree_id, verified.checkpoint)
-    body = verified.body
-    logged_keys = body_public_keys(body)
-    if logged_keys and key.primary not in logged_keys:
-        counts['other_key'] += 1
-        return
-    where = 'entry %s (log index %d, integrated %s)' % (
-        verified.entry_id, verified.log_index,
-        utc(verified.integrated_time))
-    if body.get('kind') != 'rpm':
-        counts['other_kind'] += 1
-        view.report.finding('other kind', 'key %s: %s %s is made with our key; this Koji makes '
-                            'only rpm entries' % (key.name, body.get('kind'), where))
-        return
-    package = (body.get('spec') or {}).get('package') or {}
-    sha256 = (package.get('hash') or {}).get('value')
-    if sha256 in receipts:
-        counts['rpm_with_receipt'] += 1
-        return
-    counts['rpm_without_receipt'] += 1
-    view.report.finding('rpm without receipt', 'key %s: rpm %s logs %s sha256:%s, which has no '
-                        'receipt under %s: an RPM signed with our key that this Koji did not log'
-                        % (key.name, where, logged_nvra(package), sha256,
-                           os.path.join(view.report.topdir, RECEIPT_DIR)))
-
-
-def body_public_keys(body):
-    """The OpenPGP primary keys an entry body names: spec.publicKey (rpm,
-    alpine) or spec.signature.publicKey (rekord)."""
-    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
-    signature = spec.get('signature') if isinstance(spec.get('signature'), dict) else {}
-    keys = []
-    for holder in (spec.get('publicKey'), signature.get('publicKey')):
-        if isinstance(holder, dict) and isinstance(holder.get('content'), str):
+    def call(self, method, *args, **kws):
+        if self.url is None:
+            self.url = hub_url(self.settings)
+        if not self.url:
+            raise KojiUnavailable('no hub to ask: set [koji] server')
+        if self.down:   # asked once in vain this run: the rest waits for the next
+            raise KojiUnavailable(self.down)
+        with self.lock:
+            if self.session is None:
+                self.session = koji.ClientSession(self.url, opts={
+                    'timeout': self.settings.timeout, 'max_retries': self.settings.retries,
+                    'retry_interval': self.settings.backoff, 'anon_retry': True})
             try:
-                primary = openpgp_primary_key(base64.b64decode(holder['content'], validate=True))
-            except binascii.Error:
-                primary = None
-            if primary:
-                keys.append(primary)
-    return keys
+                return getattr(self.session, method)(*args, **kws)
+            except koji.GenericError as e:   # the hub's own answer
+                raise KojiUnavailable('%s at %s failed: %s' % (method, self.url, e))
+            except Exception as e:
+                self.down = '%s at %s failed: %s' % (method, self.url, short_reason(e))
+                raise KojiUnavailable(self.down)
+
+    def account(self, verified, fingerprints, where):
+        """None when Koji has this RPM signed by this key and the logged
+        hash is that of its signed copy; else (kind, message)."""
+        package = (verified.body.get('spec') or {}).get('package') or {}
+        name, epoch, version, release, arch = logged_nevra(package)
+        sha256 = str((package.get('hash') or {}).get('value') or '').lower()
+        sigkeys = sorted({fp[-8:].lower() for fp in fingerprints})
+        what = '%s: rpm %s-%s:%s-%s.%s sha256:%s signed with our key %s' % (
+            where, name, epoch or '0', version, release, arch, sha256, '/'.join(sigkeys))
+        # A source RPM's header names the arch it was built on, which Rekor
+        # stores; Koji files it as src. The first answer that is not an
+        # account is the finding.
+        outcomes = []
+        for candidate in dict.fromkeys((arch, 'src')):
+            rpminfo = self.call('getRPM', '%s-%s-%s.%s' % (name, version, release, candidate))
+            if rpminfo and str(rpminfo.get('epoch') or 0) == (epoch or '0'):
+                outcome = self.account_rpm(rpminfo, sigkeys, sha256, verified.uuid, what)
+                if outcome is None:
+                    return None
+                outcomes.append(outcome)
+        if outcomes:
+            return outcomes[0]
+        return ('not in Koji', '%s: Koji has no such RPM, so this Koji did not sign it (a '
+                'stolen key, or an RPM logged by hand)' % what)
+
+    def account_rpm(self, rpminfo, sigkeys, sha256, uuid, what):
+        signatures = self.call('queryRPMSigs', rpm_id=rpminfo['id'])
+        ours = [s for s in signatures or [] if str(s.get('sigkey', '')).lower() in sigkeys]
+        if not ours:
+            if self.receipt_names(rpminfo, sigkeys, uuid):
+                return ('signature deleted in Koji', '%s: Koji no longer has this signature '
+                        '(a receipt shows this Koji logged it; deleteRPMSig leaves the log '
+                        'entry behind)' % what)
+            return ('not signed in Koji', '%s: Koji has this RPM but no signature of it by '
+                    'this key, so this Koji did not sign it (a stolen key?)' % what)
+        for signature in ours:
+            if self.signed_sha256(rpminfo, signature) == sha256:
+                return None
+        return ('other bytes', '%s: Koji signed %s with this key, but its signed copy has '
+                'another sha256, so the logged package is not the one Koji signed'
+                % (what, nvra_of(rpminfo)))
+
+    def receipt_names(self, rpminfo, sigkeys, uuid):
+        """Whether a receipt records this entry for this RPM: it only tells a
+        deleted signature from one never made, it never accounts for one."""
+        for sigkey in sigkeys:
+            try:
+                receipt = read_receipt(self.topdir, rpminfo, sigkey)
+                if any(i.lower()[-64:] == uuid for i in receipt['log_entry']):
+                    return True
+            except (OSError, RekorLogError, KeyError, TypeError, AttributeError):
+                continue
+        return False
+
+    def signed_sha256(self, rpminfo, signature):
+        cache = '%s %s %s' % (rpminfo['id'], signature['sigkey'], signature.get('sighash'))
+        if cache not in self.hashes:
+            build = self.call('getBuild', rpminfo['build_id'])
+            if not build:
+                raise KojiUnavailable('Koji has no build %s for %s'
+                                      % (rpminfo['build_id'], nvra_of(rpminfo)))
+            self.hashes[cache] = self.copy_sha256(build, rpminfo, signature)
+        return self.hashes[cache]
+
+    def copy_sha256(self, build, rpminfo, signature):
+        sigkey = signature['sigkey']
+        try:
+            signed = locate_signed_rpm(build, rpminfo, sigkey)
+        except RekorLogError as e:
+            if not self.settings.topurl:
+                raise KojiUnavailable("cannot read Koji's signed copy of %s by %s from the "
+                                      'topdir (%s), and [koji] topurl is not set'
+                                      % (nvra_of(rpminfo), sigkey, e))
+            return topurl_sha256(self.settings, build, rpminfo, sigkey, signature.get('sighash'))
+        if signature.get('sighash') and \
+                hashlib.md5(signed.sighdr).hexdigest() != signature['sighash']:  # noqa: S324
+            raise KojiUnavailable('the signature header of %s by %s in the topdir is not the '
+                                  'one Koji recorded' % (nvra_of(rpminfo), sigkey))
+        with signed.open() as fo:
+            return sha256_of(fo)
 
 
-def logged_nvra(package):
-    headers = package.get('headers') or {}
-    return '%s-%s-%s.%s' % tuple(headers.get(name, '?') for name in
-                                 ('Name', 'Version', 'Release', 'Architecture'))
+def topurl_sha256(settings, build, rpminfo, sigkey, sighash):
+    """The sha256 of Koji's signed copy read over HTTP from [koji] topurl:
+    the signed copy if Koji wrote one, else the unsigned RPM with the
+    signature header from the sigcache put in place of its own, streamed
+    (it costs one download of the RPM per new signature)."""
+    import requests
+    pathinfo = koji.PathInfo(topdir=settings.topurl.rstrip('/'))
+    base = pathinfo.build(build)
+    session = requests.Session()
+    session.verify = settings.ca_bundle or True
+
+    def get(path):
+        try:
+            response = session.get('%s/%s' % (base, path), stream=True,
+                                   timeout=settings.timeout, allow_redirects=False)
+        except requests.RequestException as e:
+            raise KojiUnavailable('cannot read %s/%s: %s' % (base, path, short_reason(e)))
+        if response.status_code not in (200, 404):
+            raise KojiUnavailable('%s/%s: HTTP %d' % (base, path, response.status_code))
+        return response if response.status_code == 200 else None
+
+    digest = hashlib.sha256()
+    try:
+        response = get(pathinfo.signed(rpminfo, sigkey))
+        if response is not None:
+            for chunk in response.iter_content(CHUNK_SIZE):
+                digest.update(chunk)
+            return digest.hexdigest()
+        response = get(pathinfo.sighdr(rpminfo, sigkey))
+        sighdr = response.content[:16 * 1024 * 1024] if response is not None else None
+        if not sighdr or (sighash and hashlib.md5(sighdr).hexdigest() != sighash):  # noqa: S324
+            raise KojiUnavailable('no signature header of %s by %s at %s matches the one '
+                                  'Koji recorded' % (nvra_of(rpminfo), sigkey, base))
+        response = get(pathinfo.rpm(rpminfo))
+        if response is None:
+            raise KojiUnavailable('no %s/%s' % (base, pathinfo.rpm(rpminfo)))
+        stream = response.raw
+        lead, intro = stream.read(96), stream.read(16)
+        count, size = int.from_bytes(intro[8:12], 'big'), int.from_bytes(intro[12:16], 'big')
+        skip = 16 * count + size
+        stream.read(skip + (-(16 + skip) % 8))
+        digest.update(lead + sighdr)
+        for chunk in iter(lambda: stream.read(CHUNK_SIZE), b''):
+            digest.update(chunk)
+        return digest.hexdigest()
+    except requests.RequestException as e:
+        raise KojiUnavailable('reading %s from %s failed: %s' % (nvra_of(rpminfo), base,
+                                                                   short_reason(e)))
+    finally:
+        session.close()
+
+
+def look_back(view, keys, koji_view, scan):
+    """--history: the entries Rekor's index lists for our key files and
+    subjects, older than where the scan started. Best-effort: the index is
+    not part of what the log signs, keys it by the hash of its own
+    re-encoding of the key block, and is written after the upload is
+    answered, so it can miss entries."""
+    report = view.report
+    queries = [{'publicKey': {'format': 'pgp', 'content': base64.b64encode(armored).decode()}}
+               for _, armored in keys.files]
+    queries += [{'email': subject} for subject in sorted(keys.subjects)]
+    ids = []
+    for query in queries:
+        try:
+            ids += [i.lower() for i in view.client.search_index(query)]
+        except RekorLogError as e:
+            report.not_checked('--history: the index search failed: %s' % e)
+    ids = list(dict.fromkeys(ids))
+    start = report.scan.get('from', scan.data['next_index'])
+    counts = dict.fromkeys(SCAN_COUNTS, 0)
+    report.history = {'listed': len(ids), 'before': start, 'counts': counts,
+                      'note': "best-effort: Rekor's index can miss entries (it keys a key by "
+                              "the hash of its own re-encoding and is written after the upload "
+                              "is answered)"}
+    for at in range(0, len(ids), RETRIEVE_BATCH):
+        try:
+            entries = view.client.retrieve_entries(ids[at:at + RETRIEVE_BATCH])
+        except RekorLogError as e:
+            report.not_checked('--history: entries %s: %s' % (', '.join(ids[at:at + 3]), e))
+            continue
+        for entry_id, entry in entries:
+            index = entry.get('logIndex') if isinstance(entry, dict) else None
+            if isinstance(index, int) and index < start:
+                counts['read'] += 1
+                check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts)
+
+
+NOTIFY_TIMEOUT = 120
+
+
+def notify(settings, report):
+    """[monitor] notify_command, with the JSON report on its standard input."""
+    import shlex
+    import subprocess
+    command = shlex.split(settings.notify_command)
+    try:
+        done = subprocess.run(command, input=json.dumps(report.as_json(), indent=2).encode(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              timeout=NOTIFY_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        problem = str(e)
+    else:
+        if done.returncode == 0:
+            return
+        problem = 'exit status %d: %s' % (done.returncode,
+                                          ' '.join(done.stderr.decode('utf-8', 'replace')
+                                                   .split())[:300])
+    report.not_checked('[monitor] notify_command %r failed (%s): nobody was told of the '
+                       'findings' % (settings.notify_command, problem))
 
 
 TREE_STATUS = {'first seen': 'first seen', 'unchanged': 'unchanged since seen before',
@@ -699,28 +1233,31 @@ def format_report(report):
         lines.append('  tree %s (%s): size %d, root %s: %s' % (
             tree['tree_id'], 'active' if tree['active'] else 'inactive', tree['size'],
             tree['root_hash'], TREE_STATUS[tree['status']] % tree))
-    if report.receipts is not None:
-        lines.append('Receipts: %d under %s' % (report.receipts,
-                                                os.path.join(report.topdir, RECEIPT_DIR)))
-    if report.keys:
-        lines.append("Keys (the entries the log's index lists for each):")
-    for key in report.keys:
-        counts = key['counts']
-        detail = ', '.join('%s %d' % (name.replace('_', ' '), counts[name])
-                           for name in ENTRY_COUNTS[1:] if counts[name])
-        lines.append('  key %s (%s): %d entries%s' % (key['key'], ', '.join(key['files']),
-                                                     counts['entries'],
-                                                     ': ' + detail if detail else ''))
-    if report.watchlist:
-        lines.append('Watchlist:')
-    for item in report.watchlist:
-        lines.append('  fingerprint %s: %s' % (
-            item['fingerprint'], 'key %s' % item['key'] if item['key'] else 'NOT CHECKABLE'))
-    for title, items in (('Notes', report.notes), ('Not checked', report.unchecked),
-                         ('FINDINGS', [f['message'] for f in report.findings])):
+    lines.append('Keys: %d fingerprints (primary keys and subkeys)%s' % (
+        len(report.keys), ', subjects %s' % ', '.join(report.watchlist)
+        if report.watchlist else ''))
+    for name, part in (('Scan', report.scan), ('History (best-effort)', report.history)):
+        if part:
+            counts = part['counts']
+            span = ('log indexes %d to %d' % (part['from'], part['to'] - 1)
+                    if 'from' in part and part['to'] > part['from'] else
+                    'nothing new' if 'from' in part else
+                    '%d entries listed, before log index %d' % (part['listed'], part['before']))
+            lines.append('%s: %s: read %d, made with our keys %d, accounted for by Koji %d'
+                         % (name, span, counts['read'], counts['ours'], counts['accounted']))
+    if report.acknowledged:
+        lines.append('Acknowledged findings: %d' % report.acknowledged)
+    for title, items in (('Notes', report.notes), ('Not checked', report.unchecked)):
         if items:
             lines.append('%s:' % title)
             lines += ['  - %s' % item for item in items]
+    if report.findings:
+        lines.append('FINDINGS:')
+    for finding in report.findings:
+        lines.append('  - [%s%s] %s' % (finding['kind'], '' if finding.get('new', True)
+                                        else ', reported before', finding['message']))
+        if finding.get('acknowledge'):
+            lines.append('    acknowledge: %s' % finding['acknowledge'])
     if report.findings:
         result = '%d finding%s' % (len(report.findings), 's' if len(report.findings) > 1 else '')
     elif report.unchecked:
@@ -806,6 +1343,10 @@ def stored_signature(volume, packages, path):
     build = {'name': name, 'version': version, 'release': release, 'volume_name': volume}
     rpminfo = {'name': parsed['name'], 'version': parsed['version'],
                'release': parsed['release'], 'arch': parsed['arch'], 'epoch': None}
+    try:
+        record_name(rpminfo, sigkey)  # names its receipt can be built from
+    except RekorLogError as e:
+        raise ValueError(str(e))
     expected = os.path.join(koji.pathinfo.build(build), koji.pathinfo.sighdr(rpminfo, sigkey))
     if os.path.normpath(expected) != os.path.normpath(path):
         raise ValueError('not where Koji keeps it (koji.pathinfo gives %s)' % expected)
@@ -1320,7 +1861,7 @@ def run_doctor(config_file, topdir):
     try:
         settings = load_config(config_file)
     except koji.ConfigurationError as e:
-        checkup.add('fail', 'configuration', '%s: %s' % (config_file, e))
+        checkup.add('fail', 'configuration', str(e))  # names the file and the option
         for check in ('signing keys', 'log', 'selinux'):
             checkup.add('skip', check, 'needs a configuration the hub accepts')
         settings = None
@@ -1711,12 +2252,98 @@ def default_topdir():
     return DEFAULT_TOPDIR
 
 
+def become_hub_user(settings, topdir):
+    """Commands that write under rekor-logs/ run as the hub's user, so that
+    nothing they leave there keeps the hub from writing: started as root,
+    become the owner of rekor-logs/ (or [upload] hub_user when it does not
+    exist yet, or root owns it), before touching anything, and create it as
+    that user."""
+    import pwd
+    import stat
+    logs = os.path.join(topdir, RECEIPT_DIR)
+    try:
+        info = os.lstat(logs)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        raise UsageError('%s is a symlink or not a directory: not followed' % logs)
+    if os.geteuid() == 0:
+        if info is not None and info.st_uid != 0:
+            uid, gid = info.st_uid, info.st_gid
+            try:
+                user = pwd.getpwuid(uid)
+                name, gid = user.pw_name, user.pw_gid
+            except KeyError:
+                name = None
+        else:
+            try:
+                user = pwd.getpwnam(settings.hub_user)
+            except KeyError:
+                raise UsageError('no such user: %s (the hub\'s user, [upload] hub_user), who '
+                                 'must own %s' % (settings.hub_user, logs))
+            uid, gid, name = user.pw_uid, user.pw_gid, user.pw_name
+        if uid != 0:
+            give_back(logs, uid, gid)
+            preload()
+            if name:
+                os.initgroups(name, gid)
+            else:
+                os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            LOG.debug('rekor_log: running as uid %d, the owner of %s', uid, logs)
+    if info is None:
+        try:
+            os.mkdir(logs)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise UsageError('cannot create %s: %s' % (logs, e.strerror))
+
+
+def give_back(logs, uid, gid):
+    """What root left under rekor-logs/ (an older version, an admin's run)
+    goes back to the hub's user, so that the hub can write there again.
+    Links are changed themselves, never followed."""
+    if not os.path.isdir(logs) or os.path.islink(logs):
+        return
+    fixed = 0
+    for directory, dirs, files in os.walk(logs):
+        for path in [directory] + [os.path.join(directory, n) for n in dirs + files]:
+            try:
+                if os.lstat(path).st_uid == 0:
+                    os.lchown(path, uid, gid)
+                    fixed += 1
+            except OSError:  # gone meanwhile, or a root_squash NFS: nothing to do
+                pass
+    if fixed:
+        LOG.warning('rekor_log: %d files and directories under %s belonged to root; given back '
+                    'to uid %d, the hub\'s user', fixed, logs, uid)
+
+
+def preload():
+    """Import what is otherwise imported on first use, while the files can
+    still be read: the hub's user may not reach root's Python environment."""
+    for module in ('encodings.idna', 'cryptography.exceptions', 'cryptography.hazmat.backends',
+                   'cryptography.hazmat.backends.openssl',
+                   'cryptography.hazmat.primitives.asymmetric.ec',
+                   'cryptography.hazmat.primitives.asymmetric.ed25519',
+                   'cryptography.hazmat.primitives.serialization', 'requests',
+                   'requests.adapters', 'urllib3.util.ssl_', 'rpm', 'yaml', 'json.decoder',
+                   'concurrent.futures.thread', 'signal'):
+        __import__(module)
+    # A check of a bad signature loads the rest of cryptography's backend.
+    from rekor_log import signature_is_valid
+    signature_is_valid(load_log_key(PUBLIC_REKOR_KEY), b'\x30\x06\x02\x01\x01\x02\x01\x01', b'')
+
+
 def cmd_retry(args):
     import signal
     settings = load_config(args.config)
     topdir = args.topdir or default_topdir()
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
+    become_hub_user(settings, topdir)
     koji.pathinfo.topdir = topdir
     if not args.watch:
         counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now)
@@ -1737,14 +2364,28 @@ def cmd_retry(args):
 
 
 def cmd_monitor(args):
-    settings = load_config(args.config)
-    topdir = args.topdir or default_topdir()
+    topdir = os.path.abspath(args.topdir or default_topdir())
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
+    if args.ack:
+        ids = acknowledge(topdir, args.ack, args.reason)
+        reason = ' '.join(args.reason.split())
+        return emit(args, 0, {'acknowledged': ids, 'reason': reason},
+                    '\n'.join('acknowledged %s: %s' % (uuid, reason) for uuid in ids))
+    if args.reason:
+        raise UsageError('--reason goes with --ack UUID')
+    settings = load_config(args.config)
+    koji.pathinfo.topdir = topdir
     watchlist = read_watchlist(args.watchlist) if args.watchlist else Watchlist()
+    become_hub_user(settings, topdir)
     progress = Progress()
-    report = monitor_log(settings, topdir, watchlist, progress)
-    progress.clear()
+    try:
+        report = monitor_log(settings, topdir, watchlist, progress, args.start_index,
+                             args.history)
+    finally:
+        progress.clear()
+    if report.findings and settings.notify_command:
+        notify(settings, report)
     if args.json:
         sys.stdout.write(json.dumps(report.as_json(), indent=2, sort_keys=True) + '\n')
     else:
@@ -1757,6 +2398,7 @@ def cmd_backfill(args):
     topdir = os.path.abspath(args.topdir or default_topdir())
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
+    become_hub_user(settings, topdir)
     koji.pathinfo.topdir = topdir
     if not settings.record_log_info:
         LOG.warning('rekor_log: [upload] record_log_info is off: no receipts are written, so '
@@ -1819,6 +2461,16 @@ def positive_int(text):
     return value
 
 
+def nonnegative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError('%r is not a whole number >= 0' % text)
+    return value
+
+
 def cli_settings(args):
     settings = load_config(args.config)
     if getattr(args, 'url', None):
@@ -1829,13 +2481,25 @@ def cli_settings(args):
 
 def cmd_upload(args):
     settings = cli_settings(args)
+    if args.ack is not None and not args.ack.strip():
+        raise UsageError('--ack REASON: say why this package is logged by hand')
+    state = topdir = None
+    # The tree heads seen before and the monitor's acknowledgements live
+    # under the topdir; without --topdir (or --ack) nothing is written under
+    # any rekor-logs/.
+    if args.topdir or args.ack is not None:
+        topdir = args.topdir or default_topdir()
+        if not os.path.isdir(topdir):
+            raise UsageError('no such topdir: %s%s' % (
+                topdir, '' if args.topdir else
+                ' (--ack needs the topdir the monitor keeps its state in)'))
+        become_hub_user(settings, topdir)
+        state = state_dir(topdir)
     signed = signed_rpm_from_file(args.rpm)
     try:
         read_public_key(args.key)
     except SignatureSourceError as e:  # an unusable --key: could not run
         raise UsageError(str(e))
-    topdir = args.topdir or default_topdir()
-    state = state_dir(topdir) if os.path.isdir(topdir) else None
     outcome = upload_signed_rpm(settings, signed, args.key, state)
     receipt = json.dumps(outcome.receipt, indent=2, sort_keys=True) + '\n'
     if args.receipt:
@@ -1843,26 +2507,38 @@ def cmd_upload(args):
     line = '%s %s: log index %d, uuid %s' % (
         'logged' if outcome.created else 'already in the log', signed.nvra,
         outcome.verified.log_index, outcome.verified.uuid)
+    # Logged by hand, not by Koji: the monitor reports it until acknowledged.
+    if args.ack is not None:
+        acknowledge(topdir, [outcome.verified.uuid], args.ack)
+        ack_line = 'acknowledged for koji-rekor monitor: %s' % ' '.join(args.ack.split())
+    else:
+        ack_line = ('koji-rekor monitor reports this entry until it is acknowledged: %s'
+                    % ack_command(outcome.verified.uuid))
     if args.json:
         return emit(args, 0, {
             'nvra': signed.nvra, 'sigkey': signed.sigkey, 'created': outcome.created,
             'log_index': outcome.verified.log_index, 'uuid': outcome.verified.uuid,
-            'receipt_file': args.receipt, 'receipt': outcome.receipt}, None)
+            'receipt_file': args.receipt, 'receipt': outcome.receipt,
+            'acknowledged': args.ack is not None,
+            'acknowledge': None if args.ack is not None else ack_command(outcome.verified.uuid)},
+            None)
     if not args.receipt:
         sys.stdout.write(receipt)
     print(line, file=sys.stderr)
+    print(ack_line, file=sys.stderr)
     return 0
 
 
 def load_entry_file(path):
     """A receipt the plugin wrote, or a raw {entryID: LogEntry}."""
     try:
-        with open(path, 'rb') as fo:
-            data = json.load(fo)
+        data = read_json(path)
     except OSError as e:
         raise UsageError('cannot read %s: %s' % (path, e.strerror))
-    except ValueError:
-        raise UsageError('%s is not JSON' % path)
+    except RekorLogError as e:
+        raise UsageError(str(e))
+    if data is None:
+        raise UsageError('cannot read %s: No such file or directory' % path)
     receipt = data if isinstance(data, dict) and 'log_entry' in data else None
     entries = receipt['log_entry'] if receipt else data
     if not isinstance(entries, dict) or len(entries) != 1:
@@ -1873,9 +2549,25 @@ def load_entry_file(path):
     return receipt, entry_id, entry
 
 
+def verify_settings(args):
+    """The configuration of a read-only check: --config (which must exist),
+    else the hub's file when this user can read it, else none (None)."""
+    path = args.config
+    if path is None and os.access(CONFIG_FILE, os.R_OK):
+        path = CONFIG_FILE
+    settings = load_config(path) if path else None
+    if args.url:
+        settings = settings or Settings()
+        settings.url = args.url
+        settings.allow_insecure_http = True  # the caller named it; nothing is sent
+        check_url(settings)
+    return settings
+
+
 def verify_key_for(args, settings, receipt, entry):
     """The log key for an offline verify: --log-key, the configured one, or
-    the shipped public-instance key when the entry's logID is its."""
+    the shipped public-instance key for rekor.sigstore.dev (configured, or
+    when nothing names a log and the entry's logID is its)."""
     if args.log_key:
         try:
             return read_log_key(args.log_key)
@@ -1883,22 +2575,40 @@ def verify_key_for(args, settings, receipt, entry):
             raise UsageError('cannot read %s: %s' % (args.log_key, e.strerror))
         except VerificationError as e:
             raise UsageError('%s: %s' % (args.log_key, e))
-    if settings.log_public_key:
+    if settings and settings.log_public_key:
         return read_log_key(settings.log_public_key)
     public = load_log_key(PUBLIC_REKOR_KEY)
-    if str(entry.get('logID', '')).lower() == log_key_id(public).hex():
+    if settings and urllib.parse.urlsplit(settings.url).hostname != PUBLIC_REKOR_HOST:
+        raise UsageError('no log key for %s: pass --log-key or set [rekor] log_public_key'
+                         % settings.url)
+    if settings or str(entry.get('logID', '')).lower() == log_key_id(public).hex():
         return public
     raise UsageError('no log key for logID %s: pass --log-key' % entry.get('logID'))
 
 
+def verify_origin_for(args, settings, receipt, key):
+    """The host the checkpoint must name: --origin, the configured log (or
+    --url), the receipt's rekor_url, or rekor.sigstore.dev for its key."""
+    if args.origin:
+        return args.origin
+    if settings:
+        return settings.origin_host
+    url = receipt.get('rekor_url') if receipt else None
+    if isinstance(url, str) and urllib.parse.urlsplit(url).hostname:
+        return urllib.parse.urlsplit(url).hostname
+    if log_key_id(key) == log_key_id(load_log_key(PUBLIC_REKOR_KEY)):
+        return PUBLIC_REKOR_HOST
+    raise UsageError('no origin to check the checkpoint against: pass --origin or --url')
+
+
 def cmd_verify(args):
-    settings = load_config(args.config)
+    settings = verify_settings(args)
     receipt, entry_id, entry = load_entry_file(args.file)
     key = verify_key_for(args, settings, receipt, entry)
-    origin = args.origin
-    if origin is None and receipt:
-        origin = urllib.parse.urlsplit(receipt.get('rekor_url', '')).hostname
+    origin = verify_origin_for(args, settings, receipt, key)
     verified = verify_log_entry(entry_id, entry, key, origin, require_set=False)
+    if receipt:
+        check_receipt_body(receipt, verified.body)
     if args.rpm:
         check_receipt_rpm(args.rpm, receipt, verified)
     unsigned = '' if verified.signed_time else ' (unsigned)'
@@ -1916,6 +2626,47 @@ def cmd_verify(args):
         '\n'.join(lines))
 
 
+def check_receipt_body(receipt, body):
+    """The receipt's own nvra, sigkey and sha256 are what the entry logged."""
+    for name in ('nvra', 'sigkey', 'sha256', 'rekor_url'):
+        if receipt.get(name) is not None and not isinstance(receipt.get(name), str):
+            raise VerificationError('receipt: %s is not text' % name)
+    if not any(receipt.get(name) for name in ('nvra', 'sigkey', 'sha256')):
+        return
+    if body.get('kind') != 'rpm':
+        raise VerificationError('receipt names an RPM, the entry is %s' % body.get('kind'))
+    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
+    package = spec.get('package') if isinstance(spec.get('package'), dict) else {}
+    digest = package.get('hash') if isinstance(package.get('hash'), dict) else {}
+    if receipt.get('sha256') and receipt['sha256'] != digest.get('value'):
+        raise VerificationError('receipt records sha256 %s, the entry logged %s'
+                                % (receipt['sha256'], digest.get('value')))
+    if receipt.get('nvra'):
+        headers = package.get('headers') if isinstance(package.get('headers'), dict) else {}
+        logged = logged_nvra(package)
+        name, _, arch = receipt['nvra'].rpartition('.')
+        if receipt['nvra'] != logged and not (
+                arch == 'src' and logged.rpartition('.')[0] == name and headers):
+            raise VerificationError('receipt records %s, the entry logged %s'
+                                    % (receipt['nvra'], logged))
+    if receipt.get('sigkey'):
+        holder = spec.get('publicKey') if isinstance(spec.get('publicKey'), dict) else {}
+        try:
+            armored = base64.b64decode(holder.get('content') or '', validate=True)
+        except (binascii.Error, TypeError):
+            armored = b''
+        if not any(fingerprint.endswith(receipt['sigkey'].upper())
+                   for fingerprint in openpgp_fingerprints(armored)):
+            raise VerificationError('receipt records sigkey %s, the entry logged another key'
+                                    % receipt['sigkey'])
+
+
+def logged_nvra(package):
+    headers = package.get('headers') or {}
+    return '%s-%s-%s.%s' % tuple(headers.get(name, '?') for name in
+                                 ('Name', 'Version', 'Release', 'Architecture'))
+
+
 def check_receipt_rpm(path, receipt, verified):
     """The RPM file is the one the rpm entry logged."""
     if verified.body.get('kind') != 'rpm':
@@ -1924,13 +2675,43 @@ def check_receipt_rpm(path, receipt, verified):
         raise UsageError('no such file: %s' % path)
     with open(path, 'rb') as fo:
         sha256 = sha256_of(fo)
-    logged = ((verified.body.get('spec') or {}).get('package') or {}).get('hash') or {}
+    logged = member(member(member(verified.body, 'spec'), 'package'), 'hash')
     if logged.get('value') != sha256:
         raise VerificationError('%s has sha256 %s, the entry logged %s'
                                 % (path, sha256, logged.get('value')))
     if receipt and receipt.get('sha256') not in (None, sha256):
         raise VerificationError('receipt records sha256 %s, %s has %s'
                                 % (receipt.get('sha256'), path, sha256))
+
+
+def cmd_log_key(args):
+    """Print the key the log serves, and the one pinned for it on first use,
+    with their logIDs, for the admin to install as [rekor] log_public_key."""
+    from rekor_log import pin_name, read_file_at
+    settings = cli_settings(args)
+    topdir = args.topdir or default_topdir()
+    pinned = None
+    try:
+        with logs_dir(topdir, ('@state', 'keys'), create=False) as fd:
+            pinned = read_file_at(fd, pin_name(settings.url), limit=64 * 1024)
+    except FileNotFoundError:
+        pass
+    client = RekorClient(settings)
+    try:
+        served = client.log_public_key()
+    finally:
+        client.close()
+    keys = [('served by %s' % settings.url, served)]
+    if pinned is not None:
+        keys.append(('pinned in %s' % os.path.join(state_dir(topdir), 'keys',
+                                                   pin_name(settings.url)), pinned))
+    found = [{'where': where, 'log_id': log_key_id(load_log_key(pem)).hex(),
+              'pem': pem.decode('ascii', 'replace')} for where, pem in keys]
+    differ = len({key['log_id'] for key in found}) > 1
+    if differ:
+        print('koji-rekor: the log serves another key than the one pinned', file=sys.stderr)
+    return emit(args, 1 if differ else 0, {'url': settings.url, 'keys': found},
+                ''.join('# %(where)s: logID %(log_id)s\n%(pem)s' % key for key in found))
 
 
 def build_parser():
@@ -1945,8 +2726,12 @@ def build_parser():
     upload.add_argument('--key', required=True, help='ASCII-armored public key that signed it')
     upload.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
     upload.add_argument('--url', help='Rekor URL (overrides the configuration)')
-    upload.add_argument('--topdir', help=TOPDIR_HELP)
+    upload.add_argument('--topdir', help='Koji topdir whose rekor-logs/ keeps the tree heads '
+                        'seen before (run as the hub user; default: none)')
     upload.add_argument('--receipt', help='write the receipt here instead of printing it')
+    upload.add_argument('--ack', metavar='REASON',
+                        help='acknowledge the entry for koji-rekor monitor, which otherwise '
+                             'reports a package Koji did not sign until it is acknowledged')
     upload.set_defaults(func=cmd_upload)
 
     verify = sub.add_parser('verify', help='verify a receipt or Rekor entry offline')
@@ -1954,7 +2739,9 @@ def build_parser():
     verify.add_argument('--rpm', help='also check that this RPM is the one logged')
     verify.add_argument('--log-key', help="PEM file of the log's public key")
     verify.add_argument('--origin', help='host the checkpoint origin must name')
-    verify.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    verify.add_argument('--url', help='the Rekor log the entry must come from')
+    verify.add_argument('--config', help='plugin configuration file (default: %s when it '
+                        'exists and can be read; none is needed)' % CONFIG_FILE)
     verify.set_defaults(func=cmd_verify)
 
     verify_rpm = sub.add_parser(
@@ -1998,7 +2785,24 @@ def build_parser():
                          help='YAML file of further keys and fingerprints to watch')
     monitor.add_argument('--topdir', help=TOPDIR_HELP)
     monitor.add_argument('--json', action='store_true', help='print the report as JSON')
+    monitor.add_argument('--start-index', type=nonnegative_int, metavar='N',
+                         help='read the log from log index N (default: where the last run '
+                              "stopped; on the first run, the log's current end)")
+    monitor.add_argument('--history', action='store_true',
+                         help="also look at older entries Rekor's index lists for our keys "
+                              '(best-effort: the index can miss entries)')
+    monitor.add_argument('--ack', nargs='+', metavar='UUID',
+                         help='acknowledge these findings (entry UUIDs) and exit; needs --reason')
+    monitor.add_argument('--reason', metavar='TEXT', help='why the acknowledged findings are fine')
     monitor.set_defaults(func=cmd_monitor)
+
+    log_key = sub.add_parser('log-key', help="print the log's key (served and pinned) and its "
+                                              'logID, to set as [rekor] log_public_key')
+    log_key.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
+    log_key.add_argument('--url', help='Rekor URL (overrides the configuration)')
+    log_key.add_argument('--topdir',
+                         help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
+    log_key.set_defaults(func=cmd_log_key)
 
     backfill = sub.add_parser('backfill',
                               help='log the signatures in the topdir that have no receipt')
@@ -2050,7 +2854,7 @@ def exit_status_of(exc):
     the command could not run (arguments, files, configuration, a log that
     cannot be reached, anything unexpected)."""
     if isinstance(exc, (UsageError, koji.ConfigurationError, SourceGone, RekorUnavailable,
-                        OSError)):
+                        UnsafePath, OSError)):
         return 2
     if isinstance(exc, RekorLogError):
         return 1

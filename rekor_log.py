@@ -11,14 +11,17 @@
 import base64
 import binascii
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import socket
 import ssl
-import tempfile
+import stat
 import threading
 import time
 import urllib.parse
@@ -92,6 +95,12 @@ class RekorRejected(RekorLogError):
     permanent = True
 
 
+class BreaksRekorRule(RekorLogError):
+    """The RPM breaks a rule of Rekor's rpm type, so Rekor would refuse it:
+    found before anything is sent."""
+    permanent = True
+
+
 class RekorUnavailable(RekorLogError):
     """Rekor could not be reached or answered with a server error.
 
@@ -116,6 +125,11 @@ class RekorMisconfigured(RekorUnavailable):
 
 class VerificationError(RekorLogError):
     """Something the log returned does not verify."""
+
+
+class BadRecord(RekorLogError):
+    """An outbox record that is not one the plugin writes: set aside."""
+    permanent = True
 
 
 # ---------------------------------------------------------------------------
@@ -145,6 +159,10 @@ class Settings:
     hub_user: str = 'apache'
     notify_command: str = None
     topurl: str = None
+    # Set by load_config: the file it read, and whether that is the original
+    # plugin's (a [config] section naming neither a url nor a key elsewhere).
+    config_file: str = None
+    legacy: bool = False
 
     @property
     def origin_host(self):
@@ -185,6 +203,11 @@ OPTIONS = [
 BOOLEANS = {'1': True, 'yes': True, 'true': True, 'on': True,
             '0': False, 'no': False, 'false': False, 'off': False}
 
+# The largest value that makes sense for each numeric option: a typo such as
+# retries = 5000 or timeout = 1e9 would hold a signature import for days.
+LIMITS = {'timeout': 3600, 'retries': 20, 'backoff': 600, 'poll_interval': 86400,
+          'min_rate': 1 << 40, 'hub_budget': 3600}
+
 
 def get_config():
     """The plugin's settings, read once per process as Koji's plugins do."""
@@ -194,19 +217,90 @@ def get_config():
     return CONFIG
 
 
+def read_config_file(path):
+    """The parsed file, strictly: it must exist and parse, with no unknown
+    section or option, no duplicate, and a section header first."""
+    import configparser
+    if not os.path.isfile(path):
+        raise koji.ConfigurationError('%s: no such configuration file' % path)
+    parser = configparser.RawConfigParser(strict=True)
+    try:
+        with open(path, encoding='utf-8') as fo:
+            parser.read_file(fo, source=path)
+    except OSError as e:
+        raise koji.ConfigurationError('%s: cannot read it: %s' % (path, e.strerror or e))
+    except UnicodeDecodeError:
+        raise koji.ConfigurationError('%s: not UTF-8 text' % path)
+    except configparser.MissingSectionHeaderError as e:
+        raise koji.ConfigurationError('%s: line %d: no [section] header before it'
+                                      % (path, e.lineno))
+    except configparser.DuplicateSectionError as e:
+        raise koji.ConfigurationError('%s: line %s: section [%s] appears twice'
+                                      % (path, e.lineno, e.section))
+    except configparser.DuplicateOptionError as e:
+        raise koji.ConfigurationError('%s: line %s: [%s] %s appears twice'
+                                      % (path, e.lineno, e.section, e.option))
+    except configparser.Error as e:
+        raise koji.ConfigurationError('%s: %s' % (path, ' '.join(str(e).split())))
+    known = {}
+    for (section, option), _ in OPTIONS:
+        known.setdefault(section, set()).add(option)
+    for section in parser.sections():
+        if section not in known:
+            raise koji.ConfigurationError('%s: unknown section [%s] (known: %s)' % (
+                path, section, ', '.join(sorted(known))))
+        for option in parser.options(section):
+            if option not in known[section]:
+                raise koji.ConfigurationError('%s: unknown option [%s] %s' % (
+                    path, section, option))
+    return parser
+
+
 def load_config(path):
-    """Read and check a configuration file; a missing file means defaults."""
-    parser = koji.read_config_files([(path, False)], raw=True)
+    """Read and check a configuration file, or raise ConfigurationError
+    naming the file and the option."""
+    parser = read_config_file(path)
     settings = Settings()
     for (section, option), (attr, kind) in OPTIONS:
         if parser.has_option(section, option):
             raw = parser.get(section, option).strip()
-            setattr(settings, attr, parse_option(section, option, kind, raw))
-    check_url(settings)
+            try:
+                setattr(settings, attr, parse_option(section, option, kind, raw))
+            except koji.ConfigurationError as e:
+                raise koji.ConfigurationError('%s: %s' % (path, e))
+    # The original plugin's file cannot name a log key or allow http: it
+    # keeps working as it did, trusting the log's key on first use.
+    settings.legacy = parser.has_section('config') and not any(
+        parser.has_option('rekor', option) for option in ('url', 'log_public_key'))
+    if settings.legacy and parser.has_option('config', 'rekor_server_url') \
+            and not parser.has_option('rekor', 'allow_insecure_http') \
+            and settings.url.lower().startswith('http://'):
+        LOG.warning('rekor_log: %s: [config] rekor_server_url %s is plain http, as the original '
+                    'plugin allowed; use https, or set [rekor] url and allow_insecure_http',
+                    path, display_url(settings.url))
+        settings.allow_insecure_http = True
+    try:
+        check_url(settings)
+    except koji.ConfigurationError as e:
+        raise koji.ConfigurationError('%s: %s' % (path, e))
     if settings.enforce and settings.queue_only:
-        raise koji.ConfigurationError('[upload] queue_only: cannot be combined with enforce, '
-                                      'which must upload before Koji commits')
+        raise koji.ConfigurationError('%s: [upload] queue_only: cannot be combined with enforce, '
+                                      'which must upload before Koji commits' % path)
+    settings.config_file = path
     return settings
+
+
+def enforce_explicitly_off(path):
+    """True only when the file parses and sets enforce to false: a file
+    that does not load fails the import unless the admin said not to."""
+    try:
+        parser = read_config_file(path)
+        for section, option in (('upload', 'enforce'), ('config', 'enforce_rekor_upload')):
+            if parser.has_option(section, option):
+                return BOOLEANS.get(parser.get(section, option).strip().lower()) is False
+    except koji.ConfigurationError:
+        pass
+    return False
 
 
 def parse_option(section, option, kind, raw):
@@ -221,17 +315,23 @@ def parse_option(section, option, kind, raw):
             value = int(raw) if kind == 'count' else float(raw)
         except ValueError:
             value = -1
-        if value < 0 or (kind != 'count' and value == 0):
+        if not math.isfinite(value) or value < 0 or (kind != 'count' and value == 0):
             raise koji.ConfigurationError('%s: %r is not a valid %s' % (name, raw, {
                 'seconds': 'number of seconds', 'count': 'count',
                 'rate': 'rate in bytes a second'}[kind]))
+        limit = LIMITS.get(option)
+        if limit is not None and value > limit:
+            raise koji.ConfigurationError('%s: %r is more than the most that makes sense (%s)'
+                                          % (name, raw, limit))
         return value
+    if not raw:
+        raise koji.ConfigurationError('%s: empty' % name)
     if kind in ('file', 'pem') and not os.path.isfile(raw):
         raise koji.ConfigurationError('%s: no such file: %s' % (name, raw))
     if kind == 'pem':
         try:
             read_log_key(raw)
-        except VerificationError as e:
+        except (OSError, VerificationError) as e:
             raise koji.ConfigurationError('%s: %s: %s' % (name, raw, e))
     if kind == 'dir' and not os.path.isdir(raw):
         raise koji.ConfigurationError('%s: no such directory: %s' % (name, raw))
@@ -240,6 +340,11 @@ def parse_option(section, option, kind, raw):
 
 def check_url(settings):
     parts = urllib.parse.urlsplit(settings.url)
+    try:
+        parts.port
+    except ValueError:
+        raise koji.ConfigurationError('[rekor] url: %r has a bad port'
+                                      % display_url(settings.url))
     if parts.scheme not in ('https', 'http') or not parts.hostname:
         raise koji.ConfigurationError('[rekor] url: %r is not an http(s) URL'
                                       % display_url(settings.url))
@@ -295,7 +400,9 @@ def locate_signed_rpm(build, rpminfo, sigkey):
     builddir = koji.pathinfo.build(build)
     signed = os.path.join(builddir, koji.pathinfo.signed(rpminfo, sigkey))
     if os.path.isfile(signed):
-        return SignedRpm(nvra, sigkey, signed, read_sighdr_of_rpm(signed), spliced=False)
+        sighdr = read_sighdr_of_rpm(signed)
+        check_sighdr(sighdr, signed, sigkey)
+        return SignedRpm(nvra, sigkey, signed, sighdr, spliced=False)
     unsigned = os.path.join(builddir, koji.pathinfo.rpm(rpminfo))
     sigpath = os.path.join(builddir, koji.pathinfo.sighdr(rpminfo, sigkey))
     if not os.path.isfile(unsigned):
@@ -317,6 +424,11 @@ def signed_rpm_from_file(path):
     sighdr = read_sighdr_of_rpm(path)
     sigkey = sighdr_key(sighdr, path)
     if not sigkey:
+        if koji.RawHeader(sighdr).get(RPMTAG_OPENPGP):
+            try:
+                legacy_signatures(sighdr)
+            except BreaksRekorRule as e:
+                raise BreaksRekorRule('%s cannot be logged: %s' % (path, e))
         raise SourceGone('%s is not signed' % path)
     try:
         # src_arch: a source RPM's arch is 'src', as Koji names it.
@@ -388,6 +500,7 @@ def check_key_signed_rpm(signed, key, key_path):
     """
     import rpm  # only needed here; keeps the module importable without it
 
+    check_rekor_signature_rules(signed, key)
     rawhdr = koji.RawHeader(signed.sighdr)
     if not (rawhdr.get(koji.RPM_SIGTAG_RSA) or rawhdr.get(koji.RPM_SIGTAG_DSA)):
         raise SourceGone('%s has no header signature by %s to check'
@@ -404,7 +517,7 @@ def check_key_signed_rpm(signed, key, key_path):
     try:
         os.write(fd, signed.header_blob())
         os.lseek(fd, 0, os.SEEK_SET)
-        return ts.hdrFromFdno(fd)
+        hdr = ts.hdrFromFdno(fd)
     except rpm.error as e:
         if 'public key not available' in str(e):
             raise SignatureSourceError('public key %s does not verify %s signed by %s'
@@ -416,6 +529,119 @@ def check_key_signed_rpm(signed, key, key_path):
     finally:
         os.close(fd)
         ts.closeDB()
+    return hdr
+
+
+def check_rekor_signature_rules(signed, key):
+    """Rekor 1.5.4's two signature rules, checked before anything is sent:
+    it reads only the legacy signature tags (not rpm 6's RPMTAG_OPENPGP),
+    and every signature there must be by the submitted key, where rpm is
+    content with one. When none is by the key, the key is what is wrong,
+    which rpm's own check then reports."""
+    try:
+        found = legacy_signatures(signed.sighdr)
+    except BreaksRekorRule as e:
+        raise BreaksRekorRule('%s cannot be logged: %s' % (signed.nvra, e))
+    ours = openpgp_fingerprints(key)
+    strangers = [(what, issuer) for what, issuer in found if not signed_by(issuer, ours)]
+    if strangers and len(strangers) < len(found):
+        raise BreaksRekorRule('%s cannot be logged: %s'
+                              % (signed.nvra, not_by_key_message(*strangers[0])))
+
+
+
+# The signature tags Rekor 1.5.4 checks (go-rpmutils: the header-only RSA
+# and DSA tags, then the header+payload PGP and GPG tags), in its order.
+LEGACY_SIGNATURE_TAGS = ((koji.RPM_SIGTAG_RSA, 'RSA header signature'),
+                         (koji.RPM_SIGTAG_DSA, 'DSA header signature'),
+                         (koji.RPM_SIGTAG_PGP, 'header+payload PGP signature'),
+                         (koji.RPM_SIGTAG_GPG, 'header+payload GPG signature'))
+RPMTAG_OPENPGP = 278  # rpm 6's signature tag, which Rekor does not read
+
+
+def signature_issuer(blob):
+    """(key ID, fingerprint) an OpenPGP signature packet names as its issuer
+    (16 and 40 upper-case hex digits, either may be None), or None when the
+    blob is not a signature packet. Version 3 (RFC 4880, 5.2.2) carries the
+    key ID in place; version 4 (5.2.3) in its issuer (16) or issuer
+    fingerprint (33) subpacket."""
+    packets = openpgp_packets(blob)
+    if len(packets) != 1 or packets[0][0] != PGP_TAG_SIGNATURE or not packets[0][1]:
+        return None
+    sig = packets[0][1]
+    if sig[0] == 3 and len(sig) >= 15:
+        return sig[7:15].hex().upper(), None
+    if sig[0] != 4 or len(sig) < 6:
+        return None
+    key_id = fingerprint = None
+    pos, areas = 4, []
+    for _ in range(2):
+        size = int.from_bytes(sig[pos:pos + 2], 'big')
+        areas.append(sig[pos + 2:pos + 2 + size])
+        pos += 2 + size
+    for area in areas:
+        at = 0
+        while at < len(area):
+            first = area[at]
+            if first < 192:
+                size, at = first, at + 1
+            elif first < 255 and at + 1 < len(area):
+                size, at = ((first - 192) << 8) + area[at + 1] + 192, at + 2
+            else:
+                size, at = int.from_bytes(area[at + 1:at + 5], 'big'), at + 5
+            if size == 0 or at + size > len(area):
+                break
+            kind, value = area[at] & 0x7f, area[at + 1:at + size]
+            if kind == 16 and len(value) == 8:
+                key_id = value.hex().upper()
+            elif kind == 33 and len(value) == 21 and value[0] == 4:
+                fingerprint = value[1:].hex().upper()
+            at += size
+    return key_id, fingerprint
+
+
+def legacy_signatures(sighdr):
+    """[(what, (key ID, fingerprint))] of the signatures Rekor reads, in its
+    order; BreaksRekorRule when one of them is not a signature it can read."""
+    try:
+        rawhdr = koji.RawHeader(sighdr)
+    except Exception as e:
+        raise SourceGone('corrupt signature header: %s' % e)
+    found = []
+    for tag, what in LEGACY_SIGNATURE_TAGS:
+        blob = rawhdr.get(tag)
+        if blob:
+            issuer = signature_issuer(blob)
+            if issuer is None:
+                raise BreaksRekorRule('its %s is not a signature Rekor can read (no supported '
+                                      'PGP signature packet found)' % what)
+            found.append((what, issuer))
+    if not found and rawhdr.get(RPMTAG_OPENPGP):
+        raise BreaksRekorRule(
+            'its only signature is in RPMTAG_OPENPGP (rpm 6), which Rekor does not read (no '
+            'supported PGP signature found in RPM): sign it with rpmsign --rpmv4 too')
+    if not found:
+        raise BreaksRekorRule('it has no signature (no supported PGP signature found in RPM)')
+    return found
+
+
+def signed_by(issuer, fingerprints):
+    """Whether a signature's issuer is one of these keys, as go-rpmutils
+    looks it up: by key ID, or by fingerprint when that is all it names."""
+    key_id, fingerprint = issuer
+    if key_id:
+        return any(fp.endswith(key_id) for fp in fingerprints)
+    return fingerprint in fingerprints
+
+
+def not_by_key_message(what, issuer):
+    """Rekor 1.5.4's refusal of a signature by another key, with ours."""
+    key_id, fingerprint = issuer
+    rekor = ('keyid %s not found' % key_id.lower().lstrip('0').rjust(8, '0') if key_id
+             else 'key with fingerprint %s not found' % fingerprint.lower())
+    return ('its %s is by key %s, not by the key sent, and Rekor checks every signature with '
+            'that key alone (%s): remove that signature or log the RPM with its key'
+            % (what, key_id or fingerprint, rekor))
 
 
 # ---------------------------------------------------------------------------
@@ -813,8 +1039,6 @@ def short_reason(exc):
     """A failed request's cause in a few words (connection refused, cannot
     resolve host, TLS: certificate verify failed: ...), found by walking the
     chain of errors requests and urllib3 wrap around the socket's."""
-    import socket
-    import ssl
     chain, todo = [], [exc]
     while todo and len(chain) < 20:
         error = todo.pop(0)
@@ -978,6 +1202,9 @@ def verify_consistency(first_size, second_size, first_root, second_root, proof):
             raise VerificationError('consistency: two roots for tree size %d' % first_size)
         return
     if first_size == 0:
+        # Every tree extends the empty one, and nothing proves it.
+        if proof:
+            raise VerificationError('consistency: a proof from the empty tree must be empty')
         return
     if not proof:
         raise VerificationError('consistency: empty proof')
@@ -1027,13 +1254,17 @@ def log_key_id(key):
 
 
 def signature_is_valid(key, signature, data):
-    """ECDSA keys sign SHA-256 digests; Ed25519 keys sign the data."""
+    """ECDSA keys sign SHA-256 digests, RSA keys PKCS #1 v1.5 over SHA-256
+    (sigstore's signer for RSA, which private Rekors may use); Ed25519
+    keys sign the data."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
         elif isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, data)
         else:
@@ -1049,7 +1280,8 @@ class Checkpoint:
     size: int
     root_hash: bytes
     other: list = field(default_factory=list)
-    text: str = ''
+    text: str = ''   # what the signatures sign
+    note: str = ''   # the whole signed note, signatures included
 
 
 def parse_checkpoint(note):
@@ -1082,7 +1314,7 @@ def parse_checkpoint(note):
         except ValueError:
             raise VerificationError('checkpoint: malformed signature')
         signatures.append((parts[1], raw[:4], raw[4:]))
-    return Checkpoint(lines[0], size, root, lines[3:], text), signatures
+    return Checkpoint(lines[0], size, root, lines[3:], text, note), signatures
 
 
 def verify_checkpoint(note, key, origin_host, tree_id):
@@ -1163,6 +1395,11 @@ class VerifiedEntry:
     signed_time: bool = True  # integratedTime and logIndex are under the SET
 
 
+# The largest index, size or time (in seconds) an entry may name: a log of
+# 2**53 entries, or the year 285 million, is not one this plugin can meet.
+MAX_INTEGER = 1 << 53
+
+
 def verify_log_entry(entry_id, entry, key, origin_host=None, require_set=True, tree_id=None):
     """Check everything about one Rekor entry that the log signs; raise
     VerificationError naming the first check that fails."""
@@ -1175,8 +1412,9 @@ def verify_log_entry(entry_id, entry, key, origin_host=None, require_set=True, t
         root = unhex(proof['rootHash'], 'root hash')
     except (KeyError, TypeError, ValueError):
         raise VerificationError('entry is missing fields or malformed')
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in fields):
-        raise VerificationError('entry has non-integer indexes or time')
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_INTEGER
+               for v in fields):
+        raise VerificationError('entry has indexes or a time that are not whole numbers in range')
     entry_tree, uuid = split_entry_id(entry_id)
     leaf = hash_leaf(body_bytes)
     if leaf.hex() != uuid:
@@ -1216,58 +1454,111 @@ def verify_log_entry(entry_id, entry, key, origin_host=None, require_set=True, t
 def decode_body(body_bytes):
     try:
         body = json.loads(body_bytes)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise VerificationError('entry body is not JSON')
     if not isinstance(body, dict):
         raise VerificationError('entry body is not an object')
     return body
 
 
-def openpgp_primary_key(armored):
-    """The primary public-key packet (RFC 4880, section 5.5.2) of an armored
-    key: the same key Rekor re-armored compares equal here.
+def openpgp_packets(data):
+    """The packets [(tag, body)] of an OpenPGP key, armored (RFC 4880,
+    section 6.2; several blocks are joined) or binary, split by their
+    framing (section 4.2); [] when it is neither.
 
     Written by hand because none of the project's dependencies parses
-    OpenPGP; only the armor (RFC 4880, section 6.2) and packet framing
-    (section 4.2) are read.
+    OpenPGP; only the armor and the packet framing are read here.
     """
-    lines = armored.decode('ascii', 'replace').replace('\r', '').split('\n')
-    try:
-        start = lines.index('', next(i for i, l in enumerate(lines) if l.startswith('-----BEGIN')))
-        data = base64.b64decode(''.join(
-            line for line in lines[start + 1:]
-            if line and not line.startswith(('=', '-----'))))
-    except (StopIteration, ValueError, binascii.Error):
-        return None
-    if len(data) < 2 or not data[0] & 0x80:
-        return None
-    first = data[0]
-    if first & 0x40:
-        tag, length_octet = first & 0x3f, data[1]
-        if length_octet < 192:
-            offset, length = 2, length_octet
-        elif length_octet < 224:
-            offset, length = 3, ((length_octet - 192) << 8) + data[2] + 192
-        else:
-            offset, length = 6, int.from_bytes(data[2:6], 'big')
-    else:
-        tag, kind = (first >> 2) & 0x0f, first & 0x03
-        width = {0: 1, 1: 2, 2: 4}.get(kind)
-        if width is None:
-            return None
-        offset, length = 1 + width, int.from_bytes(data[1:1 + width], 'big')
-    return data[offset:offset + length] if tag == 6 else None
+    if data.lstrip().startswith(b'-----BEGIN'):
+        binary = b''
+        lines = data.decode('ascii', 'replace').replace('\r', '').split('\n')
+        inside = header = False
+        for line in lines:
+            if line.startswith('-----BEGIN'):
+                inside = header = True
+                body = []
+            elif line.startswith('-----END') and inside:
+                inside = False
+                try:
+                    binary += base64.b64decode(''.join(body))
+                except (ValueError, binascii.Error):
+                    return []
+            elif inside and header:
+                header = bool(line.strip())  # armor headers end at the empty line
+            elif inside and line and not line.startswith('='):
+                body.append(line.strip())
+        data = binary
+    packets, pos = [], 0
+    while pos < len(data):
+        first = data[pos]
+        if not first & 0x80:
+            return packets if packets else []
+        try:
+            if first & 0x40:
+                tag, octet = first & 0x3f, data[pos + 1]
+                if octet < 192:
+                    pos, length = pos + 2, octet
+                elif octet < 224:
+                    pos, length = pos + 3, ((octet - 192) << 8) + data[pos + 2] + 192
+                elif octet == 255:
+                    pos, length = pos + 6, int.from_bytes(data[pos + 2:pos + 6], 'big')
+                else:
+                    return packets  # partial lengths never occur in keys
+            else:
+                tag, width = (first >> 2) & 0x0f, {0: 1, 1: 2, 2: 4}.get(first & 0x03)
+                if width is None:
+                    return packets
+                length = int.from_bytes(data[pos + 1:pos + 1 + width], 'big')
+                pos += 1 + width
+        except IndexError:
+            return packets
+        packets.append((tag, data[pos:pos + length]))
+        pos += length
+    return packets
 
 
-def openpgp_fingerprint(armored):
-    """The fingerprint of an armored key's primary key, as 40 upper-case hex
-    digits: RFC 4880, section 12.2, SHA-1 over 0x99, the two-octet length
-    and the body of the public-key packet. None unless it is a version 4
-    key, the only version whose fingerprint is defined so."""
-    body = openpgp_primary_key(armored)
+PGP_TAG_SIGNATURE, PGP_TAG_PUBLIC_KEY, PGP_TAG_USER_ID, PGP_TAG_PUBLIC_SUBKEY = 2, 6, 13, 14
+
+
+def openpgp_primary_key(armored):
+    """The primary public-key packet (RFC 4880, section 5.5.2) of a key:
+    the same key Rekor re-armored compares equal here."""
+    packets = openpgp_packets(armored)
+    if not packets or packets[0][0] != PGP_TAG_PUBLIC_KEY:
+        return None
+    return packets[0][1]
+
+
+def key_packet_fingerprint(body):
+    """RFC 4880, section 12.2: a version 4 key's fingerprint is SHA-1 over
+    0x99, the two-octet length and the key packet's body; 40 upper-case hex
+    digits, or None for another version."""
     if not body or body[0] != 4 or len(body) > 0xffff:
         return None
     return hashlib.sha1(b'\x99' + len(body).to_bytes(2, 'big') + body).hexdigest().upper()
+
+
+def openpgp_fingerprint(armored):
+    """The fingerprint of a key's primary key (None unless version 4)."""
+    return key_packet_fingerprint(openpgp_primary_key(armored))
+
+
+def openpgp_fingerprints(armored):
+    """The v4 fingerprints of the primary key and every subkey: what
+    identifies a key whatever user IDs or signatures travel with it."""
+    return [fp for fp in (key_packet_fingerprint(body) for tag, body in openpgp_packets(armored)
+                          if tag in (PGP_TAG_PUBLIC_KEY, PGP_TAG_PUBLIC_SUBKEY)) if fp]
+
+
+def openpgp_emails(armored):
+    """The e-mail addresses of a key's user IDs ("Name <address>"), lower case."""
+    found = []
+    for tag, body in openpgp_packets(armored):
+        if tag == PGP_TAG_USER_ID:
+            match = re.search(r'<([^<>@\s]+@[^<>\s]+)>', body.decode('utf-8', 'replace'))
+            if match:
+                found.append(match.group(1).lower())
+    return found
 
 
 @dataclass
@@ -1297,18 +1588,25 @@ def text(value):
     return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
 
 
+def member(value, name):
+    """value[name] when value is an object holding an object there, else {}:
+    a body is what the log says, any shape."""
+    inner = value.get(name) if isinstance(value, dict) else None
+    return inner if isinstance(inner, dict) else {}
+
+
 def verify_rpm_body(body, expected):
     """The log recorded our package, our key and our NEVRA."""
     if body.get('kind') != 'rpm' or body.get('apiVersion') != '0.0.1':
         raise VerificationError('body is %s %s, not rpm 0.0.1'
                                 % (body.get('kind'), body.get('apiVersion')))
-    spec = body.get('spec') or {}
-    package = spec.get('package') or {}
-    digest = package.get('hash') or {}
+    spec = member(body, 'spec')
+    package = member(spec, 'package')
+    digest = member(package, 'hash')
     if digest.get('algorithm') != 'sha256' or digest.get('value') != expected.sha256:
         raise VerificationError('body records package %s:%s, we sent sha256:%s' % (
             digest.get('algorithm'), digest.get('value'), expected.sha256))
-    headers = package.get('headers') or {}
+    headers = member(package, 'headers')
     epoch = '' if expected.epoch is None else str(expected.epoch)
     wanted = {'Name': [expected.name], 'Version': [expected.version],
               'Release': [expected.release], 'Epoch': [epoch] if epoch else ['', '0'],
@@ -1321,8 +1619,8 @@ def verify_rpm_body(body, expected):
         raise VerificationError('body records RPMSIGTAG_MD5 %s, the RPM has %s'
                                 % (headers['RPMSIGTAG_MD5'], expected.sigmd5))
     try:
-        logged_key = base64.b64decode((spec.get('publicKey') or {}).get('content') or '')
-    except binascii.Error:
+        logged_key = base64.b64decode(member(spec, 'publicKey').get('content') or '')
+    except (binascii.Error, TypeError, ValueError):
         logged_key = b''
     ours = openpgp_primary_key(expected.public_key)
     if ours is None or openpgp_primary_key(logged_key) != ours:
@@ -1330,44 +1628,168 @@ def verify_rpm_body(body, expected):
 
 
 # ---------------------------------------------------------------------------
-# Log keys and checkpoints kept under <topdir>/rekor-logs/@state
+# Files under <topdir>/rekor-logs
+#
+# The topdir is shared storage that others write too (often NFS): what is
+# read from it is input, not truth, and nothing is ever written outside
+# rekor-logs/. Every open, mkdir, rename and lock below it goes through a
+# directory descriptor opened without following links (O_NOFOLLOW), and
+# every name is one component checked here, so a planted symlink or a
+# name holding '../' is an error, never a way to write elsewhere.
 # ---------------------------------------------------------------------------
 
-def state_dir(topdir):
-    return os.path.join(topdir, RECEIPT_DIR, STATE_DIR)
+class UnsafePath(RekorLogError):
+    """A path under rekor-logs/ is a link, or not what it should be."""
 
 
-def known_log_key(settings, state):
-    """The log key configured, shipped for the public instance, or pinned
-    under the state directory; (key or None, where a pinned key belongs)."""
-    if settings.log_public_key:
-        return read_log_key(settings.log_public_key), None
-    parts = urllib.parse.urlsplit(settings.url)
-    if parts.hostname == PUBLIC_REKOR_HOST:
-        return load_log_key(PUBLIC_REKOR_KEY), None
-    pinned = None
-    if state:
-        netloc = urllib.parse.urlsplit(display_url(settings.url)).netloc
-        pinned = os.path.join(state, 'keys', '%s.pem' % netloc.replace(':', '_'))
-        if os.path.isfile(pinned):
-            return read_log_key(pinned), pinned
-    return None, pinned
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Records, receipts, pins and saved tree heads are a few KiB.
+MAX_FILE = 4 * 1024 * 1024
 
 
-def resolve_log_key(settings, client, state):
-    """The log key to trust: configured, shipped for the public instance, or
-    pinned on first use under the state directory."""
-    key, pinned = known_log_key(settings, state)
-    if key is not None:
-        return key
-    pem = client.log_public_key()
-    key = load_log_key(pem)
-    LOG.warning('rekor_log: trusting the log key of %s on first use (logID %s)%s; set '
-                '[rekor] log_public_key to pin it explicitly', display_url(settings.url),
-                log_key_id(key).hex(), ', pinned in %s' % pinned if pinned else '')
-    if pinned:
-        write_atomic(pinned, pem)
-    return key
+def check_part(part):
+    """One path component, which cannot climb or descend."""
+    if not isinstance(part, str) or part in ('', '.', '..') or '/' in part or '\0' in part:
+        raise UnsafePath('unsafe path component %r' % (part,))
+    return part
+
+
+def open_logs_dir(topdir, parts=(), create=True):
+    """A descriptor of <topdir>/rekor-logs/<parts...>, each component opened
+    without following a link and created when missing (if create)."""
+    fd = os.open(topdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    where = topdir
+    try:
+        for part in (RECEIPT_DIR,) + tuple(parts):
+            where = os.path.join(where, check_part(part))
+            try:
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePath('%s is a symlink or not a directory: not followed' % where)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def logs_dir(topdir, parts=(), create=True):
+    fd = open_logs_dir(topdir, parts, create)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def write_file_at(dirfd, name, data):
+    """Write a whole file or nothing: a new temporary file in the same
+    directory, written and fsynced, then renamed over name (a link there is
+    replaced, never followed), then the directory fsynced."""
+    check_part(name)
+    tmp = '.%s.%s.tmp' % (name, os.urandom(4).hex())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644, dir_fd=dirfd)
+    try:
+        try:
+            os.fchmod(fd, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dirfd)
+        raise
+    os.fsync(dirfd)
+
+
+def create_file_at(dirfd, name, data):
+    """Write a file once: False, leaving it alone, if name already exists."""
+    check_part(name)
+    tmp = '.%s.%s.tmp' % (name, os.urandom(4).hex())
+    write_file_at(dirfd, tmp, data)
+    try:
+        os.link(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp, dir_fd=dirfd)
+        os.fsync(dirfd)
+
+
+def read_file_at(dirfd, name, limit=MAX_FILE):
+    """A regular file's bytes, or None when it does not exist."""
+    check_part(name)
+    try:
+        # O_NONBLOCK: a FIFO planted here must not hang the reader.
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dirfd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePath('%s is a symlink: not followed' % name)
+        raise
+    try:
+        return read_regular_file(fd, name, limit)
+    finally:
+        os.close(fd)
+
+
+def read_regular_file(fd, name, limit=MAX_FILE):
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise UnsafePath('%s is not a regular file' % name)
+    chunks, offset = [], 0
+    while offset <= limit:
+        chunk = os.pread(fd, 65536, offset)
+        if not chunk:
+            return b''.join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+    raise UnsafePath('%s is larger than %d bytes' % (name, limit))
+
+
+def parse_json(data, what):
+    """JSON from the topdir or a file: a clean error for anything else,
+    nesting too deep for Python included."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise UnsafePath('%s is not JSON' % what)
+
+
+def read_json(path):
+    """A JSON file anywhere (not under rekor-logs/); None when missing."""
+    try:
+        with open(path, 'rb') as fo:
+            data = fo.read(MAX_FILE + 1)
+    except FileNotFoundError:
+        return None
+    if len(data) > MAX_FILE:
+        raise UnsafePath('%s is larger than %d bytes' % (path, MAX_FILE))
+    return parse_json(data, path)
+
+
+def write_atomic(path, data):
+    """Write a file the admin named (not under rekor-logs/) whole or not at all."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        write_file_at(fd, os.path.basename(path), data)
+    finally:
+        os.close(fd)
 
 
 # fcntl locks belong to a process, not a thread: the threads of one process
@@ -1382,12 +1804,13 @@ def thread_lock(path):
 
 
 @contextlib.contextmanager
-def locked(path):
-    """An exclusive POSIX lock on path + '.lock' (fcntl locks work on the
-    NFS a topdir usually lives on), shared by every hub and worker."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with thread_lock(path):
-        fd = os.open(path + '.lock', os.O_RDWR | os.O_CREAT, 0o644)
+def locked_at(dirfd, name, key):
+    """An exclusive POSIX lock on <name>.lock in dirfd (fcntl locks work on
+    the NFS a topdir usually lives on), shared by every hub and worker;
+    key names it for the threads of this process."""
+    with thread_lock(key):
+        fd = os.open(check_part(name + '.lock'),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dirfd)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX)
             yield
@@ -1395,8 +1818,113 @@ def locked(path):
             os.close(fd)
 
 
+# ---------------------------------------------------------------------------
+# Log keys and checkpoints kept under <topdir>/rekor-logs/@state
+#
+# Trust anchors do not live on the shared disk: a log's key comes from the
+# configuration (log_public_key, or the key shipped for rekor.sigstore.dev).
+# A key pinned on first use (only with trust_on_first_use, or the original
+# plugin's file) is written once and never replaced; one that changes is
+# reported, not followed. A saved tree head is a signed note, verified with
+# the log key each time it is read.
+# ---------------------------------------------------------------------------
+
+KEYS_DIR = 'keys'
+CHECKPOINTS_DIR = 'checkpoints'
+# The pins this process read or wrote: a pin changed on disk since is
+# reported, not followed.
+PINS_SEEN = {}
+
+
+def state_dir(topdir):
+    return os.path.join(topdir, RECEIPT_DIR, STATE_DIR)
+
+
+def topdir_of_state(state):
+    """The topdir of <topdir>/rekor-logs/@state."""
+    return os.path.dirname(os.path.dirname(state))
+
+
+def pin_name(url):
+    """The pin's file name: the log's host and port, never its credentials."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname + (':%d' % parts.port if parts.port else '')
+    return check_part('%s.pem' % host.replace(':', '_'))
+
+
+def known_log_key(settings, state):
+    """The log key trusted without asking the log: configured, shipped for
+    the public instance, or pinned under the state directory; (the key or
+    None, where a pinned key is or would be)."""
+    if settings.log_public_key:
+        return read_log_key(settings.log_public_key), None
+    if urllib.parse.urlsplit(settings.url).hostname == PUBLIC_REKOR_HOST:
+        return load_log_key(PUBLIC_REKOR_KEY), None
+    if not state:
+        return None, None
+    name = pin_name(settings.url)
+    where = os.path.join(state, KEYS_DIR, name)
+    try:
+        with logs_dir(topdir_of_state(state), (STATE_DIR, KEYS_DIR), create=False) as fd:
+            pinned = read_file_at(fd, name, limit=64 * 1024)
+    except FileNotFoundError:
+        pinned = None
+    return (pinned_key(where, pinned) if pinned is not None else None), where
+
+
+def resolve_log_key(settings, client, state):
+    """The log key to trust: configured, shipped for the public instance, or
+    pinned on first use under the state directory where allowed."""
+    key, where = known_log_key(settings, state)
+    if key is not None:
+        return key
+    name = pin_name(settings.url)
+    if not (settings.trust_on_first_use or settings.legacy):
+        raise RekorLogError('no log key for %s: set [rekor] log_public_key (koji-rekor '
+                            'log-key prints the key the log serves), or trust_on_first_use = true'
+                            % display_url(settings.url))
+    pem = client.log_public_key()
+    key = load_log_key(pem)
+    LOG.warning('rekor_log: trusting the log key of %s on first use (logID %s)%s; set '
+                '[rekor] log_public_key to pin it explicitly', display_url(settings.url),
+                log_key_id(key).hex(), ', pinned in %s' % where if where else '')
+    if state:
+        with logs_dir(topdir_of_state(state), (STATE_DIR, KEYS_DIR)) as fd:
+            if not create_file_at(fd, name, pem):
+                # Another process pinned one first: that one stands.
+                return pinned_key(where, read_file_at(fd, name, limit=64 * 1024) or b'')
+        PINS_SEEN[where] = pem
+    return key
+
+
+def pinned_key(where, pem):
+    """A pinned key as read from disk, unless it changed since this process
+    first read or wrote it."""
+    seen = PINS_SEEN.setdefault(where, pem)
+    if seen != pem:
+        raise VerificationError('the pinned log key %s changed on disk since this process '
+                                'read it (logID %s, now %s): not followed' % (
+                                    where, log_key_id(load_log_key(seen)).hex(),
+                                    describe_key(pem)))
+    try:
+        return load_log_key(pem)
+    except VerificationError as e:
+        raise VerificationError('pinned log key %s: %s' % (where, e))
+
+
+def describe_key(pem):
+    try:
+        return log_key_id(load_log_key(pem)).hex()
+    except VerificationError:
+        return 'not a key'
+
+
 def checkpoint_dir(state, key):
-    return os.path.join(state, 'checkpoints', log_key_id(key).hex())
+    return os.path.join(state, CHECKPOINTS_DIR, log_key_id(key).hex())
+
+
+def checkpoint_parts(key):
+    return (STATE_DIR, CHECKPOINTS_DIR, log_key_id(key).hex())
 
 
 def checkpoint_path(state, key, tree_id):
@@ -1405,22 +1933,45 @@ def checkpoint_path(state, key, tree_id):
 
 def saved_tree_head(state, key, tree_id):
     """(size, root hash) of the newest tree head kept for a tree, or None."""
-    saved = read_json(checkpoint_path(state, key, tree_id))
-    if saved is None:
+    with logs_dir(topdir_of_state(state), checkpoint_parts(key)) as fd:
+        return read_tree_head(fd, key, tree_id)
+
+
+def read_tree_head(dirfd, key, tree_id):
+    """The saved tree head of a tree, verified as the signed note it is; one
+    that does not verify is reported as tampering and ignored."""
+    name = '%d.json' % tree_id
+    saved = None
+    try:
+        data = read_file_at(dirfd, name)
+        if data is None:
+            return None
+        saved = parse_json(data, name)
+        checkpoint = verify_checkpoint(saved['checkpoint'], key, None, tree_id)
+        if (saved['size'], saved['root_hash']) != (checkpoint.size, checkpoint.root_hash.hex()):
+            raise VerificationError('its size or root is not the one its checkpoint signs')
+    except (RekorLogError, KeyError, TypeError) as e:
+        if isinstance(saved, dict) and isinstance(saved.get('checkpoint'), str) \
+                and '\n\n' not in saved['checkpoint']:
+            LOG.warning('rekor_log: the saved tree head %s of tree %s was kept by an older '
+                        'version, without its signature: replaced by the next one', name, tree_id)
+            return None
+        LOG.error('rekor_log: tampering: the saved tree head %s of tree %s does not verify '
+                  'with the log key (%s): ignored', name, tree_id, failure_cause(e))
         return None
-    return saved['size'], bytes.fromhex(saved['root_hash'])
+    return checkpoint.size, checkpoint.root_hash
 
 
-def check_consistency(client, state, key, tree_id, size, root_hash, checkpoint_text):
+def check_consistency(client, state, key, tree_id, size, root_hash, checkpoint_note):
     """Prove that this tree head of the log extends (or is extended by) the
     newest one seen before, then keep the newer one. The plugin checks the
     tree head of each entry, the monitor the log's own."""
-    path = checkpoint_path(state, key, tree_id)
     new = (size, root_hash)
-    with locked(path):
-        saved = read_json(path)
-        if saved is not None:
-            old = (saved['size'], bytes.fromhex(saved['root_hash']))
+    name = '%d.json' % tree_id
+    with logs_dir(topdir_of_state(state), checkpoint_parts(key)) as fd, \
+            locked_at(fd, name, checkpoint_path(state, key, tree_id)):
+        old = read_tree_head(fd, key, tree_id)
+        if old is not None:
             (small, large) = sorted([old, new])
             proof = []
             if small[0] != large[0] and small[0] > 0:
@@ -1429,7 +1980,10 @@ def check_consistency(client, state, key, tree_id, size, root_hash, checkpoint_t
                     raise VerificationError('split view: Rekor gives root %s for size %d, '
                                             'its checkpoint signed %s' % (
                                                 answer.get('rootHash'), large[0], large[1].hex()))
-                proof = [unhex(h, 'consistency proof hash') for h in answer.get('hashes') or []]
+                hashes = answer.get('hashes') or []
+                if not isinstance(hashes, list):
+                    raise VerificationError('split view: malformed consistency proof')
+                proof = [unhex(h, 'consistency proof hash') for h in hashes]
             try:
                 verify_consistency(small[0], large[0], small[1], large[1], proof)
             except VerificationError as e:
@@ -1437,17 +1991,9 @@ def check_consistency(client, state, key, tree_id, size, root_hash, checkpoint_t
                                         'tree head seen before (%s)' % e)
             if new[0] <= old[0]:
                 return
-        write_atomic(path, json.dumps({
-            'size': size, 'root_hash': root_hash.hex(), 'checkpoint': checkpoint_text},
+        write_file_at(fd, name, json.dumps({
+            'size': size, 'root_hash': root_hash.hex(), 'checkpoint': checkpoint_note},
             indent=1).encode())
-
-
-def read_json(path):
-    try:
-        with open(path, 'rb') as fo:
-            return json.load(fo)
-    except FileNotFoundError:
-        return None
 
 
 # The log's outage, in @state/outage.json. Backoff belongs to the log, not
@@ -1469,15 +2015,13 @@ class Outage:
     last_error: str
 
 
-def outage_path(topdir):
-    return os.path.join(state_dir(topdir), OUTAGE_FILE)
-
-
 def read_outage(settings, topdir):
     """The configured log's recorded outage, or None."""
     try:
-        data = read_json(outage_path(topdir))
-    except (OSError, ValueError, RecursionError):
+        with logs_dir(topdir, (STATE_DIR,), create=False) as fd:
+            data = parse_json(read_file_at(fd, OUTAGE_FILE, limit=64 * 1024) or b'null',
+                              OUTAGE_FILE)
+    except (OSError, RekorLogError):
         return None
     if not isinstance(data, dict) or data.get('url') != display_url(settings.url):
         return None
@@ -1499,30 +2043,54 @@ def record_outage(settings, topdir, cause):
     now = time.time()
     failures = old.failures + 1 if old else 1
     try:
-        write_atomic(outage_path(topdir), json.dumps({
+        with logs_dir(topdir, (STATE_DIR,)) as fd:
+            write_file_at(fd, OUTAGE_FILE, json.dumps({
             'url': display_url(settings.url), 'since': old.since if old else now,
             'failures': failures, 'last_error': cause,
-            'next_probe': now + min(LOG_BACKOFF * 2 ** min(failures - 1, 20), LOG_BACKOFF_MAX),
-        }, indent=1).encode())
-    except OSError as e:
+                'next_probe': now + min(LOG_BACKOFF * 2 ** min(failures - 1, 20),
+                                        LOG_BACKOFF_MAX),
+            }, indent=1).encode())
+    except (OSError, RekorLogError) as e:
         LOG.warning('rekor_log: cannot record the outage of %s: %s',
-                    display_url(settings.url), e.strerror or e)
+                    display_url(settings.url), getattr(e, 'strerror', None) or e)
 
 
 def clear_outage(topdir):
     """The log answered: every record waiting for it is due."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(outage_path(topdir))
+    # A planted link makes no outage to clear: read_outage ignores it too.
+    with contextlib.suppress(FileNotFoundError, UnsafePath), \
+            logs_dir(topdir, (STATE_DIR,), create=False) as fd:
+        os.unlink(OUTAGE_FILE, dir_fd=fd)
 
 
 # ---------------------------------------------------------------------------
 # Receipts
 # ---------------------------------------------------------------------------
 
+def receipt_parts(rpminfo, sigkey):
+    """(directories under rekor-logs/, file name) of a receipt, from parts
+    checked against Koji's naming rules."""
+    check_rpm_naming(rpminfo)
+    check_sigkey(sigkey)
+    return ((rpminfo['name'], rpminfo['version'], rpminfo['release'], rpminfo['arch']),
+            '%s.%s.json' % (nvra_of(rpminfo), sigkey))
+
+
 def receipt_path(topdir, rpminfo, sigkey):
-    return os.path.join(
-        topdir, RECEIPT_DIR, rpminfo['name'], rpminfo['version'], rpminfo['release'],
-        rpminfo['arch'], '%s.%s.json' % (nvra_of(rpminfo), sigkey))
+    dirs, name = receipt_parts(rpminfo, sigkey)
+    return os.path.join(topdir, RECEIPT_DIR, *dirs, name)
+
+
+def read_receipt(topdir, rpminfo, sigkey):
+    """A receipt as it lies on the shared disk (input, to be verified before
+    anything believes it), read without following links; None if absent."""
+    dirs, name = receipt_parts(rpminfo, sigkey)
+    try:
+        with logs_dir(topdir, dirs, create=False) as fd:
+            data = read_file_at(fd, name)
+    except FileNotFoundError:
+        return None
+    return parse_json(data, name) if data is not None else None
 
 
 def make_receipt(settings, nvra, sigkey, sha256, entry_id, entry):
@@ -1530,33 +2098,29 @@ def make_receipt(settings, nvra, sigkey, sha256, entry_id, entry):
             'log_entry': {entry_id: entry}}
 
 
-def write_atomic(path, data):
-    """Write a whole file or nothing: a temporary file in the same
-    directory, fsynced, then renamed over the target."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path))
-    try:
-        with os.fdopen(fd, 'wb') as fo:
-            fo.write(data)
-            fo.flush()
-            os.fsync(fo.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_directory(directory)
+# Koji's naming rules (koji.check_NVRA, and what rpm allows in a name): a
+# part is never empty, never '.' or '..', never holds '/'; version and
+# release hold no '-', arch no '.'.
+NAME_RE = re.compile(r'^[A-Za-z0-9_+][A-Za-z0-9._+-]*$')
+VERSION_RE = re.compile(r'^[A-Za-z0-9_+~^][A-Za-z0-9._+~^]*$')
+ARCH_RE = re.compile(r'^[A-Za-z0-9_]+$')
+SIGKEY_RE = re.compile(r'^[0-9a-f]{8,40}$')
+MAX_PART = 255
 
 
-def fsync_directory(directory):
-    """Make a rename or creation in directory survive a crash."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def check_rpm_naming(rpminfo):
+    if not isinstance(rpminfo, dict):
+        raise BadRecord('rpm is not an object')
+    for field_name, pattern in (('name', NAME_RE), ('version', VERSION_RE),
+                                ('release', VERSION_RE), ('arch', ARCH_RE)):
+        value = rpminfo.get(field_name)
+        if not isinstance(value, str) or len(value) > MAX_PART or not pattern.match(value):
+            raise BadRecord('rpm %s %r is not a valid RPM %s' % (field_name, value, field_name))
+
+
+def check_sigkey(sigkey):
+    if not isinstance(sigkey, str) or not SIGKEY_RE.match(sigkey):
+        raise BadRecord('sigkey %r is not lowercase hex' % (sigkey,))
 
 
 # ---------------------------------------------------------------------------
@@ -1596,15 +2160,52 @@ def upload_signed_rpm(settings, signed, key_path, state=None, deadline=None, spe
             # Rekor, which reads it all; hash the RPM to check the entry.
             with signed.open() as fo:
                 body.sha256 = sha256_of(fo)
-        verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
-        verify_rpm_body(verified.body, expected_from_header(hdr, body.sha256, public_key))
-        if state:
-            check_consistency(client, state, key, verified.tree_id, verified.tree_size,
-                              verified.root_hash, verified.checkpoint.text)
+        verified = verify_our_entry(settings, client, state, key, entry_id, entry,
+                                    expected_from_header(hdr, body.sha256, public_key))
     finally:
         client.close()
     receipt = make_receipt(settings, signed.nvra, signed.sigkey, body.sha256, entry_id, entry)
     return Outcome(receipt, verified, created)
+
+
+def verify_our_entry(settings, client, state, key, entry_id, entry, expected):
+    """Everything about an entry of our RPM: what the log signs, that the
+    body records our package, and the tree head's consistency."""
+    verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
+    verify_rpm_body(verified.body, expected)
+    if state:
+        check_consistency(client, state, key, verified.tree_id, verified.tree_size,
+                          verified.root_hash, verified.checkpoint.note)
+    return verified
+
+
+def reverify_receipt(settings, record, topdir):
+    """The receipt a record keeps (an enforced upload whose hub request died
+    before the commit), rebuilt from its entry once that is verified again
+    with the configured log key and the RPM's recomputed sha256; a record
+    is input, so nothing of it is written as it stands. Returns the Outcome."""
+    entries = record['receipt'].get('log_entry')
+    if not isinstance(entries, dict) or len(entries) != 1:
+        raise VerificationError('the receipt kept in the record holds no single entry')
+    (entry_id, entry), = entries.items()
+    if not isinstance(entry, dict):
+        raise VerificationError('the receipt kept in the record holds no single entry')
+    signed = locate_signed_rpm(record['build'], record['rpm'], record['sigkey'])
+    key_path = public_key_file(settings, record['sigkey'])
+    public_key = read_public_key(key_path)
+    with RPM_LOCK:
+        hdr = check_key_signed_rpm(signed, public_key, key_path)
+    with signed.open() as fo:
+        sha256 = sha256_of(fo)
+    client = RekorClient(settings)
+    try:
+        key = resolve_log_key(settings, client, state_dir(topdir))
+        verified = verify_our_entry(settings, client, state_dir(topdir), key, entry_id, entry,
+                                    expected_from_header(hdr, sha256, public_key))
+    finally:
+        client.close()
+    receipt = make_receipt(settings, signed.nvra, signed.sigkey, sha256, entry_id, entry)
+    return Outcome(receipt, verified, False)
 
 
 def sha256_of(fo):
@@ -1636,9 +2237,11 @@ def enforce_bound(settings, rpm_size):
 
 
 def write_receipt(settings, topdir, rpminfo, sigkey, receipt):
+    """Write a receipt just built from a verified entry, under rekor-logs/."""
     if settings.record_log_info:
-        path = receipt_path(topdir, rpminfo, sigkey)
-        write_atomic(path, json.dumps(receipt, indent=2, sort_keys=True).encode())
+        dirs, name = receipt_parts(rpminfo, sigkey)
+        with logs_dir(topdir, dirs) as fd:
+            write_file_at(fd, name, json.dumps(receipt, indent=2, sort_keys=True).encode())
 
 
 def log_outcome(nvra, sigkey, outcome):
@@ -1682,7 +2285,19 @@ def outbox_dir(topdir):
     return os.path.join(topdir, RECEIPT_DIR, OUTBOX_DIR)
 
 
+def outbox_location(path):
+    """(topdir, file name) of a record <topdir>/rekor-logs/@outbox/<name>."""
+    outbox, name = os.path.split(path)
+    logs, folder = os.path.split(outbox)
+    topdir, logs_name = os.path.split(logs)
+    if (folder, logs_name) != (OUTBOX_DIR, RECEIPT_DIR):
+        raise UnsafePath('%s is not a record in an outbox' % path)
+    return topdir, check_part(name)
+
+
 def record_name(rpminfo, sigkey):
+    check_rpm_naming(rpminfo)
+    check_sigkey(sigkey)
     return '%s.%s' % (nvra_of(rpminfo), sigkey)
 
 
@@ -1694,24 +2309,113 @@ def new_record(build, rpminfo, sigkey, sighash):
             'last_error': None, 'receipt': None}
 
 
+# The latest time a record may name (year 36812): anything larger is not a
+# time the plugin wrote.
+MAX_TIME = 1 << 40
+VOLUME_RE = re.compile(r'^[A-Za-z0-9_+][A-Za-z0-9._+-]*$')
+
+
+def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_record(record, name):
+    """A record is input: the types the plugin writes, an NVRA and arch
+    under Koji's naming rules, a lowercase hex sigkey, and a file name
+    that is the record's own. Raises BadRecord naming what is wrong."""
+    if not isinstance(record, dict):
+        raise BadRecord('not a JSON object')
+    rpm, build, sigkey = record.get('rpm'), record.get('build'), record.get('sigkey')
+    check_rpm_naming(rpm)
+    check_sigkey(sigkey)
+    if not isinstance(build, dict):
+        raise BadRecord('build is not an object')
+    for part in ('name', 'version', 'release'):
+        value = build.get(part)
+        if not isinstance(value, str) or len(value) > MAX_PART or not (
+                NAME_RE if part == 'name' else VERSION_RE).match(value):
+            raise BadRecord('build %s %r is not a valid %s' % (part, value, part))
+    volume = build.get('volume_name')
+    if volume is not None and not (isinstance(volume, str) and len(volume) <= MAX_PART
+                                   and VOLUME_RE.match(volume)):
+        raise BadRecord('build volume_name %r is not a volume name' % (volume,))
+    for holder, what, fields in ((build, 'build', ('id', 'epoch')),
+                                 (rpm, 'rpm', ('id', 'build_id', 'epoch', 'external_repo_id'))):
+        for part in fields:
+            if holder.get(part) is not None and not is_int(holder.get(part)):
+                raise BadRecord('%s %s %r is not a number' % (what, part, holder.get(part)))
+    for part in ('sighash', 'last_error'):
+        if record.get(part) is not None and not isinstance(record.get(part), str):
+            raise BadRecord('%s is not text' % part)
+    if rpm.get('payloadhash') is not None and not isinstance(rpm.get('payloadhash'), str):
+        raise BadRecord('rpm payloadhash is not text')
+    for part in ('queued', 'next_attempt'):
+        value = record.get(part)
+        if not (is_int(value) or isinstance(value, float)) or not 0 <= value < MAX_TIME:
+            raise BadRecord('%s %r is not a time' % (part, value))
+    attempts = record.get('attempts')
+    if not is_int(attempts) or not 0 <= attempts < 1 << 20:
+        raise BadRecord('attempts %r is not a count' % (attempts,))
+    if record.get('receipt') is not None and not isinstance(record.get('receipt'), dict):
+        raise BadRecord('receipt is not an object')
+    if record.get('nvra') != nvra_of(rpm):
+        raise BadRecord('nvra %r is not that of its rpm, %s' % (record.get('nvra'), nvra_of(rpm)))
+    stem = record_name(rpm, sigkey)
+    if name not in (stem + COMMITTED, stem + UNCOMMITTED):
+        raise BadRecord('the file name is not %s%s' % (stem, COMMITTED))
+    return record
+
+
+def record_json(record):
+    return json.dumps(record, indent=1, sort_keys=True).encode()
+
+
 def write_record(path, record):
-    write_atomic(path, json.dumps(record, indent=1, sort_keys=True).encode())
+    topdir, name = outbox_location(path)
+    with logs_dir(topdir, (OUTBOX_DIR,)) as out:
+        write_file_at(out, name, record_json(record))
 
 
 def queue_signature(topdir, record):
     """Record a signature durably, before Koji commits it."""
-    path = os.path.join(outbox_dir(topdir), record_name(record['rpm'], record['sigkey'])
-                        + UNCOMMITTED)
-    write_record(path, record)
-    return path
+    name = record_name(record['rpm'], record['sigkey']) + UNCOMMITTED
+    with logs_dir(topdir, (OUTBOX_DIR,)) as out:
+        write_file_at(out, name, record_json(record))
+    return os.path.join(outbox_dir(topdir), name)
+
+
+def committed_name(name):
+    return name[:-len(UNCOMMITTED)] + COMMITTED if name.endswith(UNCOMMITTED) else name
 
 
 def mark_committed(uncommitted_path):
     """Koji committed the signature: the record becomes the worker's."""
-    path = uncommitted_path[:-len(UNCOMMITTED)] + COMMITTED
-    os.replace(uncommitted_path, path)
-    fsync_directory(os.path.dirname(path))
-    return path
+    topdir, name = outbox_location(uncommitted_path)
+    with logs_dir(topdir, (OUTBOX_DIR,), create=False) as out:
+        os.rename(name, committed_name(name), src_dir_fd=out, dst_dir_fd=out)
+        os.fsync(out)
+    return os.path.join(os.path.dirname(uncommitted_path), committed_name(name))
+
+
+@contextlib.contextmanager
+def subdir(dirfd, part, create=True):
+    """A subdirectory of dirfd, opened without following a link."""
+    try:
+        fd = os.open(check_part(part), DIR_FLAGS, dir_fd=dirfd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(part, dir_fd=dirfd)
+        fd = os.open(part, DIR_FLAGS, dir_fd=dirfd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePath('%s is a symlink or not a directory: not followed' % part)
+        raise
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def set_aside(path, record, folder, reason):
@@ -1720,87 +2424,146 @@ def set_aside(path, record, folder, reason):
     The rename comes first: if a hub committed the record meanwhile, the
     rename fails and the record stays where the hub put it.
     """
-    target = os.path.join(os.path.dirname(path), folder,
-                          os.path.basename(path).replace(UNCOMMITTED, COMMITTED))
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    os.rename(path, target)
-    record['set_aside'] = {'reason': reason, 'time': int(time.time())}
-    write_record(target, record)
+    topdir, name = outbox_location(path)
+    with logs_dir(topdir, (OUTBOX_DIR,)) as out, subdir(out, folder) as aside:
+        os.rename(name, committed_name(name), src_dir_fd=out, dst_dir_fd=aside)
+        record['set_aside'] = {'reason': reason, 'time': int(time.time())}
+        write_file_at(aside, committed_name(name), record_json(record))
+
+
+def set_aside_as_is(out, name, reason):
+    """Move what is not a valid record, as it is (a link stays a link, never
+    followed), to rejected/, with the reason in <name>.reason."""
+    try:
+        with subdir(out, 'rejected') as aside:
+            os.rename(name, name, src_dir_fd=out, dst_dir_fd=aside)
+            write_file_at(aside, name + '.reason', (reason + '\n').encode())
+    except (OSError, RekorLogError) as e:
+        LOG.error('rekor_log: failed %s (left in the outbox, cannot set it aside: %s): not a '
+                  'valid record: %s', name, failure_cause(e), reason)
+        return
+    LOG.error('rekor_log: failed %s (for good, set aside in rejected/): not a valid record: %s',
+              name, reason)
 
 
 @contextlib.contextmanager
 def claimed(path):
     """Hold a record against every other hub process and worker; yields the
-    record, or None when it is gone or another process holds it.
+    checked record, or None when it is gone or another process holds it.
+    A file that is not a valid record is set aside in rejected/ with the
+    reason, and BadRecord raised.
 
-    The lock is on the record file itself, and the path is checked to still
-    name the locked file, since updates replace the file.
+    The lock is on the record file itself, and the name is checked to still
+    be the locked file, since updates replace the file.
     """
+    topdir, name = outbox_location(path)
     in_process = thread_lock(path)
     if not in_process.acquire(blocking=False):
         yield None
         return
     try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        in_process.release()
-        yield None
-        return
-    try:
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            out = open_logs_dir(topdir, (OUTBOX_DIR,), create=False)
+        except FileNotFoundError:
             yield None
             return
         try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        yield read_locked_record(fd) if same else None
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=out)
+            except FileNotFoundError:
+                yield None
+                return
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                    raise
+                reason = 'a symlink or not a regular file: not followed'
+                set_aside_as_is(out, name, reason)
+                raise BadRecord('%s: %s' % (name, reason))
+            try:
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    yield None
+                    return
+                try:
+                    same = os.stat(name, dir_fd=out, follow_symlinks=False).st_ino \
+                        == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    yield None
+                    return
+                try:
+                    # Read through the descriptor that holds the lock: closing
+                    # any other one of the file would drop this process's locks.
+                    record = check_record(parse_json(read_regular_file(fd, name), name), name)
+                except RekorLogError as e:
+                    set_aside_as_is(out, name, str(e))
+                    raise BadRecord('%s: %s' % (name, e))
+                yield record
+            finally:
+                os.close(fd)
+        finally:
+            os.close(out)
     finally:
-        os.close(fd)
         in_process.release()
 
 
-def read_locked_record(fd):
-    """Read a record through the descriptor that holds its lock: closing any
-    other descriptor of the file would drop this process's POSIX locks."""
-    chunks, offset = [], 0
-    while True:
-        chunk = os.pread(fd, 65536, offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
+def list_outbox(topdir, folder=None):
+    """The file names in the outbox (or one of its folders); [] when none."""
     try:
-        return json.loads(b''.join(chunks))
-    except ValueError:
-        return None
+        with logs_dir(topdir, (OUTBOX_DIR,) + ((folder,) if folder else ()), create=False) as fd:
+            return sorted(os.listdir(fd))
+    except FileNotFoundError:
+        return []
 
 
-def deliver(settings, topdir, path, record, deadline=None, spent=None):
-    """Finish one committed record: upload it unless the receipt is already
-    in it, write the receipt, remove the record. On failure, keep the record
-    with its attempt count and cause, or set it aside for good. A failure of
-    the log makes the record wait for the log (due as soon as it answers);
-    one of the record's own backs off per record."""
+def remove_record(path):
+    topdir, name = outbox_location(path)
+    with contextlib.suppress(FileNotFoundError), \
+            logs_dir(topdir, (OUTBOX_DIR,), create=False) as out:
+        os.unlink(name, dir_fd=out)
+
+
+def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None,
+            spent=None):
+    """Finish one committed record: upload it, write the receipt, remove the
+    record. On failure, keep the record with its attempt count and cause,
+    or set it aside for good. A failure of the log makes the record wait for
+    the log (due as soon as it answers); one of the record's own backs off
+    per record.
+
+    A receipt kept in a record is never written as it stands: only one this
+    process built from an entry it just verified (verified_receipt, under
+    enforce), or one rebuilt from the kept entry after verifying it again.
+    """
     nvra, sigkey = record['nvra'], record['sigkey']
     try:
-        if record.get('receipt'):
-            write_receipt(settings, topdir, record['rpm'], sigkey, record['receipt'])
+        if verified_receipt is not None and record.get('receipt') == verified_receipt:
+            receipt = verified_receipt
         else:
-            outcome = log_signature(settings, record['build'], record['rpm'], sigkey, topdir,
-                                    deadline, spent)
-            clear_outage(topdir)
-            write_receipt(settings, topdir, record['rpm'], sigkey, outcome.receipt)
+            if record.get('receipt'):
+                outcome = reverify_receipt(settings, record, topdir)
+            else:
+                outcome = log_signature(settings, record['build'], record['rpm'], sigkey,
+                                        topdir, deadline, spent)
+                clear_outage(topdir)
+            receipt = outcome.receipt
             log_outcome(nvra, sigkey, outcome)
+        write_receipt(settings, topdir, record['rpm'], sigkey, receipt)
     except Exception as e:
         cause = failure_cause(e)
         if getattr(e, 'permanent', False):
-            set_aside(path, record, 'rejected', cause)
-            LOG.error('rekor_log: failed %s sigkey %s (for good, set aside in rejected/): %s',
-                      nvra, sigkey, cause)
-            return 'rejected'
+            try:
+                set_aside(path, record, 'rejected', cause)
+            except (OSError, RekorLogError) as aside:
+                # Kept, then: a record is never lost.
+                cause = '%s; cannot set it aside: %s' % (cause, failure_cause(aside))
+            else:
+                LOG.error('rekor_log: failed %s sigkey %s (for good, set aside in rejected/): %s',
+                          nvra, sigkey, cause)
+                return 'rejected'
         record['attempts'] += 1
         record['last_error'] = cause
         if getattr(e, 'about_the_log', False):
@@ -1808,13 +2571,12 @@ def deliver(settings, topdir, path, record, deadline=None, spent=None):
             record_outage(settings, topdir, cause)
         else:
             record['next_attempt'] = int(time.time()) + min(
-                OUTBOX_BACKOFF * 2 ** (record['attempts'] - 1), OUTBOX_BACKOFF_MAX)
+                OUTBOX_BACKOFF * 2 ** min(record['attempts'] - 1, 30), OUTBOX_BACKOFF_MAX)
         write_record(path, record)
         LOG.error('rekor_log: failed %s sigkey %s (attempt %d, kept in the outbox): %s',
                   nvra, sigkey, record['attempts'], cause)
         return 'failed'
-    with contextlib.suppress(FileNotFoundError):  # set aside by an admin meanwhile
-        os.unlink(path)
+    remove_record(path)  # (or already set aside by an admin meanwhile)
     return 'logged'
 
 
@@ -1850,14 +2612,19 @@ def rpm_signed(cbtype, *args, **kws):
         LOG.debug('rekor_log: %s is from external repo %s, not logged',
                   nvra, rpminfo.get('external_repo_name'))
         return
-    settings = get_config()
     topdir = koji.pathinfo.topdir
     record = new_record(build, rpminfo, sigkey, kws.get('sighash'))
+    # Queued first: even a configuration error loses no signature.
     try:
-        path = queue_signature(topdir, record)
-    except OSError as e:
-        report_failure(settings, nvra, sigkey, RekorLogError(
-            'cannot queue it in %s: %s' % (outbox_dir(topdir), e.strerror or e)))
+        path, queue_error = queue_signature(topdir, record), None
+    except (OSError, RekorLogError) as e:
+        path, queue_error = None, e
+    settings = config_for_import(nvra, sigkey, path)
+    if settings is None:
+        return
+    if queue_error is not None:
+        report_failure(settings, nvra, sigkey, RekorLogError('cannot queue it in %s: %s' % (
+            outbox_dir(topdir), getattr(queue_error, 'strerror', None) or queue_error)))
         return
     if settings.enforce:
         try:
@@ -1867,11 +2634,36 @@ def rpm_signed(cbtype, *args, **kws):
                                     time.monotonic() + bound,
                                     'no answer within the %s enforce allows' % seconds(bound))
         except Exception as e:
-            os.unlink(path)
+            remove_record(path)
             report_failure(settings, nvra, sigkey, e)  # raises: Koji rolls back
         log_outcome(nvra, sigkey, outcome)
         record['receipt'] = outcome.receipt
         write_record(path, record)
+        verified_receipts()[path] = outcome.receipt
+    add_pending(path)
+
+
+def config_for_import(nvra, sigkey, path):
+    """The settings; on a configuration error, fail the import (Koji rolls
+    back, the queued record goes) unless the file parses and sets enforce to
+    false, in which case the signature waits in the outbox (None)."""
+    try:
+        return get_config()
+    except koji.ConfigurationError as e:
+        if path is not None and enforce_explicitly_off(CONFIG_FILE):
+            LOG.error('rekor_log: failed %s sigkey %s (kept in the outbox): configuration: %s',
+                      nvra, sigkey, e)
+            add_pending(path)
+            return None
+        if path is not None:
+            remove_record(path)
+        LOG.error('rekor_log: failed %s sigkey %s (the import fails): configuration: %s',
+                  nvra, sigkey, e)
+        raise koji.CallbackError('Rekor upload of %s (sigkey %s) failed: configuration: %s'
+                                 % (nvra, sigkey, e))
+
+
+def add_pending(path):
     pending = pending_records()
     if path not in pending:  # the same signature twice in one multicall
         pending.append(path)
@@ -1880,23 +2672,34 @@ def rpm_signed(cbtype, *args, **kws):
 def reclaim_rolled_back(uncommitted):
     """A worker judged this request dead (it outlived COMMIT_GRACE) and set
     its record aside as rolled back; Koji has now committed it: take it back."""
-    name = os.path.basename(uncommitted)[:-len(UNCOMMITTED)] + COMMITTED
-    outbox = os.path.dirname(uncommitted)
+    topdir, name = outbox_location(uncommitted)
+    name = committed_name(name)
     try:
-        os.rename(os.path.join(outbox, 'rolled-back', name), os.path.join(outbox, name))
+        with logs_dir(topdir, (OUTBOX_DIR,), create=False) as out, \
+                subdir(out, 'rolled-back', create=False) as aside:
+            os.rename(name, name, src_dir_fd=aside, dst_dir_fd=out)
     except FileNotFoundError:
         return None
     LOG.warning('rekor_log: %s was set aside as rolled back, but Koji committed it: queued again',
                 name)
-    return os.path.join(outbox, name)
+    return os.path.join(os.path.dirname(uncommitted), name)
+
+
+def request_context(attr, factory):
+    from koji.context import context
+    if not hasattr(context, attr):
+        setattr(context, attr, factory())
+    return getattr(context, attr)
 
 
 def pending_records():
     """The records queued in this hub request (Koji's request context)."""
-    from koji.context import context
-    if not hasattr(context, 'rekor_log_pending'):
-        context.rekor_log_pending = []
-    return context.rekor_log_pending
+    return request_context('rekor_log_pending', list)
+
+
+def verified_receipts():
+    """Receipts built in this hub request from entries just verified."""
+    return request_context('rekor_log_receipts', dict)
 
 
 @callback('postCommit')
@@ -1905,12 +2708,9 @@ def signatures_committed(cbtype, *args, **kws):
     paths = pending_records()
     if not paths:
         return
-    settings = get_config()
+    receipts = verified_receipts()
     topdir = koji.pathinfo.topdir
-    # Without enforce, the log gets hub_budget seconds of this request in
-    # all; what does not finish within it is the worker's.
-    deadline = time.monotonic() + settings.hub_budget
-    spent = 'the hub budget of %s is spent; left for the worker' % seconds(settings.hub_budget)
+    committed = []
     while paths:
         uncommitted = paths.pop(0)
         try:
@@ -1920,19 +2720,37 @@ def signatures_committed(cbtype, *args, **kws):
             if path is None:
                 LOG.error('rekor_log: cannot commit %s: the record is gone', uncommitted)
                 continue
+        except (OSError, RekorLogError) as e:
+            LOG.error('rekor_log: cannot commit %s: %s', uncommitted, failure_cause(e))
+            continue
+        committed.append((path, receipts.pop(uncommitted, None)))
+    try:
+        settings = get_config()
+    except koji.ConfigurationError as e:
+        LOG.error('rekor_log: %d signatures wait in the outbox: configuration: %s',
+                  len(committed), e)
+        return
+    # Without enforce, the log gets hub_budget seconds of this request in
+    # all; what does not finish within it is the worker's.
+    deadline = time.monotonic() + settings.hub_budget
+    spent = 'the hub budget of %s is spent; left for the worker' % seconds(settings.hub_budget)
+    for path, receipt in committed:
         if settings.queue_only:
             LOG.info('rekor_log: queued %s sigkey %s for the worker', *record_identity(path))
             continue
-        with claimed(path) as record:
-            if record is None:
-                continue
-            reason = None if record.get('receipt') else worker_reason(
-                settings, topdir, record, deadline)
-            if reason:
-                LOG.info('rekor_log: left %s sigkey %s for the worker: %s',
-                         record['nvra'], record['sigkey'], reason)
-            else:
-                deliver(settings, topdir, path, record, deadline, spent)
+        try:
+            with claimed(path) as record:
+                if record is None:
+                    continue
+                reason = None if record.get('receipt') else worker_reason(
+                    settings, topdir, record, deadline)
+                if reason:
+                    LOG.info('rekor_log: left %s sigkey %s for the worker: %s',
+                             record['nvra'], record['sigkey'], reason)
+                else:
+                    deliver(settings, topdir, path, record, receipt, deadline, spent)
+        except BadRecord:
+            continue  # set aside and logged
 
 
 def worker_reason(settings, topdir, record, deadline):
@@ -2002,41 +2820,61 @@ def signature_status(rpminfo, sigkey, status, **fields):
 
 def status_of_signature(settings, topdir, build, rpminfo, sigkey):
     path = receipt_path(topdir, rpminfo, sigkey)
-    if os.path.exists(path):
+    try:
+        receipt = read_receipt(topdir, rpminfo, sigkey)
+    except RekorLogError as e:  # a link, not a file, not JSON: not believed
+        receipt, unreadable = None, e
+    else:
+        unreadable = None
+    if receipt is not None or unreadable:
         try:
+            if unreadable:
+                raise unreadable
             return signature_status(rpminfo, sigkey, 'logged', **check_receipt(
-                settings, topdir, build, rpminfo, sigkey, path))
+                settings, topdir, build, rpminfo, sigkey, path, receipt))
         except Exception as e:
             return signature_status(rpminfo, sigkey, 'unverified', receipt=path,
                                     reason='the receipt does not verify: %s' % failure_cause(e))
-    outbox = outbox_dir(topdir)
     name = record_name(rpminfo, sigkey)
-    for status, folder, suffix in (('queued', '', COMMITTED), ('queued', '', UNCOMMITTED),
+    for status, folder, suffix in (('queued', None, COMMITTED), ('queued', None, UNCOMMITTED),
                                    ('rejected', 'rejected', COMMITTED),
                                    ('rolled back', 'rolled-back', COMMITTED)):
-        record_path = os.path.join(outbox, folder, name + suffix)
-        if os.path.exists(record_path):
-            return signature_status(rpminfo, sigkey, status,
-                                    **record_fields(record_path, status, suffix))
+        record_path = os.path.join(outbox_dir(topdir), folder or '', name + suffix)
+        try:
+            record = read_outbox_file(topdir, folder, name + suffix)
+        except RekorLogError as e:
+            return signature_status(rpminfo, sigkey, status, record=record_path,
+                                    reason='the record is unreadable: %s' % e)
+        if record is not None:
+            return signature_status(rpminfo, sigkey, status, record=record_path,
+                                    **record_fields(record, status, suffix))
     return signature_status(rpminfo, sigkey, 'not logged', reason=(
         'no receipt and nothing in the outbox' if settings.record_log_info else
         '[upload] record_log_info is off: no receipts are kept'))
 
 
-def check_receipt(settings, topdir, build, rpminfo, sigkey, path):
+def read_outbox_file(topdir, folder, name):
+    """A record of the outbox (or of one of its folders), parsed, read
+    without following links; None when absent."""
+    try:
+        with logs_dir(topdir, (OUTBOX_DIR,) + ((folder,) if folder else ()),
+                      create=False) as fd:
+            data = read_file_at(fd, name)
+    except FileNotFoundError:
+        return None
+    return parse_json(data, name) if data is not None else None
+
+
+def check_receipt(settings, topdir, build, rpminfo, sigkey, path, receipt):
     """Verify a receipt offline against the signed RPM Koji holds for this
     signature; returns what it proves."""
-    try:
-        receipt = read_json(path)
-    except ValueError:
-        raise VerificationError('%s is not JSON' % path)
     entries = receipt.get('log_entry') if isinstance(receipt, dict) else None
     if not isinstance(entries, dict) or len(entries) != 1:
         raise VerificationError('%s holds no single Rekor entry' % path)
     (entry_id, entry), = entries.items()
     key, _ = known_log_key(settings, state_dir(topdir))
     if key is None:
-        raise VerificationError('no log key for %s to check it with' % settings.url)
+        raise VerificationError('no log key for %s to check it with' % display_url(settings.url))
     verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
     signed = locate_signed_rpm(build, rpminfo, sigkey)
     with signed.open() as fo:
@@ -2050,15 +2888,11 @@ def check_receipt(settings, topdir, build, rpminfo, sigkey, path):
             'integrated_time': verified.integrated_time, 'receipt': path}
 
 
-def record_fields(path, status, suffix):
+def record_fields(record, status, suffix):
     """What an outbox record says, read as input: only fields of the
     expected types are passed on."""
-    try:
-        record = read_json(path)
-    except (OSError, ValueError) as e:
-        return {'reason': 'the record %s is unreadable: %s' % (path, e), 'record': path}
     record = record if isinstance(record, dict) else {}
-    fields = {'record': path}
+    fields = {}
     if status == 'queued':
         fields['committed'] = suffix == COMMITTED
         for name, kind in (('attempts', int), ('last_error', str), ('next_attempt', int),

@@ -5,6 +5,7 @@ Rekor-compatible log on 127.0.0.1."""
 import copy
 import logging
 import os
+import pwd
 import shutil
 import sys
 import textwrap
@@ -21,6 +22,9 @@ SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
 sys.path.insert(0, ROOT)
 
 KEY_ALGOS = ('rsa', 'ed25519')
+# The hub's user in the tests' configurations: whoever runs them, so that a
+# command started as root in CI stays root instead of becoming apache.
+HUB_USER = pwd.getpwuid(os.geteuid()).pw_name
 SIGN_MODES = ('header', 'rpmv3')
 
 
@@ -129,7 +133,9 @@ def configured_hub(hub, rekor, key_dir, log_key_file):
         backoff = 0.05
         [signing]
         public_key_dir = %s
-        ''' % (rekor.url, log_key_file, key_dir))
+        [upload]
+        hub_user = %s
+        ''' % (rekor.url, log_key_file, key_dir, HUB_USER))
     return hub
 
 

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 LOOPBACK = "127.0.0.1"
 ENTRIES_PATH = "/api/v1/log/entries"
@@ -109,6 +109,7 @@ _FAULT_CHECKS = {
     "max_body_bytes": _optional(_nonnegative_int),
     "malformed_count": _nonnegative_int,
     "refuse_header_only": lambda v: isinstance(v, bool),
+    "hold_index": lambda v: isinstance(v, bool),
     "tamper": _optional(lambda v: v in TAMPER_MODES),
 }
 
@@ -133,6 +134,7 @@ class Faults:
     max_body_bytes: Optional[int] = None
     malformed_count: int = 0
     refuse_header_only: bool = False
+    hold_index: bool = False          # index writes wait for RekorLog.release_index()
     tamper: Optional[str] = None
 
     def __setattr__(self, name, value):
@@ -423,7 +425,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise _Drop
         if garbled:
             response = Response(201, b'{"c0ffee": [truncated', "application/json")
-        self._answer(request, response, targeted, close=close)
+        try:
+            self._answer(request, response, targeted, close=close)
+        finally:
+            if request.after_answer is not None:
+                request.after_answer()
 
     def _check_body_limit(self, limit: Optional[int]) -> None:
         self.body.limit = limit
@@ -581,6 +587,7 @@ class _Request:
     query_string: str
     handler: _Handler
     params: dict = field(default_factory=dict)   # from the matched route
+    after_answer: Optional[object] = None          # work done once the answer is sent
 
     @property
     def body(self) -> _Body:
@@ -650,7 +657,11 @@ class _Api:
             body = _lying_body(body, faults.tamper, self.log)
         if self.rekor.stopping:
             raise _Drop  # a dying server does not commit
-        entry, created = self.log.add_entry(body, package_sha256=package_sha256)
+        entry, created = self.log.add_entry(body, package_sha256=package_sha256, index=False)
+        if created:
+            # Rekor writes its search index in a goroutine after answering:
+            # an entry is in the log before the index knows it, if ever.
+            request.after_answer = lambda: self.log.index_entry(entry, faults.hold_index)
         if not created:
             location = _entry_location(request, entry.entry_id)
             raise ApiError(409, "an equivalent entry already exists in the transparency log "
@@ -904,6 +915,8 @@ class RekorLog:
         self._lock = threading.RLock()
         self._trees: list = []            # oldest first; the last one is active
         self._index: dict = {}            # index key -> [entry IDs]
+        self._index_now = True
+        self._held_index: list = []       # entries whose index keys wait (hold_index)
         self._impostor: Optional[_Signer] = None
         self._impostor_pgp: Optional[bytes] = None
         self._replaying = False
@@ -954,8 +967,12 @@ class RekorLog:
     # changes -----------------------------------------------------------------
 
     def add_entry(self, body: bytes, package_sha256: str = "",
-                  integrated_time: Optional[int] = None) -> tuple:
-        """Append a canonical body; (entry, False) if the active tree has it."""
+                  integrated_time: Optional[int] = None, index: bool = True) -> tuple:
+        """Append a canonical body; (entry, False) if the active tree has it.
+
+        index=False leaves the search index to a later index_entry(), as
+        Rekor writes it after answering.
+        """
         uuid = _leaf_hash(body).hex()
         with self._lock:
             existing = self._active.by_uuid.get(uuid)
@@ -964,8 +981,29 @@ class RekorLog:
             record = {"op": "add", "body": _b64(body), "package_sha256": package_sha256,
                       "integrated_time": int(time.time()) if integrated_time is None
                       else integrated_time}
-            entry = self._apply(record)
+            self._index_now = index
+            try:
+                entry = self._apply(record)
+            finally:
+                self._index_now = True
             return entry, True
+
+    def index_entry(self, entry: Entry, hold: bool = False) -> None:
+        """Write an entry's search index keys (now, or at release_index())."""
+        with self._lock:
+            if hold:
+                self._held_index.append(entry)
+                return
+            for key in _index_keys(entry.body):
+                self._index.setdefault(key, []).append(entry.entry_id)
+
+    def release_index(self) -> int:
+        """Write the index keys held back; how many entries they were for."""
+        with self._lock:
+            held, self._held_index = self._held_index, []
+        for entry in held:
+            self.index_entry(entry)
+        return len(held)
 
     def rotate_shard(self, new_tree_id: Optional[int] = None) -> int:
         """Freeze the active tree (it becomes an inactive shard) and start a new one."""
@@ -1002,8 +1040,8 @@ class RekorLog:
         tree.merkle.append(bytes.fromhex(entry.uuid))
         tree.entries.append(entry)
         tree.by_uuid[entry.uuid] = entry
-        for key in _index_keys(body):
-            self._index.setdefault(key, []).append(entry.entry_id)
+        if self._index_now or self._replaying:
+            self.index_entry(entry)
         return entry
 
     def _apply_rotate(self, record: dict) -> None:
@@ -1334,9 +1372,10 @@ def signed_checkpoint(origin_host: str, tree_id: int, size: int, root: bytes,
 
 
 class _Signer:
-    """An ECDSA key as Rekor uses it: DER signatures over SHA-256."""
+    """A log key as Rekor (sigstore's signers) uses it: ECDSA with DER
+    signatures over SHA-256, RSA PKCS #1 v1.5 over SHA-256, or Ed25519."""
 
-    def __init__(self, key: ec.EllipticCurvePrivateKey):
+    def __init__(self, key):
         self.key = key
         public = key.public_key()
         self.spki_der = public.public_bytes(serialization.Encoding.DER,
@@ -1354,15 +1393,20 @@ class _Signer:
                                       serialization.NoEncryption())
 
     def sign(self, data: bytes) -> bytes:
+        if isinstance(self.key, rsa.RSAPrivateKey):
+            return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            return self.key.sign(data)
         return self.key.sign(data, ec.ECDSA(hashes.SHA256()))
 
 
-def _load_private_key(key) -> ec.EllipticCurvePrivateKey:
+def _load_private_key(key):
     if isinstance(key, (bytes, str)):
         key = serialization.load_pem_private_key(
             key.encode() if isinstance(key, str) else key, password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise TypeError("the log's signing key must be an ECDSA private key")
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey,
+                            ed25519.Ed25519PrivateKey)):
+        raise TypeError("the log's signing key must be an ECDSA, RSA or Ed25519 private key")
     return key
 
 
@@ -1481,7 +1525,10 @@ def _canonical_rpm_body(proposal: _RpmProposal, workdir: str, refuse_header_only
     computed = proposal.package.sha256
     if proposal.claimed_sha256 and proposal.claimed_sha256 != computed:
         raise _Refused(f"SHA mismatch: {computed} != {proposal.claimed_sha256}")
+    signatures = check_signature_issuers(proposal.package.path, key)
     check_rpm_signature(proposal.package.path, key.canonical_armor, workdir, refuse_header_only)
+    if not signatures:
+        raise _Refused("no supported PGP signature found in RPM")
     headers = read_rpm_headers(proposal.package.path)
     return canonical_json({
         "apiVersion": "0.0.1",
@@ -1693,6 +1740,84 @@ class _Base64File:
 # RPM checks
 # --------------------------------------------------------------------------
 
+# go-rpmutils reads these signature tags, in this order: the header-only RSA
+# and DSA signatures, then the header+payload PGP and GPG ones. rpm 6's
+# RPMTAG_OPENPGP (278) is not among them.
+_LEGACY_SIGNATURE_TAGS = (268, 267, 1002, 1005)
+_HEADER_MAGIC = b"\x8e\xad\xe8\x01"
+_RPM_LEAD_SIZE = 96
+
+
+def read_signature_tags(rpm_path: str) -> dict:
+    """{tag: bytes} of the binary entries of an RPM's signature header."""
+    with open(rpm_path, "rb") as f:
+        f.seek(_RPM_LEAD_SIZE)
+        intro = f.read(16)
+        if len(intro) != 16 or intro[:4] != _HEADER_MAGIC:
+            raise _Refused("could not read RPM signature header")
+        count, size = struct.unpack(">II", intro[8:16])
+        if count > 10000 or size > MAX_KEY_BYTES * 16:
+            raise _Refused("could not read RPM signature header")
+        index, store = f.read(16 * count), f.read(size)
+    tags = {}
+    for n in range(count):
+        tag, kind, offset, length = struct.unpack(">iiii", index[16 * n:16 * n + 16])
+        if kind == 7 and 0 <= offset <= offset + length <= len(store):   # RPM_BIN_TYPE
+            tags[tag] = store[offset:offset + length]
+    return tags
+
+
+def _signature_issuer(blob: bytes) -> tuple:
+    """(key ID, issuer fingerprint) of one signature packet, as go-rpmutils'
+    verifier reads them; _Refused with its wording when it cannot."""
+    packets = _read_packets(blob) if blob else []
+    if not packets or packets[0][0] != 2 or not packets[0][1]:
+        raise _Refused("no supported PGP signature packet found")
+    if len(packets) > 1:
+        raise _Refused("trailing garbage after PGP signature packet")
+    body = packets[0][1]
+    if body[0] == 3 and len(body) >= 15:
+        return int.from_bytes(body[7:15], "big"), b""
+    if body[0] != 4:
+        raise _Refused("no supported PGP signature packet found")
+    key_id, fingerprint, pos = None, b"", 4
+    for _ in range(2):   # hashed, then unhashed subpackets
+        size = int.from_bytes(body[pos:pos + 2], "big")
+        area, pos = body[pos + 2:pos + 2 + size], pos + 2 + size
+        at = 0
+        while at < len(area):
+            length, at = _new_format_length(area, at)
+            kind, value = area[at] & 0x7F, area[at + 1:at + length]
+            if kind == 16 and len(value) == 8:
+                key_id = int.from_bytes(value, "big")
+            elif kind == 33 and value[:1] == b"\x04":
+                fingerprint = value[1:]
+            at += length
+    if key_id is None and not fingerprint:
+        raise _Refused("no supported PGP signature packet found")
+    return key_id or 0, fingerprint
+
+
+def check_signature_issuers(rpm_path: str, key: OpenPgpKey) -> int:
+    """Every legacy signature must be by the submitted key (its primary key
+    or a subkey), as go-rpmutils looks keys up; the number of signatures."""
+    tags = read_signature_tags(rpm_path)
+    try:
+        issuers = [_signature_issuer(tags[tag]) for tag in _LEGACY_SIGNATURE_TAGS if tag in tags]
+    except ValueError:
+        raise _Refused("no supported PGP signature packet found") from None
+    ours = key.fingerprints
+    for key_id, fingerprint in issuers:
+        if key_id and any(int.from_bytes(fp[-8:], "big") == key_id for fp in ours):
+            continue
+        if not key_id and fingerprint in ours:
+            continue
+        if key_id == 0 and fingerprint:
+            raise _Refused(f"key with fingerprint {fingerprint.hex()} not found")
+        raise _Refused(f"keyid {key_id:08x} not found")
+    return len(issuers)
+
+
 _RPMKEYS_LINE = re.compile(r"^\s+(?P<what>.+?): (?P<status>[A-Z]+)\b(?P<detail>.*)$")
 _rpm_lock = threading.Lock()  # librpm's Python bindings keep global state
 
@@ -1779,7 +1904,7 @@ def read_rpm_headers(rpm_path: str) -> dict:
     epoch = header[rpm.RPMTAG_EPOCH]
     headers = {
         "Name": _text(header[rpm.RPMTAG_NAME]),
-        "Epoch": "" if epoch is None else str(epoch),
+        "Epoch": "0" if epoch is None else str(epoch),   # go-rpmutils' GetNEVRA
         "Version": _text(header[rpm.RPMTAG_VERSION]),
         "Release": _text(header[rpm.RPMTAG_RELEASE]),
         "Architecture": _text(header[rpm.RPMTAG_ARCH]),
@@ -1802,7 +1927,7 @@ def _text(value) -> str:
 
 _ARMOR_BEGIN = re.compile(r"-----BEGIN (?P<type>PGP [A-Z ]+)-----")
 _PUBLIC_KEY_BLOCK = "PGP PUBLIC KEY BLOCK"
-_TAG_PUBLIC_KEY, _TAG_USER_ID, _TAG_TRUST = 6, 13, 12
+_TAG_PUBLIC_KEY, _TAG_USER_ID, _TAG_TRUST, _TAG_PUBLIC_SUBKEY = 6, 13, 12, 14
 
 
 class OpenPgpKey:
@@ -1837,6 +1962,13 @@ class OpenPgpKey:
         binary = b"".join(_new_format_header(tag, len(body)) + body
                           for tag, body in self.packets)
         return armor(_PUBLIC_KEY_BLOCK, binary)
+
+    @property
+    def fingerprints(self) -> list:
+        """SHA-1 fingerprints (RFC 4880 12.2) of the v4 primary key and subkeys."""
+        return [hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).digest()
+                for tag, body in self.packets
+                if tag in (_TAG_PUBLIC_KEY, _TAG_PUBLIC_SUBKEY) and body[:1] == b"\x04"]
 
     @property
     def emails(self) -> list:

@@ -8,18 +8,22 @@ import base64
 import hashlib
 import io
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import textwrap
 
+import koji
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import koji_rekor
 import rekor_log
 import rpmfactory
-from conftest import KEY_ALGOS, ROOT
+from conftest import HUB_USER, KEY_ALGOS, ROOT
+from kojidouble import KojiDouble
 from rekor_server import OpenPgpKey, RekorLog, RekorServer, canonical_json
 
 PROOF = '/api/v1/log/proof'
@@ -36,12 +40,20 @@ class Monitor:
         self.capsys = capsys
         self.caplog = caplog
 
-    def configure(self, url, log_key_file, key_dir=None):
+    def configure(self, url, log_key_file, key_dir=None, koji_url=None, extra=''):
         text = ('[rekor]\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
                 'timeout = 5\nretries = 1\nbackoff = 0.01\n' % (url, log_key_file))
         if key_dir:
             text += '[signing]\npublic_key_dir = %s\n' % key_dir
-        self.conf.write_text(text)
+        text += '[upload]\nhub_user = %s\n' % HUB_USER
+        # a closed port unless a test gives a hub: Koji can never be asked by accident
+        text += '[koji]\nserver = %s\n' % (koji_url or 'http://127.0.0.1:%d/kojihub'
+                                            % closed_port())
+        self.conf.write_text(text + extra)
+        self.args = (url, log_key_file, key_dir, koji_url)
+
+    def reconfigure(self, extra):
+        self.configure(*self.args, extra=extra)
 
     def run(self, *args):
         self.caplog.clear()
@@ -69,16 +81,27 @@ class Monitor:
 
 
 @pytest.fixture
-def monitor(tmp_path, topdir, rekor, log_key_file, key_dir, capsys, plugin_log):
+def kojihub():
+    double = KojiDouble().start()
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def monitor(tmp_path, topdir, rekor, log_key_file, key_dir, kojihub, capsys, plugin_log):
     made = Monitor(tmp_path, topdir, capsys, plugin_log)
-    made.configure(rekor.url, log_key_file, key_dir)
+    made.configure(rekor.url, log_key_file, key_dir, kojihub.url)
     return made
 
 
 def add_entries(log, count, tag='entry'):
+    """Entries of another kind, by nobody we know (as most of a public log)."""
     start = log.tree_size
     for n in range(start, start + count):
-        log.add_entry(b'%s %d' % (tag.encode(), n))
+        log.add_entry(canonical_json({'apiVersion': '0.0.1', 'kind': 'hashedrekord',
+                                      'spec': {'data': {'hash': {
+                                          'algorithm': 'sha256', 'value': hashlib.sha256(
+                                              b'%s %d' % (tag.encode(), n)).hexdigest()}}}}))
 
 
 def trees(report):
@@ -104,7 +127,10 @@ def test_a_growing_log_is_quiet_and_the_kept_tree_head_advances(monitor, rekor):
     assert rekor.count('GET', PROOF) == 1
     kept = monitor.kept_head(rekor.log, rekor.log.tree_id)
     assert kept['size'] == 7 and kept['root_hash'] == rekor.log.root_hash().hex()
-    assert kept['checkpoint'] == rekor.log.checkpoint().split('\n\n')[0] + '\n'
+    # The signed note, signatures included (ECDSA signs anew each time).
+    text, signatures = kept['checkpoint'].split('\n\n')
+    assert text + '\n' == rekor.log.checkpoint().split('\n\n')[0] + '\n'
+    assert signatures.startswith('\u2014 127.0.0.1 ')
 
 
 def test_an_unchanged_log_needs_no_proof(monitor, rekor):
@@ -239,7 +265,120 @@ def test_a_tree_head_signed_by_another_key_is_a_finding(monitor, rekor, tmp_path
     assert 'no valid signature by the log key' in finding['message']
 
 
-# --- entries made with our keys --------------------------------------------------------
+# --- reading the log by index ---------------------------------------------------------
+
+RETRIEVE = '/api/v1/log/entries/retrieve'
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_the_first_run_starts_at_the_end_and_each_run_reads_what_is_new(monitor, rekor):
+    add_entries(rekor.log, 5)
+    status, first = monitor.report()
+    assert status == 0 and first['scan']['from'] == 5 and first['scan']['counts']['read'] == 0
+    assert 'first run' in first['notes'][0]
+
+    add_entries(rekor.log, 3)
+    status, second = monitor.report()
+
+    assert status == 0
+    assert (second['scan']['from'], second['scan']['to']) == (5, 8)
+    assert second['scan']['counts']['read'] == 3
+    assert rekor.count('POST', RETRIEVE) == 1
+    status, third = monitor.report()
+    assert third['scan']['counts']['read'] == 0 and rekor.count('POST', RETRIEVE) == 1
+
+
+def test_start_index_reads_from_there_ten_a_request_several_in_flight(monitor, rekor, monkeypatch):
+    monkeypatch.setattr(koji_rekor, 'PROGRESS_INTERVAL', 3600)  # however slow the machine
+    add_entries(rekor.log, 93)
+    status, out, err = monitor.run('--json', '--start-index', 7)
+    report = json.loads(out)
+    assert status == 0 and report['scan']['counts']['read'] == 86
+    assert rekor.count('POST', RETRIEVE, 200) == 9
+    assert 'read 40/86 entries from log index 7\n' in err
+    assert 'read 86/86 entries from log index 7\n' in err
+
+
+class Interrupt(koji_rekor.Progress):
+    """Ctrl-C after the given number of progress updates."""
+
+    def __init__(self, after):
+        super().__init__(io.StringIO())
+        self.left = after
+
+    def update(self, text, done=False):
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+
+
+def test_a_scan_stopped_by_ctrl_c_resumes_where_it_stopped(monitor, rekor, topdir):
+    add_entries(rekor.log, 100)
+    settings = rekor_log.load_config(str(monitor.conf))
+    with pytest.raises(KeyboardInterrupt):
+        koji_rekor.monitor_log(settings, str(topdir), koji_rekor.Watchlist(), Interrupt(1),
+                               start_index=0)
+    assert rekor.count('POST', RETRIEVE) == 8   # two windows of four requests
+
+    status, report = monitor.report()
+
+    assert status == 0
+    assert (report['scan']['from'], report['scan']['counts']['read']) == (80, 20)
+
+
+def test_shard_rotation_continues_the_global_index(monitor, rekor):
+    add_entries(rekor.log, 4)
+    assert monitor.run('--start-index', 0)[0] == 0
+    add_entries(rekor.log, 2)
+    rekor.log.rotate_shard()
+    add_entries(rekor.log, 3, tag='new shard')
+
+    status, report = monitor.report()
+
+    assert status == 0 and report['findings'] == []
+    assert (report['scan']['from'], report['scan']['to'], report['scan']['counts']['read']) == (
+        4, 9, 5)
+
+
+def test_an_entry_the_log_does_not_return_is_asked_for_again(monitor, rekor):
+    add_entries(rekor.log, 3)
+    assert monitor.run()[0] == 0
+    add_entries(rekor.log, 12)
+    rekor.faults.update({'fail_paths': [RETRIEVE], 'fail_count': 4})   # two batches, two tries
+
+    status, report = monitor.report()
+
+    assert status == 2 and report['scan']['counts']['unchecked'] == 12
+    assert 'log indexes 3-12: Rekor answered 503' in report['not_checked'][0]
+    assert report['scan']['to'] == 15
+    status, report = monitor.report()
+    assert status == 0 and report['scan']['counts']['read'] == 12
+
+
+def test_a_first_run_that_cannot_read_the_log_still_starts_at_its_end(monitor, rekor, topdir):
+    add_entries(rekor.log, 20)
+    rekor.faults.update({'fail_paths': ['/api/v1/log'], 'fail_count': 2})
+    assert monitor.run()[0] == 2
+    status, report = monitor.report()
+    assert status == 0 and report['scan']['from'] == 20 and report['scan']['counts']['read'] == 0
+
+
+def test_a_quiet_run_costs_one_request_at_ten_thousand_entries(monitor, rekor):
+    for n in range(10000):
+        rekor.log.add_entry(b'{"n":%d}' % n)
+    assert monitor.run()[0] == 0
+    before = len(rekor.requests)
+    status, report = monitor.report()
+    assert status == 0
+    assert rekor.requests[before:] == [('GET', '/api/v1/log', 200)]
+
+
+# --- entries made with our keys, and what Koji says --------------------------------------
 
 @pytest.fixture(scope='module')
 def stray_rpms(tmp_path_factory, keys):
@@ -250,12 +389,33 @@ def stray_rpms(tmp_path_factory, keys):
             for algo in KEY_ALGOS + ('other',)}
 
 
-def upload_without_receipt(rekor, log_key_file, signed_path, key):
+@pytest.fixture(scope='module')
+def reexported(tmp_path_factory, keys):
+    """Our RSA key exported again with one more user ID, as a thief might."""
+    home = str(tmp_path_factory.mktemp('thief') / 'g')
+    shutil.copytree(keys['rsa'].gnupghome, home, ignore=shutil.ignore_patterns('S.*'))
+    env = dict(os.environ, GNUPGHOME=home)
+    try:
+        subprocess.run(['gpg', '--batch', '--quick-add-uid', keys['rsa'].fingerprint,
+                        'Release team <release@example.test>'], env=env, check=True,
+                       capture_output=True, timeout=PROCESS_TIMEOUT)
+        armored = subprocess.run(['gpg', '--batch', '--export', '--armor',
+                                  keys['rsa'].fingerprint], env=env, check=True,
+                                 capture_output=True, timeout=PROCESS_TIMEOUT).stdout
+    finally:
+        rpmfactory.stop_gpg_agent(home)
+    path = os.path.join(os.path.dirname(home), 'reexported.asc')
+    with open(path, 'wb') as fo:
+        fo.write(armored)
+    return path
+
+
+def upload_by_hand(rekor, log_key_file, signed_path, key_path):
     """What someone holding our key could do: log a signed RPM themselves."""
     settings = rekor_log.Settings(url=rekor.url, log_public_key=str(log_key_file),
                                   allow_insecure_http=True, timeout=5, retries=1, backoff=0.01)
     return rekor_log.upload_signed_rpm(settings, rekor_log.signed_rpm_from_file(signed_path),
-                                       key.path)
+                                       key_path)
 
 
 def sha256_file(path):
@@ -263,54 +423,219 @@ def sha256_file(path):
         return hashlib.sha256(fo.read()).hexdigest()
 
 
-def counts_by_key(report):
-    return {key['key']: key['counts'] for key in report['keys']}
+def signed_by_koji(hub, kojihub, koji_import, signed):
+    imported = koji_import(signed)
+    hub.sign(imported)
+    kojihub.add(imported)
+    return imported
 
 
-def test_entries_of_our_keys_with_receipts_are_quiet(monitor, configured_hub, koji_import,
-                                                     signed_rpms, keys, rekor):
+def test_entries_koji_signed_are_accounted_for(monitor, configured_hub, kojihub, koji_import,
+                                               signed_rpms, rekor):
+    assert monitor.run()[0] == 0
     for algo in KEY_ALGOS:
-        configured_hub.sign(koji_import(signed_rpms[(algo, 'header')]))
+        signed_by_koji(configured_hub, kojihub, koji_import, signed_rpms[(algo, 'header')])
 
-    status, out, err = monitor.run('--json')
+    status, report = monitor.report()
 
-    report = json.loads(out)
-    assert status == 0 and report['findings'] == [] and report['receipts'] == 2
-    for algo in KEY_ALGOS:
-        counts = counts_by_key(report)[keys[algo].sigkey]
-        assert (counts['entries'], counts['rpm_with_receipt']) == (1, 1)
-        assert 'checked 1/1 entries for key %s' % keys[algo].sigkey in err
-    # The monitor compares with the tree head the plugin kept.
-    assert trees(report)[rekor.log.tree_id]['size_before'] == 2
-    assert monitor.logged_findings() == []
+    assert status == 0 and report['findings'] == []
+    assert report['scan']['counts'] == {'read': 2, 'ours': 2, 'accounted': 2, 'findings': 0,
+                                        'unchecked': 0}
+    assert sorted(kojihub.calls) == sorted(['getRPM', 'queryRPMSigs', 'getBuild'] * 2)
 
 
-def test_an_rpm_logged_with_our_key_without_a_receipt_is_a_finding(
-        monitor, configured_hub, koji_import, signed_rpms, keys, rekor, log_key_file,
-        stray_rpms):
-    configured_hub.sign(koji_import(signed_rpms[('rsa', 'header')]))
-    upload_without_receipt(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'])
+def test_a_package_logged_with_a_reexported_copy_of_our_key_is_reported(
+        monitor, configured_hub, kojihub, koji_import, signed_rpms, keys, rekor, log_key_file,
+        stray_rpms, reexported):
+    import requests
+    assert monitor.run()[0] == 0
+    signed_by_koji(configured_hub, kojihub, koji_import, signed_rpms[('rsa', 'header')])
+    stolen = upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], reexported)
+    # Rekor's index keys the entry on its re-encoding of the thief's export:
+    # searching it with our key file does not find the entry.
+    found = requests.post(rekor.url + '/api/v1/index/retrieve', timeout=5, json={
+        'publicKey': {'format': 'pgp',
+                      'content': base64.b64encode(keys['rsa'].armored).decode()}}).json()
+    assert stolen.verified.entry_id not in found and len(found) == 1
 
     status, report = monitor.report()
 
     assert status == 1
     (finding,) = report['findings']
-    assert finding['kind'] == 'rpm without receipt'
-    message = finding['message']
-    assert message.startswith('key %s: rpm entry ' % keys['rsa'].sigkey)
-    assert 'stray-6.6-6.noarch sha256:%s' % sha256_file(stray_rpms['rsa']) in message
-    assert 'that this Koji did not log' in message
-    counts = counts_by_key(report)[keys['rsa'].sigkey]
-    assert (counts['entries'], counts['rpm_with_receipt'], counts['rpm_without_receipt']) == (
-        2, 1, 1)
-    assert counts_by_key(report)[keys['ed25519'].sigkey]['entries'] == 0
-    assert monitor.logged_findings() == ['rekor_log: finding: ' + message]
+    assert (finding['kind'], finding['id']) == ('not in Koji', stolen.verified.uuid)
+    assert 'stray-0:6.6-6.noarch sha256:%s' % sha256_file(stray_rpms['rsa']) in finding['message']
+    assert 'Koji has no such RPM' in finding['message']
+    assert finding['acknowledge'] == ("koji-rekor monitor --ack %s --reason 'TEXT'"
+                                      % stolen.verified.uuid)
+    assert monitor.logged_findings() == ['rekor_log: finding: ' + finding['message']]
+
+
+def test_a_planted_receipt_silences_nothing(monitor, kojihub, rekor, log_key_file, keys,
+                                           stray_rpms, topdir):
+    assert monitor.run()[0] == 0
+    stolen = upload_by_hand(rekor, log_key_file, stray_rpms['ed25519'], keys['ed25519'].path)
+    planted = (topdir / 'rekor-logs' / 'stray' / '6.6' / '6' / 'noarch'
+               / ('stray-6.6-6.noarch.%s.json' % keys['ed25519'].sigkey))
+    planted.parent.mkdir(parents=True)
+    planted.write_text(json.dumps({'rekor_url': rekor.url, 'nvra': 'stray-6.6-6.noarch',
+                                   'sigkey': keys['ed25519'].sigkey,
+                                   'sha256': sha256_file(stray_rpms['ed25519']),
+                                   'log_entry': {stolen.verified.entry_id: {}}}))
+
+    status, report = monitor.report()
+
+    assert status == 1
+    assert [(f['kind'], f['id']) for f in report['findings']] == [('not in Koji',
+                                                                  stolen.verified.uuid)]
+
+
+def test_an_rpm_koji_has_but_never_signed_with_our_key_is_reported(
+        monitor, configured_hub, kojihub, koji_import, signed_rpms, keys, rekor, log_key_file):
+    assert monitor.run()[0] == 0
+    # Koji holds hello-1.0-1 signed with the ed25519 key; someone logs it signed with the RSA one.
+    signed_by_koji(configured_hub, kojihub, koji_import, signed_rpms[('ed25519', 'header')])
+    upload_by_hand(rekor, log_key_file, signed_rpms[('rsa', 'header')], keys['rsa'].path)
+
+    status, report = monitor.report()
+
+    assert status == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'not signed in Koji'
+    assert 'Koji has this RPM but no signature of it by this key' in finding['message']
+
+
+def test_other_bytes_under_a_signature_koji_has_are_reported(
+        monitor, configured_hub, kojihub, koji_import, signed_rpms, keys, rekor, log_key_file):
+    assert monitor.run()[0] == 0
+    signed_by_koji(configured_hub, kojihub, koji_import, signed_rpms[('rsa', 'header')])
+    # the same NVRA and key, other bytes: the v3 signature of the same package
+    upload_by_hand(rekor, log_key_file, signed_rpms[('rsa', 'rpmv3')], keys['rsa'].path)
+
+    status, report = monitor.report()
+
+    assert status == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'other bytes'
+    assert report['scan']['counts']['accounted'] == 1
+
+
+@pytest.mark.parametrize('signed_copy', [False, True], ids=['sigcache', 'signed-copy'])
+def test_without_the_topdir_koji_s_copy_is_read_from_topurl(
+        monitor, configured_hub, kojihub, koji_import, signed_rpms, topdir, tmp_path, rekor,
+        signed_copy):
+    import functools
+    import http.server
+    import threading
+    served = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            served.append(self.path)
+
+    web = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(
+        Handler, directory=str(topdir)))
+    threading.Thread(target=web.serve_forever, kwargs={'poll_interval': 0.1}, daemon=True).start()
+    try:
+        elsewhere = tmp_path / 'monitor-host'
+        elsewhere.mkdir()
+        monitor.topdir = elsewhere   # the topdir is not mounted where the monitor runs
+        monitor.reconfigure('topurl = http://127.0.0.1:%d/\n' % web.server_address[1])
+        assert monitor.run()[0] == 0
+        koji.pathinfo.topdir = str(topdir)   # the command set it to its own; the hub's is this
+        imported = koji_import(signed_rpms[('ed25519', 'rpmv3')], write_signed_copy=signed_copy)
+        configured_hub.sign(imported)
+        kojihub.add(imported)
+
+        status, report = monitor.report()
+    finally:
+        web.shutdown()
+        web.server_close()
+
+    assert status == 0 and report['scan']['counts']['accounted'] == 1, report
+    assert any(p.endswith(('/signed/%s/noarch/hello-1.0-1.noarch.rpm' if signed_copy else
+                           '/sigcache/%s/noarch/hello-1.0-1.noarch.rpm.sig') % imported.sigkey)
+               for p in served), served
+
+
+def test_a_signature_deleted_in_koji_is_its_own_kind(monitor, configured_hub, kojihub,
+                                                    koji_import, signed_rpms):
+    assert monitor.run()[0] == 0
+    imported = signed_by_koji(configured_hub, kojihub, koji_import, signed_rpms[('rsa', 'header')])
+    kojihub.delete_signature(imported)
+
+    status, report = monitor.report()
+
+    assert status == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'signature deleted in Koji'
+    assert 'Koji no longer has this signature' in finding['message']
+
+
+def test_when_koji_cannot_be_asked_the_run_cannot_check_and_asks_next_time(
+        monitor, configured_hub, kojihub, koji_import, signed_rpms, rekor, log_key_file, key_dir):
+    assert monitor.run()[0] == 0
+    imported = koji_import(signed_rpms[('rsa', 'header')])
+    configured_hub.sign(imported)
+    kojihub.down = True
+
+    status, report = monitor.report()
+
+    assert status == 2 and report['findings'] == []
+    assert 'Koji cannot be asked: getRPM at %s failed' % kojihub.url in report['not_checked'][0]
+    assert 'left to check next run' in report['not_checked'][1]
+    # Koji back, with the signature: the entry is checked then, and accounted for.
+    kojihub.down = False
+    kojihub.add(imported)
+    status, report = monitor.report()
+    assert status == 0 and report['scan']['counts']['accounted'] == 1
+    # Without a hub at all, never 0 either.
+    monitor.configure(rekor.url, log_key_file, key_dir)
+    configured_hub.sign(koji_import(signed_rpms[('ed25519', 'header')]))
+    assert monitor.run()[0] == 2
+
+
+def test_a_hub_that_fails_is_asked_once_a_run(monitor, rekor, log_key_file, keys, stray_rpms,
+                                              key_dir):
+    import threading
+    accepted = []
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def drop_everything():   # a hub that hangs up on every request
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.append(1)
+            conn.close()
+    thread = threading.Thread(target=drop_everything, daemon=True)
+    thread.start()
+    try:
+        monitor.configure(rekor.url, log_key_file, key_dir,
+                          'http://127.0.0.1:%d/kojihub' % listener.getsockname()[1])
+        assert monitor.run()[0] == 0
+        upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+        assert monitor.run()[0] == 2
+        one_call = len(accepted)   # one call, with the client's retries
+        upload_by_hand(rekor, log_key_file, stray_rpms['ed25519'], keys['ed25519'].path)
+        status, report = monitor.report()   # the pending entry and the new one
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+    assert status == 2 and report['scan']['counts']['unchecked'] == 2
+    assert one_call >= 1 and len(accepted) == 2 * one_call
 
 
 def test_an_entry_of_another_kind_made_with_our_key_is_a_finding(monitor, rekor, keys):
+    assert monitor.run()[0] == 0
     # The local log accepts only rpm entries over its API; an entry of
-    # another kind is put in directly, shaped as an alpine entry
-    # (spec.publicKey, spec.package.hash), which its index files under the key.
+    # another kind is put in directly, shaped as an alpine entry.
     armored = OpenPgpKey.parse(keys['ed25519'].armored).canonical_armor
     rekor.log.add_entry(canonical_json({
         'apiVersion': '0.0.1', 'kind': 'alpine',
@@ -322,14 +647,13 @@ def test_an_entry_of_another_kind_made_with_our_key_is_a_finding(monitor, rekor,
     assert status == 1
     (finding,) = report['findings']
     assert finding['kind'] == 'other kind'
-    assert finding['message'].startswith('key %s: alpine entry ' % keys['ed25519'].sigkey)
-    assert counts_by_key(report)[keys['ed25519'].sigkey]['other_kind'] == 1
+    assert 'a alpine entry made with our key %s' % keys['ed25519'].sigkey in finding['message']
 
 
-def test_an_entry_of_our_key_that_does_not_verify_is_a_finding(monitor, configured_hub,
-                                                               koji_import, signed_rpms, keys,
-                                                               rekor):
-    configured_hub.sign(koji_import(signed_rpms[('rsa', 'header')]))
+def test_an_entry_that_does_not_verify_is_a_finding(monitor, rekor):
+    add_entries(rekor.log, 1)
+    assert monitor.run()[0] == 0
+    add_entries(rekor.log, 1)
     rekor.faults.tamper = 'set'
 
     status, report = monitor.report()
@@ -338,59 +662,134 @@ def test_an_entry_of_our_key_that_does_not_verify_is_a_finding(monitor, configur
     (finding,) = report['findings']
     assert finding['kind'] == 'unverified entry'
     assert 'signed entry timestamp: does not verify' in finding['message']
-    assert counts_by_key(report)[keys['rsa'].sigkey]['unverified'] == 1
 
 
 def test_an_entry_proved_at_another_tree_head_is_checked_against_the_kept_one(
-        monitor, configured_hub, koji_import, signed_rpms, keys, rekor, topdir):
+        monitor, rekor, topdir):
     # Between the log's tree head and its entries, the log may change: each
     # entry's own tree head is proved consistent with the one kept too.
+    add_entries(rekor.log, 2)
+    assert monitor.run()[0] == 0
     add_entries(rekor.log, 1)
-    configured_hub.sign(koji_import(signed_rpms[('rsa', 'header')]))  # keeps size 2
-    rekor.log.rewrite_history()  # leaf 0, not our entry: same size, another root
-    settings = rekor_log.load_config(str(monitor.conf))
-    client = rekor_log.RekorClient(settings)
-    log_key = rekor_log.load_log_key(rekor.log.public_key_pem)
-    report = koji_rekor.Report(settings.url, str(topdir), koji_rekor.Progress())
-    view = koji_rekor.LogView(client, settings, str(topdir / 'rekor-logs' / '@state'), log_key,
-                             report)
-    try:
-        (key,) = [k for k in koji_rekor.watched_keys(settings, koji_rekor.Watchlist(), report)
-                  if k.name == keys['rsa'].sigkey]
-        koji_rekor.check_key_entries(view, key, koji_rekor.receipt_hashes(str(topdir), report))
-    finally:
-        client.close()
+    rekor.faults.tamper = 'checkpoint_size'
 
-    (finding,) = report.findings
-    assert finding['kind'] == 'split view'
-    assert 'two roots for tree size 2' in finding['message']
-    assert report.keys[0]['counts']['rpm_with_receipt'] == 1
-
-
-def test_entries_are_fetched_at_most_ten_at_a_time(monitor, rekor, keys, monkeypatch):
-    monkeypatch.setattr(koji_rekor, 'PROGRESS_INTERVAL', 3600)  # however slow the machine
-    armored = OpenPgpKey.parse(keys['rsa'].armored).canonical_armor
-    for n in range(23):
-        rekor.log.add_entry(canonical_json({
-            'apiVersion': '0.0.1', 'kind': 'alpine',
-            'spec': {'package': {'hash': {'algorithm': 'sha256',
-                                          'value': hashlib.sha256(b'%d' % n).hexdigest()}},
-                     'publicKey': {'content': base64.b64encode(armored).decode()}}}))
-
-    status, out, err = monitor.run('--json')
+    status, report = monitor.report()
 
     assert status == 1
-    counts = counts_by_key(json.loads(out))[keys['rsa'].sigkey]
-    assert (counts['entries'], counts['other_kind']) == (23, 23)
-    assert rekor.count('POST', '/api/v1/log/entries/retrieve', 200) == 3
-    assert rekor.count('POST', '/api/v1/log/entries/retrieve') == 3
-    # Without a terminal: the first batch and the end, not every batch.
-    assert 'checked 10/23 entries for key %s\n' % keys['rsa'].sigkey in err
-    assert 'checked 23/23 entries for key %s\n' % keys['rsa'].sigkey in err
-    assert 'checked 20/23' not in err
+    assert 'unverified entry' in [f['kind'] for f in report['findings']]
 
 
-# --- the watchlist ------------------------------------------------------------------------
+class MisplacingLog(RekorLog):
+    """A log answering one log index with the entry after it, signed as if
+    it were there: the entry really there would never be read."""
+
+    misplaced = None
+
+    def _view(self, entry):
+        if entry.global_index != self.misplaced:
+            return super()._view(entry)
+        view = super()._view(self.entry_at(entry.global_index + 1))
+        view.log_index = entry.global_index
+        return view
+
+
+def test_an_entry_answered_for_another_index_is_a_finding(monitor, tmp_path, log_signing_key):
+    log = MisplacingLog(signing_key=log_signing_key)
+    add_entries(log, 2)
+    with RekorServer(log).start() as server:
+        log_key = tmp_path / 'own.pub'
+        log_key.write_bytes(log.public_key_pem)
+        monitor.configure(server.url, log_key)
+        assert monitor.run()[0] == 0
+        add_entries(log, 3)
+        log.misplaced = 3
+        status, report = monitor.report()
+
+    assert status == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'unverified entry'
+    assert 'log index 3: the log answered with entry' in finding['message']
+    assert 'at index 4 of tree %d' % log.tree_id in finding['message']
+
+
+# --- findings persist until acknowledged ----------------------------------------------
+
+def test_findings_persist_until_acknowledged(monitor, rekor, log_key_file, keys, stray_rpms,
+                                             topdir):
+    assert monitor.run()[0] == 0
+    stolen = upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+    assert monitor.report()[0] == 1
+
+    # Nothing new in the log: the finding is still reported (the cron mail was missed).
+    status, report = monitor.report()
+    assert status == 1
+    (finding,) = report['findings']
+    assert (finding['id'], finding['new']) == (stolen.verified.uuid, False)
+
+    status, out, err = monitor.run('--ack', stolen.verified.entry_id, '--reason',
+                                   'test build by hand')
+    assert status == 0 and out == 'acknowledged %s: test build by hand\n' % stolen.verified.uuid
+    status, report = monitor.report()
+    assert status == 0 and report['findings'] == [] and report['acknowledged'] == 1
+    acks = json.loads((topdir / 'rekor-logs' / '@state' / 'monitor' / 'acknowledged.json')
+                      .read_text())
+    assert acks[stolen.verified.uuid]['reason'] == 'test build by hand'
+
+
+def test_acknowledging_needs_a_reason_and_a_uuid(monitor, topdir):
+    assert monitor.run('--ack', 'ab' * 32)[0] == 2
+    assert monitor.run('--ack', 'not-a-uuid', '--reason', 'x')[0] == 2
+
+
+def test_upload_prints_the_ack_command_or_records_the_ack(monitor, rekor, log_key_file, keys,
+                                                          stray_rpms, topdir, capsys):
+    assert monitor.run()[0] == 0
+    base = ['upload', '--key', keys['rsa'].path, '--config', str(monitor.conf),
+            '--topdir', str(topdir), '--receipt', str(topdir / 'r.json')]
+    assert koji_rekor.main(base + [stray_rpms['rsa']]) == 0
+    err = capsys.readouterr().err
+    uuid = json.loads((topdir / 'r.json').read_text())['log_entry'].popitem()[0][-64:]
+    assert ("koji-rekor monitor reports this entry until it is acknowledged: koji-rekor "
+            "monitor --ack %s --reason 'TEXT'" % uuid) in err
+    assert koji_rekor.main(base + [stray_rpms['ed25519'], '--ack', 'signed by hand for QA',
+                                   '--key', keys['ed25519'].path]) == 0
+    assert 'acknowledged for koji-rekor monitor: signed by hand for QA' in capsys.readouterr().err
+
+    status, report = monitor.report()
+    assert status == 1 and report['acknowledged'] == 1
+    assert [f['id'] for f in report['findings']] == [uuid]
+
+
+# --- telling someone ------------------------------------------------------------------------
+
+def test_the_notify_command_gets_the_json_report_when_there_are_findings(
+        monitor, rekor, log_key_file, keys, stray_rpms, tmp_path):
+    out = tmp_path / 'notified.json'
+    monitor.reconfigure('[monitor]\nnotify_command = %s -c "import sys; open(%r, \'w\')'
+                        '.write(sys.stdin.read())"\n' % (sys.executable, str(out)))
+    assert monitor.run()[0] == 0
+    assert not out.exists()   # quiet: nobody is bothered
+    upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+
+    status, report = monitor.report()
+
+    assert status == 1
+    told = json.loads(out.read_text())
+    assert told['findings'][0]['kind'] == 'not in Koji' and told['exit_status'] == 1
+
+
+def test_a_failing_notify_command_is_reported(monitor, rekor, log_key_file, keys, stray_rpms):
+    monitor.reconfigure('[monitor]\nnotify_command = %s -c "raise SystemExit(3)"\n'
+                        % sys.executable)
+    assert monitor.run()[0] == 0
+    upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+    status, report = monitor.report()
+    assert status == 1
+    assert 'notify_command' in report['not_checked'][0] and 'exit status 3' in \
+        report['not_checked'][0]
+
+
+# --- what identifies a key: fingerprints and subjects --------------------------------------
 
 def write_watchlist(tmp_path, text):
     path = tmp_path / 'watch' / 'watchlist.yaml'
@@ -409,71 +808,83 @@ def test_the_fingerprint_is_computed_as_gnupg_does(keys, algo):
     assert rekor_log.openpgp_fingerprint(keys[algo].armored) == keys[algo].fingerprint
 
 
-def test_a_watched_fingerprint_is_matched_to_our_key(monitor, tmp_path, keys, rekor):
-    add_entries(rekor.log, 1)
+def test_subkey_fingerprints_are_ours_too(tmp_path):
+    home = str(tmp_path / 'g')
+    key = rpmfactory.generate_key(home, 'rsa', 'With subkey')
+    env = dict(os.environ, GNUPGHOME=home)
+    try:
+        subprocess.run(['gpg', '--batch', '--passphrase', '', '--quick-add-key', key.fingerprint,
+                        'ed25519', 'sign'], env=env, check=True, capture_output=True,
+                       timeout=PROCESS_TIMEOUT)
+        listing = subprocess.run(['gpg', '--batch', '--with-colons', '--fingerprint',
+                                  '--with-subkey-fingerprints', key.fingerprint], env=env,
+                                 check=True, capture_output=True, text=True,
+                                 timeout=PROCESS_TIMEOUT).stdout
+        armored = subprocess.run(['gpg', '--batch', '--export', '--armor', key.fingerprint],
+                                 env=env, check=True, capture_output=True,
+                                 timeout=PROCESS_TIMEOUT).stdout
+    finally:
+        rpmfactory.stop_gpg_agent(home)
+    expected = [line.split(':')[9] for line in listing.splitlines() if line.startswith('fpr:')]
+    assert len(expected) == 2
+    assert rekor_log.openpgp_fingerprints(armored) == expected
+
+
+def test_a_watched_fingerprint_alone_is_enough(monitor, tmp_path, keys, rekor, log_key_file,
+                                               stray_rpms):
     watchlist = write_watchlist(tmp_path, '''\
         monitoredValues:
           fingerprints:
             - "%s"
-            - 0x%s
-        ''' % (spaced(keys['rsa'].fingerprint), keys['ed25519'].fingerprint.lower()))
-
-    status, report = monitor.report('--watchlist', watchlist)
-
-    assert status == 0
-    assert [(w['fingerprint'], w['key']) for w in report['watchlist']] == [
-        (keys['rsa'].fingerprint, keys['rsa'].sigkey),
-        (keys['ed25519'].fingerprint, keys['ed25519'].sigkey)]
-    assert report['not_checked'] == []
-
-
-def test_a_watched_key_file_is_searched_too(monitor, tmp_path, keys, rekor, log_key_file,
-                                            stray_rpms):
-    watchlist = write_watchlist(tmp_path, '''\
-        monitoredValues:
-          keys: [other.asc]
-          fingerprints: [%s]
-        ''' % keys['other'].fingerprint)
-    (watchlist.parent / 'other.asc').write_bytes(keys['other'].armored)
-    upload_without_receipt(rekor, log_key_file, stray_rpms['other'], keys['other'])
+        ''' % spaced(keys['other'].fingerprint))
+    assert monitor.run('--watchlist', watchlist)[0] == 0
+    upload_by_hand(rekor, log_key_file, stray_rpms['other'], keys['other'].path)
 
     status, report = monitor.report('--watchlist', watchlist)
 
     assert status == 1
     (finding,) = report['findings']
-    assert finding['kind'] == 'rpm without receipt'
-    assert finding['message'].startswith('key %s: ' % keys['other'].sigkey)
-    assert counts_by_key(report)[keys['other'].sigkey]['entries'] == 1
-    assert report['watchlist'][0]['files'] == [str(watchlist.parent / 'other.asc')]
+    assert finding['kind'] == 'not in Koji' and keys['other'].sigkey in finding['message']
+    assert {'fingerprint': keys['other'].fingerprint, 'from': 'watchlist'} in report['keys']
 
 
-def test_a_fingerprint_without_a_key_cannot_be_checked(monitor, tmp_path, keys, rekor):
-    add_entries(rekor.log, 1)
-    watchlist = write_watchlist(tmp_path, '''\
-        monitoredValues:
-          fingerprints:
-            - %s
-        ''' % keys['other'].fingerprint)
-
-    status, out, err = monitor.run('--watchlist', watchlist)
-
-    assert status == 2
-    assert 'Watchlist:\n  fingerprint %s: NOT CHECKABLE' % keys['other'].fingerprint in out
-    assert ('Not checked:\n  - fingerprint %s: no public key for it'
-            % keys['other'].fingerprint) in out
-    assert 'Result: nothing found, but not everything could be checked (exit 2)' in out
-
-
-def test_findings_outrank_what_could_not_be_checked(monitor, tmp_path, keys, rekor):
-    add_entries(rekor.log, 2)
-    assert monitor.run()[0] == 0
-    rekor.log.rewrite_history()
-    watchlist = write_watchlist(tmp_path, 'monitoredValues: {fingerprints: [%s]}\n'
-                                % keys['other'].fingerprint)
+def test_a_watched_key_file_counts_as_ours(monitor, tmp_path, keys, rekor, log_key_file,
+                                           stray_rpms):
+    watchlist = write_watchlist(tmp_path, 'monitoredValues:\n  keys: [other.asc]\n')
+    (watchlist.parent / 'other.asc').write_bytes(keys['other'].armored)
+    assert monitor.run('--watchlist', watchlist)[0] == 0
+    upload_by_hand(rekor, log_key_file, stray_rpms['other'], keys['other'].path)
     status, report = monitor.report('--watchlist', watchlist)
+    assert status == 1 and report['findings'][0]['kind'] == 'not in Koji'
+
+
+def test_a_key_claiming_a_watched_subject_is_a_finding(monitor, tmp_path, keys, rekor,
+                                                       log_key_file, stray_rpms):
+    # "Somebody else <rsa@example.test>": not our key, but our address
+    watchlist = write_watchlist(tmp_path, 'monitoredValues:\n  subjects: [RSA@example.test]\n')
+    assert monitor.run('--watchlist', watchlist)[0] == 0
+    upload_by_hand(rekor, log_key_file, stray_rpms['other'], keys['other'].path)
+
+    status, report = monitor.report('--watchlist', watchlist)
+
     assert status == 1
-    assert [f['kind'] for f in report['findings']] == ['split view']
-    assert len(report['not_checked']) == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'our identity'
+    assert 'not one of ours, whose user ID claims rsa@example.test' in finding['message']
+    assert report['subjects'] == ['rsa@example.test']
+
+
+def test_history_looks_back_through_the_index_best_effort(monitor, rekor, log_key_file, keys,
+                                                          stray_rpms):
+    upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+    add_entries(rekor.log, 2)
+    assert monitor.run()[0] == 0   # starts after it
+
+    status, report = monitor.report('--history')
+
+    assert status == 1
+    assert report['history']['counts']['read'] == 1 and 'best-effort' in report['history']['note']
+    assert [f['kind'] for f in report['findings']] == ['not in Koji']
 
 
 @pytest.mark.parametrize('text, line, cause', [
@@ -481,10 +892,12 @@ def test_findings_outrank_what_could_not_be_checked(monitor, tmp_path, keys, rek
     ('monitoredValues:\n  fingerprints:\n  - a\n - b\n', 4, 'not valid YAML'),
     ('monitoredValues:\n  keys: []\nstartIndex: 3\n', 3, "unknown key 'startIndex'"),
     ('monitoredValues:\n  certIdentities: []\n', 2, "unknown key 'certIdentities' in "
-                                                    'monitoredValues (known: fingerprints, keys)'),
+                                                    'monitoredValues (known: fingerprints, keys, '
+                                                    'subjects)'),
     ('monitoredValues:\n  fingerprints:\n    - 0123\n', 3, "fingerprint '0123' is not 40 hex"),
     ('monitoredValues:\n  fingerprints: {a: b}\n', 2, 'fingerprints must be a list'),
     ('monitoredValues:\n  keys:\n    - k1.asc\n    - missing.asc\n', 4, 'no such key file'),
+    ('monitoredValues:\n  subjects:\n    - release team\n', 3, 'is not an e-mail address'),
     ('- monitoredValues\n', 1, 'the watchlist must be a mapping'),
 ])
 def test_a_malformed_watchlist_names_the_line(monitor, tmp_path, rekor, text, line, cause):
@@ -508,32 +921,26 @@ def test_a_fingerprint_of_digits_stays_as_written(tmp_path):
 def test_an_empty_watchlist_adds_nothing(monitor, tmp_path, rekor):
     add_entries(rekor.log, 1)
     status, report = monitor.report('--watchlist', write_watchlist(tmp_path, '# nothing\n'))
-    assert status == 0 and report['watchlist'] == []
+    assert status == 0 and report['subjects'] == [] and len(report['keys']) == 2
 
 
 # --- the report and the exit status ------------------------------------------------------
 
-def test_the_json_report_holds_what_was_checked(monitor, configured_hub, koji_import,
+def test_the_json_report_holds_what_was_checked(monitor, configured_hub, kojihub, koji_import,
                                                 signed_rpms, keys, rekor, key_dir):
-    configured_hub.sign(koji_import(signed_rpms[('rsa', 'rpmv3')]))
+    signed_by_koji(configured_hub, kojihub, koji_import, signed_rpms[('rsa', 'rpmv3')])
 
-    status, report = monitor.report()
+    status, report = monitor.report('--start-index', 0)
 
     assert status == 0
     assert report['rekor_url'] == rekor.url and report['log_id'] == rekor.log.log_id
     assert report['trees'] == [{'tree_id': str(rekor.log.tree_id), 'active': True, 'size': 1,
                                 'root_hash': rekor.log.root_hash().hex(), 'size_before': 1,
                                 'status': 'unchanged'}]
-    by_key = {key['key']: key for key in report['keys']}
-    assert by_key[keys['rsa'].sigkey]['fingerprint'] == keys['rsa'].fingerprint
-    assert by_key[keys['rsa'].sigkey]['files'] == [str(key_dir / ('%s.asc' % keys['rsa'].sigkey))]
+    assert {'fingerprint': keys['rsa'].fingerprint,
+            'from': '%s.asc' % keys['rsa'].sigkey} in report['keys']
+    assert report['scan']['counts']['accounted'] == 1
     assert (report['findings'], report['not_checked'], report['exit_status']) == ([], [], 0)
-
-
-def closed_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_an_unreachable_log_cannot_be_checked(monitor, log_key_file, key_dir):
@@ -544,7 +951,7 @@ def test_an_unreachable_log_cannot_be_checked(monitor, log_key_file, key_dir):
     assert status == 2
     assert 'Not checked:\n  - the tree heads of http://127.0.0.1:' in out
     assert 'cannot reach Rekor' in out and 'after 2 attempts' in out
-    assert 'the entries of our 2 keys, since the log does not answer' in out
+    assert 'the entries added since log index' in out
 
 
 def test_a_broken_key_in_the_key_dir_cannot_be_checked(monitor, rekor, key_dir):
@@ -555,6 +962,14 @@ def test_a_broken_key_in_the_key_dir_cannot_be_checked(monitor, rekor, key_dir):
     assert report['not_checked'] == ['%s is not an ASCII-armored OpenPGP public key'
                                      % (key_dir / 'broken.asc')]
     assert len(report['keys']) == 2  # the others are still checked
+
+
+def test_a_monitor_state_that_is_not_ours_stops_the_run(monitor, rekor, topdir):
+    assert monitor.run()[0] == 0
+    (state,) = (topdir / 'rekor-logs' / '@state' / 'monitor').glob('*.json')
+    state.write_text('{"next_index": "0"}')
+    status, out, err = monitor.run()
+    assert status == 2 and 'is not a monitor state file' in err
 
 
 def test_the_command_logs_findings_and_exits_1(monitor, rekor):
@@ -568,7 +983,7 @@ def test_the_command_logs_findings_and_exits_1(monitor, rekor):
 
     assert done.returncode == 1
     assert 'ERROR: rekor_log: finding: tree %d: split view' % rekor.log.tree_id in done.stderr
-    assert 'FINDINGS:\n  - tree %d: split view' % rekor.log.tree_id in done.stdout
+    assert 'FINDINGS:\n  - [split view] tree %d: split view' % rekor.log.tree_id in done.stdout
     assert 'Traceback' not in done.stderr
 
 

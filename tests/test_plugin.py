@@ -100,11 +100,27 @@ def test_external_rpm_is_skipped(configured_hub, rekor, topdir, koji_import, sig
     assert 'external repo fedora' in plugin_log.text
 
 
-def test_hub_dicts_are_not_changed(configured_hub, koji_import, signed_rpms):
+@pytest.mark.parametrize('enforce', [False, True])
+def test_hub_dicts_are_not_changed(configured_hub, rekor, topdir, koji_import, signed_rpms,
+                                   enforce):
+    """The plugin keeps copies of Koji's build and rpm dicts: what it adds to
+    its record (attempts, receipts, reasons) never reaches Koji's."""
+    if enforce:
+        configured_hub.configure(configured_hub.conf_path.read_text().replace(
+            '[upload]\n', '[upload]\nenforce = true\n'))
     imported = koji_import(signed_rpms[('rsa', 'header')])
+    imported.build['extra'] = {'nested': ['kept']}
     build, rpm = frozen(imported.build), frozen(imported.rpm)
     configured_hub.sign(imported)
+    assert receipt_file(topdir, imported).exists()  # the whole path ran
+    assert rekor.count('POST', ENTRIES) == 1
     assert imported.build == build and imported.rpm == rpm
+    # And the record kept no reference to them: changing Koji's dicts later
+    # changes nothing the plugin wrote.
+    record = configured_hub.module.new_record(imported.build, imported.rpm, imported.sigkey, None)
+    imported.rpm['name'] = 'changed'
+    imported.build['name'] = 'changed'
+    assert record['rpm']['name'] == 'hello' and record['build']['name'] == 'hello'
 
 
 def test_a_repeat_meets_409_and_uses_the_existing_entry(configured_hub, rekor, topdir,
@@ -166,6 +182,7 @@ def test_log_key_is_trusted_on_first_use_and_pinned(hub, rekor, topdir, koji_imp
         [rekor]
         url = %s
         allow_insecure_http = true
+        trust_on_first_use = true
         [signing]
         public_key_dir = %s
         ''' % (rekor.url, key_dir))
@@ -175,6 +192,24 @@ def test_log_key_is_trusted_on_first_use_and_pinned(hub, rekor, topdir, koji_imp
     assert 'trusting the log key' in plugin_log.text
 
 
+def test_without_a_key_or_trust_on_first_use_nothing_is_trusted(hub, rekor, topdir, koji_import,
+                                                                 signed_rpms, key_dir, plugin_log):
+    hub.configure('''
+        [rekor]
+        url = %s
+        allow_insecure_http = true
+        [signing]
+        public_key_dir = %s
+        ''' % (rekor.url, key_dir))
+    imported = koji_import(signed_rpms[('rsa', 'header')])
+    hub.sign(imported)
+    assert rekor.count('POST', ENTRIES) == 0
+    assert not (topdir / 'rekor-logs' / '@state' / 'keys').exists() or \
+        list((topdir / 'rekor-logs' / '@state' / 'keys').iterdir()) == []
+    assert 'no log key for %s: set [rekor] log_public_key' % rekor.url in plugin_log.text
+    assert hub.outbox() == ['hello-1.0-1.noarch.%s.json' % imported.sigkey]  # kept for a key
+
+
 # --- configuration errors --------------------------------------------------
 
 @pytest.mark.parametrize('text, option', [
@@ -182,10 +217,9 @@ def test_log_key_is_trusted_on_first_use_and_pinned(hub, rekor, topdir, koji_imp
     ('[config]\nenforce_rekor_upload = sometimes\n', '[config] enforce_rekor_upload'),
     ('[signing]\npublic_key_path = /nonexistent/key.asc\n', '[signing] public_key_path'),
     ('[config]\npublic_key_path = /nonexistent/key.asc\n', '[config] public_key_path'),
-    ('[signing]\npublic_key_dir = /nonexistent\n', '[signing] public_key_dir'),
+    ('[signing]\npublic_key_dir = /nonexistent/keys\n', '[signing] public_key_dir'),
     ('[rekor]\nlog_public_key = /nonexistent.pem\n', '[rekor] log_public_key'),
     ('[rekor]\nurl = http://rekor.example.test\n', '[rekor] url'),
-    ('[config]\nrekor_server_url = http://rekor.example.test\n', '[rekor] url'),
     ('[rekor]\ntimeout = soon\n', '[rekor] timeout'),
     ('[rekor]\nretries = -1\n', '[rekor] retries'),
 ])
@@ -200,10 +234,11 @@ def test_bad_configuration_names_the_option(hub, koji_import, signed_rpms, text,
     assert option in str(info.value)
 
 
-def test_missing_configuration_file_means_defaults(hub):
-    settings = hub.module.load_config('/nonexistent/rekor_log.conf')
-    assert settings.url == 'https://rekor.sigstore.dev'
-    assert (settings.enforce, settings.record_log_info) == (False, True)
+def test_a_missing_configuration_file_is_an_error_not_defaults(hub):
+    # Defaults would send a private site's packages to the public log.
+    with pytest.raises(koji.ConfigurationError) as info:
+        hub.module.load_config('/nonexistent/rekor_log.conf')
+    assert str(info.value) == '/nonexistent/rekor_log.conf: no such configuration file'
 
 
 # --- bad input: a one-line cause, nothing sent, no receipt -------------------
@@ -264,7 +299,7 @@ def test_bad_input_is_logged_in_one_line_and_nothing_is_sent(configured_hub, rek
 def test_bad_input_under_enforce_fails_the_hub_call(configured_hub, rekor, topdir, koji_import,
                                                     signed_rpms, keys, key_dir, case):
     with open(configured_hub.conf_path, 'a') as fo:
-        fo.write('[upload]\nenforce = true\n')
+        fo.write('enforce = true\n')  # [upload] is the file's last section
     imported = koji_import(signed_rpms[('ed25519', 'header')])
     cause = break_by(case, imported, keys, key_dir)
     with pytest.raises(koji.CallbackError) as info:
@@ -366,11 +401,20 @@ def test_old_rekor_refusing_header_only_signatures_is_explained(configured_hub, 
 
 
 def test_old_rekor_accepts_legacy_signatures(configured_hub, rekor, topdir, koji_import,
-                                             signed_rpms):
+                                             signed_rpms, plugin_log):
     rekor.faults.refuse_header_only = True
-    imported = koji_import(signed_rpms[('ed25519', 'rpmv3')])
+    signed = signed_rpms[('ed25519', 'rpmv3')]
+    imported = koji_import(signed)
     configured_hub.sign(imported)
-    assert receipt_file(topdir, imported).exists()
+    assert rekor.count('POST', ENTRIES, 201) == 1
+    assert len(rekor.log.entries) == 1
+    receipt = json.loads(receipt_file(topdir, imported).read_text())
+    assert receipt['sha256'] == sha256_file(signed)
+    (entry_id, entry), = receipt['log_entry'].items()
+    body = json.loads(base64.b64decode(entry['body']))
+    assert body['spec']['package']['hash']['value'] == sha256_file(signed)
+    assert 'logged hello-1.0-1.noarch sigkey %s' % imported.sigkey in plugin_log.text
+    assert [r for r in plugin_log.records if r.levelname == 'ERROR'] == []
 
 
 def test_too_large_is_reported(configured_hub, rekor, topdir, koji_import, signed_rpms,
@@ -411,7 +455,7 @@ def test_a_lying_log_gets_no_receipt(configured_hub, rekor, topdir, koji_import,
                                      plugin_log, tamper):
     rekor.faults.tamper = tamper
     with open(configured_hub.conf_path, 'a') as fo:
-        fo.write('[upload]\nenforce = true\n')
+        fo.write('enforce = true\n')  # [upload] is the file's last section
     with pytest.raises(koji.CallbackError) as info:
         configured_hub.sign(koji_import(signed_rpms[('rsa', 'header')]))
     assert TAMPERING[tamper] in str(info.value)

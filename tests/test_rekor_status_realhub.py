@@ -11,10 +11,10 @@ import subprocess
 import koji
 import pytest
 
-from conftest import ROOT
+from conftest import HUB_USER, ROOT
 from rekor_server import RekorServer
 
-realhub = pytest.importorskip('realhub')
+import realhub
 
 
 @pytest.fixture(scope='module')
@@ -33,7 +33,8 @@ def hub(module_rekor):
         with open(conf, 'w') as fo:
             fo.write('[rekor]\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
                      'timeout = 10\nretries = 0\n[signing]\npublic_key_dir = %s\n'
-                     % (module_rekor.url, log_key, os.path.join(workdir, 'keys')))
+                     '[upload]\nhub_user = %s\n'
+                     % (module_rekor.url, log_key, os.path.join(workdir, 'keys'), HUB_USER))
         for path in (log_key, conf):
             os.chmod(path, 0o644)
         return conf

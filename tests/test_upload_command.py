@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import koji_rekor
-from conftest import ROOT
+from conftest import HUB_USER, ROOT
 
 ENTRIES = '/api/v1/log/entries'
 
@@ -17,7 +17,7 @@ ENTRIES = '/api/v1/log/entries'
 def conf(tmp_path, log_key_file):
     path = tmp_path / 'rekor_log.conf'
     path.write_text('[rekor]\nallow_insecure_http = true\nlog_public_key = %s\nretries = 0\n'
-                    % log_key_file)
+                    '[upload]\nhub_user = %s\n' % (log_key_file, HUB_USER))
     return str(path)
 
 
@@ -43,7 +43,8 @@ def test_upload_logs_a_signed_rpm_and_writes_the_receipt(rekor, conf, signed_rpm
     assert rekor.count('POST', ENTRIES) == 1
     # The receipt verifies offline with the same command line.
     status = koji_rekor.main(['verify', str(receipt_path), '--rpm',
-                             signed_rpms[('ed25519', 'rpmv3')], '--config', conf])
+                             signed_rpms[('ed25519', 'rpmv3')], '--config', conf,
+                              '--url', rekor.url])
     assert status == 0
 
 
@@ -92,8 +93,19 @@ def test_upload_refuses_before_sending_anything(rekor, conf, signed_rpms, unsign
 
 def test_upload_to_plain_http_needs_the_configuration_to_allow_it(rekor, signed_rpms, keys,
                                                                   tmp_path, capsys):
+    conf = tmp_path / 'rekor_log.conf'
+    conf.write_text('[rekor]\ntimeout = 5\n')
     status, out, err = upload(capsys, signed_rpms[('rsa', 'header')], '--key', keys['rsa'].path,
-                              '--config', '/nonexistent.conf', '--url', rekor.url)
+                              '--config', conf, '--url', rekor.url)
     assert status == 2
     assert err.startswith('koji-rekor: [rekor] url: %s is plain http' % rekor.url)
+    assert rekor.count('POST', ENTRIES) == 0
+
+
+def test_upload_with_a_missing_configuration_file_cannot_start(rekor, signed_rpms, keys, capsys):
+    # Not "defaults": those would send the package to the public log.
+    status, out, err = upload(capsys, signed_rpms[('rsa', 'header')], '--key', keys['rsa'].path,
+                              '--config', '/nonexistent.conf', '--url', rekor.url)
+    assert (status, out, err) == (2, '', 'koji-rekor: /nonexistent.conf: no such configuration '
+                                         'file\n')
     assert rekor.count('POST', ENTRIES) == 0

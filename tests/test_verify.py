@@ -52,6 +52,7 @@ CHECKPOINT_SIGNATURE_FAILS = r'^checkpoint: no valid signature by the log key$'
 CHECKPOINT_TREE_FAILS = r"^checkpoint: origin '[^']*' is not tree \d+$"
 NO_CHECKPOINT_FAILS = r'^no checkpoint: nothing signs the root hash$'
 NO_CONFIG = '/nonexistent/rekor_log.conf'
+ORIGIN_OF_KEY = {PRODUCTION_KEY: 'rekor.sigstore.dev', STAGING_KEY: 'rekor.sigstage.dev'}
 LOCAL_HOST = '127.0.0.1'
 
 
@@ -254,8 +255,7 @@ def test_real_entry_checkpoint_key_hint_is_the_start_of_the_log_id(real):
 def test_verify_without_log_key_uses_the_shipped_key_for_production_entries(real, capsys,
                                                                             name):
     entry_id, _ = real_entry(name)
-    status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, name),
-                               '--config', NO_CONFIG)
+    status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, name))
     assert (status, err) == (0, '')
     lines = out.splitlines()
     assert lines[0].startswith('OK %s: log index ' % entry_id[16:])
@@ -272,7 +272,7 @@ def test_verify_without_log_key_uses_the_shipped_key_for_production_entries(real
 def test_verify_staging_entry_with_the_staging_key_file(real, capsys):
     entry_id, _ = real_entry(STAGING)
     status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, STAGING), '--log-key',
-                               os.path.join(REAL, STAGING_KEY), '--config', NO_CONFIG,
+                               os.path.join(REAL, STAGING_KEY),
                                '--origin', 'rekor.sigstage.dev')
     assert (status, err) == (0, '')
     assert out.startswith('OK %s: log index 7390977 (tree 8050909264565447525, '
@@ -280,8 +280,7 @@ def test_verify_staging_entry_with_the_staging_key_file(real, capsys):
 
 
 def test_verify_staging_entry_without_log_key_cannot_start(real, capsys):
-    status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, STAGING),
-                               '--config', NO_CONFIG)
+    status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, STAGING))
     assert (status, out) == (2, '')
     assert one_line(err)
     assert err.startswith('koji-rekor: no log key for logID d32f30a3c32d639c')
@@ -290,7 +289,7 @@ def test_verify_staging_entry_without_log_key_cannot_start(real, capsys):
 
 def test_verify_staging_entry_fails_with_the_production_key_file(real, capsys):
     status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, STAGING), '--log-key',
-                               os.path.join(REAL, PRODUCTION_KEY), '--config', NO_CONFIG)
+                               os.path.join(REAL, PRODUCTION_KEY))
     assert (status, out) == (1, '')
     assert one_line(err)
     assert re.match('koji-rekor: verification failed: logID d32f30a3c32d639c.* is not the '
@@ -298,8 +297,7 @@ def test_verify_staging_entry_fails_with_the_production_key_file(real, capsys):
 
 
 def test_verify_production_entry_without_checkpoint_fails(real, capsys):
-    status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, NO_CHECKPOINT),
-                               '--config', NO_CONFIG)
+    status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, NO_CHECKPOINT))
     assert (status, out) == (1, '')
     assert err == ('koji-rekor: verification failed: no checkpoint: nothing signs the '
                    'root hash\n')
@@ -308,8 +306,7 @@ def test_verify_production_entry_without_checkpoint_fails(real, capsys):
 def test_verify_as_a_real_command(real, tmp_path):
     """python3 -m koji_rekor verify, as a separate process."""
     done = subprocess.run(
-        [sys.executable, '-m', 'koji_rekor', 'verify', os.path.join(REAL, PRODUCTION),
-         '--config', NO_CONFIG], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        [sys.executable, '-m', 'koji_rekor', 'verify', os.path.join(REAL, PRODUCTION)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith('OK %s: ' % real_entry(PRODUCTION)[0][16:])
     assert done.stderr == ''
@@ -475,7 +472,8 @@ def test_verify_command_rejects_a_tampered_real_entry(real, tmp_path, capsys, na
     entry_id, entry = tamper(*real_entry(name))
     path = write_json(tmp_path / 'entry.json', {entry_id: entry})
     status, out, err = run_cli(capsys, 'verify', path, '--log-key',
-                               os.path.join(REAL, KEY_OF[name]), '--config', NO_CONFIG)
+                               os.path.join(REAL, KEY_OF[name]), '--origin',
+                               ORIGIN_OF_KEY[KEY_OF[name]])
     assert (status, out) == (1, '')
     assert one_line(err)
     prefix = 'koji-rekor: verification failed: '
@@ -489,7 +487,7 @@ def test_untampered_copy_of_a_real_entry_verifies_through_the_command(real, tmp_
     entry_id, entry = real_entry(STAGING)
     path = write_json(tmp_path / 'entry.json', {entry_id: entry})
     status, out, err = run_cli(capsys, 'verify', path, '--log-key',
-                               os.path.join(REAL, STAGING_KEY), '--config', NO_CONFIG)
+                               os.path.join(REAL, STAGING_KEY), '--origin', 'rekor.sigstage.dev')
     assert (status, err) == (0, '')
     assert out.startswith('OK %s' % entry_id[16:])
 
@@ -502,14 +500,15 @@ LOG_SIZE = 300
 INTEGRATED = 1700000000
 
 
-def rpm_body(number, package_sha256=None):
+def rpm_body(number, package_sha256=None, signing_key=None):
     """A canonical rpm v0.0.1 body, as the local log stores them."""
     value = package_sha256 or hashlib.sha256(b'package %d' % number).hexdigest()
-    return canonical_json({
-        'apiVersion': '0.0.1', 'kind': 'rpm',
-        'spec': {'package': {'hash': {'algorithm': 'sha256', 'value': value},
-                             'headers': {'Name': 'pkg%d' % number, 'Version': '1.0',
-                                         'Release': '1', 'Architecture': 'noarch'}}}})
+    spec = {'package': {'hash': {'algorithm': 'sha256', 'value': value},
+                        'headers': {'Name': 'pkg%d' % number, 'Version': '1.0',
+                                    'Release': '1', 'Architecture': 'noarch'}}}
+    if signing_key:
+        spec['publicKey'] = {'content': base64.b64encode(signing_key.armored).decode()}
+    return canonical_json({'apiVersion': '0.0.1', 'kind': 'rpm', 'spec': spec})
 
 
 @pytest.fixture(scope='module')
@@ -690,9 +689,18 @@ def test_consistency_with_equal_sizes_needs_equal_roots(big_log):
 
 
 def test_consistency_from_the_empty_tree_always_holds(big_log):
-    rekor_log.verify_consistency(0, 0, EMPTY_ROOT, EMPTY_ROOT, [])
+    assert rekor_log.verify_consistency(0, 0, EMPTY_ROOT, EMPTY_ROOT, []) is None
     for size in (1, 5, 64, 300):
-        rekor_log.verify_consistency(0, size, EMPTY_ROOT, big_log.root_hash(size), [])
+        # Whatever root the empty tree is said to have: nothing to prove.
+        for first_root in (EMPTY_ROOT, b'\x00' * 32):
+            assert rekor_log.verify_consistency(0, size, first_root, big_log.root_hash(size),
+                                                []) is None
+        # ... and a proof that claims to prove something is not one.
+        with pytest.raises(VerificationError, match='from the empty tree must be empty'):
+            rekor_log.verify_consistency(0, size, EMPTY_ROOT, big_log.root_hash(size),
+                                         [big_log.root_hash(size)])
+    with pytest.raises(VerificationError, match='two roots for tree size 0'):
+        rekor_log.verify_consistency(0, 0, EMPTY_ROOT, b'\x00' * 32, [])
 
 
 def test_consistency_fails_when_the_tree_shrinks_or_the_proof_is_empty(big_log):
@@ -839,21 +847,23 @@ def test_a_lie_told_by_the_local_log_is_caught_by_the_right_check(sharded_log, m
 class Receipt:
     """A locally logged rpm entry, its receipt and the files to check it."""
 
-    def __init__(self, tmp_path, rekor_url='http://127.0.0.1:1', receipt_sha256=None):
+    def __init__(self, tmp_path, rekor_url='http://127.0.0.1:1', receipt_sha256=None,
+                 signing_key=None, nvra='pkg99-1.0-1.noarch'):
         self.rpm = tmp_path / 'hello-1.0-1.noarch.rpm'
         self.rpm.write_bytes(b'not really an rpm, but these are the bytes logged\n' * 64)
         self.sha256 = hashlib.sha256(self.rpm.read_bytes()).hexdigest()
         self.log = RekorLog()
         for number in range(6):
             self.log.add_entry(rpm_body(number), integrated_time=INTEGRATED)
-        self.entry, _ = self.log.add_entry(rpm_body(99, self.sha256),
+        self.entry, _ = self.log.add_entry(rpm_body(99, self.sha256, signing_key),
                                            package_sha256=self.sha256,
                                            integrated_time=INTEGRATED)
         self.log.add_entry(rpm_body(100), integrated_time=INTEGRATED)
         self.entry_id, document = self.log.render_entry(self.entry)
         self.raw = write_json(tmp_path / 'entry.json', document)
         self.path = write_json(tmp_path / 'receipt.json', {
-            'rekor_url': rekor_url, 'nvra': 'hello-1.0-1.noarch', 'sigkey': 'deadbeef',
+            'rekor_url': rekor_url, 'nvra': nvra,
+            'sigkey': signing_key.sigkey if signing_key else 'deadbeef',
             'sha256': receipt_sha256 or self.sha256, 'log_entry': document})
         self.key = tmp_path / 'log.pub'
         self.key.write_bytes(self.log.public_key_pem)
@@ -862,12 +872,18 @@ class Receipt:
 
     def verify(self, capsys, *extra, path=None):
         return run_cli(capsys, 'verify', path or self.path, '--log-key', self.key,
-                       '--config', NO_CONFIG, *extra)
+                       *extra)
+
+
+@pytest.fixture(autouse=True)
+def no_hub_configuration(monkeypatch):
+    """verify reads the hub's file when there is one; the tests use none."""
+    monkeypatch.setattr(koji_rekor, 'CONFIG_FILE', NO_CONFIG)
 
 
 @pytest.fixture
-def receipt(tmp_path):
-    return Receipt(tmp_path)
+def receipt(tmp_path, keys):
+    return Receipt(tmp_path, signing_key=keys['rsa'])
 
 
 def test_receipt_verifies_with_the_receipts_host_as_origin(receipt, capsys):
@@ -880,8 +896,8 @@ def test_receipt_verifies_with_the_receipts_host_as_origin(receipt, capsys):
     assert '2023-11-14 22:13:20 UTC' in summary
 
 
-def test_receipt_from_another_host_fails_the_origin_check(tmp_path, capsys):
-    receipt = Receipt(tmp_path, rekor_url='https://rekor.sigstore.dev')
+def test_receipt_from_another_host_fails_the_origin_check(tmp_path, keys, capsys):
+    receipt = Receipt(tmp_path, rekor_url='https://rekor.sigstore.dev', signing_key=keys['rsa'])
     status, out, err = receipt.verify(capsys)
     assert (status, out) == (1, '')
     assert err == ("koji-rekor: verification failed: checkpoint: origin '127.0.0.1 - %d' is "
@@ -892,8 +908,11 @@ def test_receipt_from_another_host_fails_the_origin_check(tmp_path, capsys):
 
 
 def test_origin_option_is_checked_for_a_raw_entry(receipt, capsys):
+    # Nothing names the log: an origin is required, never skipped.
     status, out, err = receipt.verify(capsys, path=receipt.raw)
-    assert (status, err) == (0, '')         # nothing to check the host against
+    assert (status, out) == (2, '')
+    assert err == ('koji-rekor: no origin to check the checkpoint against: pass --origin '
+                   'or --url\n')
     status, out, err = receipt.verify(capsys, '--origin', 'localhost', path=receipt.raw)
     assert status == 1
     assert err.endswith("is not log localhost\n")
@@ -903,14 +922,60 @@ def test_origin_option_is_checked_for_a_raw_entry(receipt, capsys):
 
 def test_log_key_from_the_configuration_is_used(receipt, tmp_path, capsys):
     conf = tmp_path / 'rekor_log.conf'
-    conf.write_text('[rekor]\nlog_public_key = %s\n' % receipt.key)
+    conf.write_text('[rekor]\nurl = http://127.0.0.1:1\nallow_insecure_http = true\n'
+                    'log_public_key = %s\n' % receipt.key)
     status, out, err = run_cli(capsys, 'verify', receipt.path, '--config', conf)
     assert (status, err) == (0, '')
     assert out.startswith('OK %s' % receipt.entry.uuid)
 
 
+def test_the_configured_origin_wins_over_the_receipts_url(receipt, tmp_path, capsys):
+    conf = tmp_path / 'rekor_log.conf'
+    conf.write_text('[rekor]\nurl = http://127.0.0.1:1\nallow_insecure_http = true\n'
+                    'origin = rekor.example.test\nlog_public_key = %s\n' % receipt.key)
+    status, out, err = run_cli(capsys, 'verify', receipt.path, '--config', conf)
+    assert (status, out) == (1, '')
+    assert err == ("koji-rekor: verification failed: checkpoint: origin '127.0.0.1 - %d' is "
+                   "not log rekor.example.test\n" % receipt.log.tree_id)
+
+
+def test_the_configured_log_key_wins_over_the_shipped_one(real, tmp_path, capsys):
+    # A production entry, but this site's log is another one: its key only.
+    conf = tmp_path / 'rekor_log.conf'
+    conf.write_text('[rekor]\nurl = https://rekor.sigstage.dev\nlog_public_key = %s\n'
+                    % os.path.join(REAL, STAGING_KEY))
+    status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, PRODUCTION), '--config', conf)
+    assert (status, out) == (1, '')
+    assert err.startswith('koji-rekor: verification failed: logID ')
+
+
+def test_a_config_naming_a_missing_file_is_an_error(receipt, tmp_path, capsys):
+    status, out, err = receipt.verify(capsys, '--config', tmp_path / 'nope.conf')
+    assert (status, out) == (2, '')
+    assert err == 'koji-rekor: %s: no such configuration file\n' % (tmp_path / 'nope.conf')
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('nvra', 'pkg98-1.0-1.noarch', 'receipt records pkg98-1.0-1.noarch, the entry logged '
+                                   'pkg99-1.0-1.noarch'),
+    ('nvra', 'pkg99-1.0-1.x86_64', 'receipt records pkg99-1.0-1.x86_64, the entry logged '
+                                   'pkg99-1.0-1.noarch'),
+    ('sigkey', '0badc0de', 'receipt records sigkey 0badc0de, the entry logged another key'),
+    ('sha256', '1' * 64, 'receipt records sha256 %s, the entry logged ' % ('1' * 64)),
+    ('sigkey', ['x'], 'receipt: sigkey is not text'),
+])
+def test_the_receipts_own_fields_are_checked_against_the_body(receipt, capsys, field, value,
+                                                              message):
+    data = read_json(receipt.path)
+    data[field] = value
+    write_json(pathlib.Path(receipt.path), data)
+    status, out, err = receipt.verify(capsys)
+    assert (status, out) == (1, '')
+    assert err.startswith('koji-rekor: verification failed: ' + message)
+
+
 def test_local_receipt_without_log_key_cannot_start(receipt, capsys):
-    status, out, err = run_cli(capsys, 'verify', receipt.path, '--config', NO_CONFIG)
+    status, out, err = run_cli(capsys, 'verify', receipt.path)
     assert (status, out) == (2, '')
     assert err == 'koji-rekor: no log key for logID %s: pass --log-key\n' % receipt.log.log_id
 
@@ -920,7 +985,8 @@ def test_rpm_whose_sha256_was_logged_passes(receipt, capsys):
     assert (status, err) == (0, '')
     assert out.startswith('OK %s' % receipt.entry.uuid)
     # A raw entry, without a receipt, checks the RPM against the body alone.
-    status, out, err = receipt.verify(capsys, '--rpm', receipt.rpm, path=receipt.raw)
+    status, out, err = receipt.verify(capsys, '--rpm', receipt.rpm, '--origin', '127.0.0.1',
+                                      path=receipt.raw)
     assert (status, err) == (0, '')
 
 
@@ -932,8 +998,8 @@ def test_another_rpm_fails(receipt, capsys):
                    % (receipt.other_rpm, other, receipt.sha256))
 
 
-def test_rpm_is_checked_against_the_receipts_sha256_too(tmp_path, capsys):
-    receipt = Receipt(tmp_path, receipt_sha256='0' * 64)
+def test_rpm_is_checked_against_the_receipts_sha256_too(tmp_path, keys, capsys):
+    receipt = Receipt(tmp_path, receipt_sha256='0' * 64, signing_key=keys['rsa'])
     status, out, err = receipt.verify(capsys, '--rpm', receipt.rpm)
     assert (status, out) == (1, '')
     assert err.startswith('koji-rekor: verification failed: receipt records sha256 %s'
@@ -948,7 +1014,7 @@ def test_missing_rpm_cannot_be_checked(receipt, tmp_path, capsys):
 
 def test_rpm_option_on_a_hashedrekord_entry_needs_an_rpm_entry(real, receipt, capsys):
     status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, PRODUCTION), '--rpm',
-                               receipt.rpm, '--config', NO_CONFIG)
+                               receipt.rpm)
     assert (status, out) == (2, '')
     assert err == 'koji-rekor: --rpm needs an rpm entry, this is hashedrekord\n'
 
@@ -967,13 +1033,13 @@ def test_tampered_receipt_fails(receipt, capsys):
 def test_verify_receipt_as_a_real_command(receipt):
     done = subprocess.run(
         [sys.executable, '-m', 'koji_rekor', 'verify', receipt.path, '--log-key',
-         str(receipt.key), '--rpm', str(receipt.rpm), '--config', NO_CONFIG],
+         str(receipt.key), '--rpm', str(receipt.rpm)],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (0, '')
     assert done.stdout.startswith('OK %s: ' % receipt.entry.uuid)
     done = subprocess.run(
         [sys.executable, '-m', 'koji_rekor', 'verify', receipt.path, '--log-key',
-         str(receipt.key), '--rpm', str(receipt.other_rpm), '--config', NO_CONFIG],
+         str(receipt.key), '--rpm', str(receipt.other_rpm)],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr.startswith('koji-rekor: verification failed: ')
@@ -1018,8 +1084,7 @@ def test_bad_log_key_file_exits_2_with_one_line(receipt, tmp_path, capsys, case)
         key.write_text('not a key\n')
     elif case == 'truncated-pem':
         key.write_text('-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n')
-    status, out, err = run_cli(capsys, 'verify', receipt.path, '--log-key', key,
-                               '--config', NO_CONFIG)
+    status, out, err = run_cli(capsys, 'verify', receipt.path, '--log-key', key)
     assert (status, out) == (2, '')
     assert one_line(err)
     assert err.startswith('koji-rekor: ')
@@ -1029,7 +1094,7 @@ def test_entry_missing_fields_is_a_verification_failure(receipt, tmp_path, capsy
     (entry_id, entry), = read_json(receipt.raw).items()
     del entry['verification']['inclusionProof']['hashes']
     path = write_json(tmp_path / 'broken.json', {entry_id: entry})
-    status, out, err = receipt.verify(capsys, path=path)
+    status, out, err = receipt.verify(capsys, '--origin', '127.0.0.1', path=path)
     assert (status, out) == (1, '')
     assert err == 'koji-rekor: verification failed: entry is missing fields or malformed\n'
 
@@ -1101,7 +1166,7 @@ def test_verify_command_reports_malformed_entry_fields_without_traceback(receipt
     path = write_json(tmp_path / 'malformed.json', {entry_id: entry})
     try:
         status = koji_rekor.main(['verify', path, '--log-key', str(receipt.key),
-                                 '--config', NO_CONFIG])
+                                  '--origin', '127.0.0.1'])
     except Exception as e:  # what the interpreter would print as a traceback
         raise AssertionError('traceback: %s: %s' % (type(e).__name__, e))
     out, err = capsys.readouterr()
@@ -1117,8 +1182,24 @@ def test_without_a_set_the_unsigned_time_and_index_are_not_vouched_for(real, tmp
     entry['integratedTime'] = 2000000000           # 2033-05-18
     entry['logIndex'] = 1
     path = write_json(tmp_path / 'forged.json', {entry_id: entry})
-    status, out, err = run_cli(capsys, 'verify', path, '--config', NO_CONFIG)
-    if status != 0:
-        return
+    status, out, err = run_cli(capsys, 'verify', path)
+    assert (status, err) == (0, '')  # the checkpoint still signs the body and its place
+    summary = out.splitlines()[0]
+    assert 'log index 1 (unsigned)' in summary and '2033-05-18' in summary
+    assert summary.count('(unsigned)') == 2
     notes = ' '.join(line for line in out.splitlines() if line.startswith('note: ')).lower()
-    assert 'integrated' in notes and 'index' in notes, out
+    assert 'integratedtime' in notes and 'index' in notes, out
+
+
+def test_without_a_set_a_local_entry_is_marked_unsigned(receipt, tmp_path, capsys):
+    """The same without ../shared: a local entry whose SET is stripped."""
+    (entry_id, entry), = read_json(receipt.raw).items()
+    del entry['verification']['signedEntryTimestamp']
+    entry['integratedTime'] = 2000000000
+    entry['logIndex'] = 1
+    path = write_json(tmp_path / 'forged.json', {entry_id: entry})
+    status, out, err = receipt.verify(capsys, '--origin', '127.0.0.1', path=path)
+    assert (status, err) == (0, '')
+    summary = out.splitlines()[0]
+    assert 'log index 1 (unsigned)' in summary and summary.count('(unsigned)') == 2
+    assert out.splitlines()[1].startswith('note: no signed entry timestamp')

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import koji_rekor
-from conftest import ROOT, SHARED
+from conftest import HUB_USER, ROOT, SHARED
 
 INDEX = '/api/v1/index/retrieve'
 
@@ -25,7 +25,7 @@ def logged(rekor, log_key_file, signed_rpms, keys, tmp_path, capsys):
     receipt = tmp_path / 'receipt.json'
     conf = tmp_path / 'upload.conf'
     conf.write_text('[rekor]\nallow_insecure_http = true\nlog_public_key = %s\nretries = 0\n'
-                    % log_key_file)
+                    '[upload]\nhub_user = %s\n' % (log_key_file, HUB_USER))
     assert koji_rekor.main(['upload', rpm, '--key', keys['rsa'].path, '--config', str(conf),
                             '--url', rekor.url, '--topdir', str(tmp_path),
                             '--receipt', str(receipt)]) == 0
@@ -292,7 +292,8 @@ def test_real_rpms_with_the_keys_that_signed_them(capsys, rekor, log_key_file, t
     key file as published."""
     rpm, key = os.path.join(REAL_RPMS, rpm), os.path.join(REAL_RPMS, key)
     conf = tmp_path / 'upload.conf'
-    conf.write_text('[rekor]\nallow_insecure_http = true\nlog_public_key = %s\n' % log_key_file)
+    conf.write_text('[rekor]\nallow_insecure_http = true\nlog_public_key = %s\n'
+                    '[upload]\nhub_user = %s\n' % (log_key_file, HUB_USER))
     receipt = tmp_path / 'receipt.json'
     assert koji_rekor.main(['upload', rpm, '--key', key, '--config', str(conf), '--url',
                             rekor.url, '--receipt', str(receipt)]) == 0
