@@ -165,3 +165,15 @@ def test_the_cli_plugin_exits_0_when_all_is_logged_and_2_for_unknown_builds(
             assert proc.stderr == 'rekor-status: no such build or RPM: nothing-1.0-1\n'
     finally:
         hubsim.uninstall_kojihub()
+
+
+def test_a_receipt_that_is_a_symlink_is_not_followed(signatures, keys, topdir, tmp_path):
+    path = (topdir / 'rekor-logs' / 'hello' / '1.0' / '1' / 'noarch' /
+            ('%s.%s.json' % (NVRA, keys['rsa'].sigkey)))
+    elsewhere = tmp_path / 'elsewhere.json'
+    path.rename(elsewhere)
+    path.symlink_to(elsewhere)
+    status = by_sigkey(hubsim.hub_call('rekorLogStatus', NVRA))[keys['rsa'].sigkey]
+    assert status['status'] == 'unverified'
+    assert status['reason'] == ('the receipt does not verify: %s is a symlink: not followed'
+                                % path.name)
