@@ -302,3 +302,28 @@ def test_real_rpms_with_the_keys_that_signed_them(capsys, rekor, log_key_file, t
     status, (package,), err = as_json(capsys, rekor, log_key_file, rpm, '--key', key)
     assert (status, package['status'], package['trusted_key']) == (0, 'logged', key)
     assert package['nvra'] == os.path.basename(rpm)[:-len('.rpm')]
+
+
+def test_an_entry_the_index_does_not_know_yet_is_not_found_not_absent(
+        capsys, rekor, log_key_file, signed_rpms, keys, tmp_path):
+    """Rekor writes its index after answering, and may never: a logged RPM
+    the index does not return is "not found", and its receipt still proves
+    it logged."""
+    rekor.faults.hold_index = True
+    rpm, receipt = signed_rpms[('rsa', 'header')], tmp_path / 'receipt.json'
+    conf = tmp_path / 'upload.conf'
+    conf.write_text('[rekor]\nallow_insecure_http = true\nlog_public_key = %s\n'
+                    '[upload]\nhub_user = %s\n' % (log_key_file, HUB_USER))
+    assert koji_rekor.main(['upload', rpm, '--key', keys['rsa'].path, '--config', str(conf),
+                            '--url', rekor.url, '--receipt', str(receipt)]) == 0
+    capsys.readouterr()
+    status, (package,), err = as_json(capsys, rekor, log_key_file, rpm, '--key', keys['rsa'].path)
+    assert (status, package['status']) == (1, 'not found')
+    assert package['reason'].endswith('(the index is best-effort: this does not prove it absent '
+                                      'from the log)')
+    status, (package,), err = as_json(capsys, rekor, log_key_file, rpm, '--key', keys['rsa'].path,
+                                      '--receipt', receipt)
+    assert (status, package['status']) == (0, 'logged')
+    assert rekor.log.release_index() == 1
+    status, (package,), err = as_json(capsys, rekor, log_key_file, rpm, '--key', keys['rsa'].path)
+    assert (status, package['status']) == (0, 'logged')
