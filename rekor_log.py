@@ -14,10 +14,12 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import logging
 import math
 import os
+import queue
 import re
 import socket
 import ssl
@@ -54,6 +56,12 @@ RETRIEVE_BATCH = 10
 # Bytes read from the RPM at a time: a multiple of 3 so that each chunk
 # base64-encodes on its own, small enough to keep memory flat.
 CHUNK_SIZE = 3 * 128 * 1024
+# Encoded chunks the reader thread keeps ready ahead of the socket: enough
+# to keep the socket busy while the next one is encoded, few enough to keep
+# memory flat (4/3 CHUNK_SIZE each).
+QUEUE_CHUNKS = 4
+# How long stopping an upload waits for its reader thread's read in progress.
+READER_STOP_SECONDS = 5.0
 
 # Rekor's messages when it finds no signature it can check; older Rekor only
 # checks the legacy header+payload signature.
@@ -370,9 +378,11 @@ class SignedRpm:
     spliced: bool
 
     def open(self):
+        """The signed RPM as an unbuffered stream: readinto() fills the
+        caller's buffer straight from the file."""
         if self.spliced:
-            return koji.spliced_sig_reader(self.path, self.sighdr, bufsize=CHUNK_SIZE)
-        return open(self.path, 'rb')
+            return SplicedRpm(self.path, self.sighdr)
+        return open(self.path, 'rb', buffering=0)
 
     def size(self):
         start, old_size = koji.find_rpm_sighdr(self.path)
@@ -388,6 +398,59 @@ class SignedRpm:
             fo.seek(start + old_size)
             main = fo.read(main_size)
         return lead + self.sighdr + main
+
+
+class SplicedRpm(io.RawIOBase):
+    """Koji's unsigned RPM with a signature header spliced in, as a raw
+    stream. koji.spliced_sig_reader reads the same bytes but copies every
+    chunk three times on its way (slices and a BufferedReader); this reads
+    the payload straight into the caller's buffer."""
+
+    def __init__(self, path, sighdr):
+        super().__init__()
+        start, old_size = koji.find_rpm_sighdr(path)
+        self.fo = open(path, 'rb', buffering=0)
+        try:
+            lead = self.fo.read(start)
+            self.fo.seek(start + old_size)
+        except BaseException:
+            self.fo.close()
+            raise
+        self.head = memoryview(lead + sighdr)  # lead and header: a few KB
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.head:
+            count = min(len(buffer), len(self.head))
+            buffer[:count] = self.head[:count]
+            self.head = self.head[count:]
+            return count
+        return self.fo.readinto(buffer)
+
+    def close(self):
+        self.fo.close()
+        super().close()
+
+
+def read_chunks(fo):
+    """A stream's bytes as views of one reused buffer of CHUNK_SIZE, each
+    full but the last, so each but the last base64-encodes on its own. A
+    view is good only until the next one is asked for. (hashlib.file_digest
+    does the like for hashing alone, from Python 3.11 on.)"""
+    buffer = memoryview(bytearray(CHUNK_SIZE))
+    while True:
+        filled = 0
+        while filled < CHUNK_SIZE:
+            count = fo.readinto(buffer[filled:])
+            if not count:
+                break
+            filled += count
+        if filled:
+            yield buffer[:filled]
+        if filled < CHUNK_SIZE:
+            return
 
 
 def nvra_of(rpminfo):
@@ -653,44 +716,131 @@ class EntryBody:
 
     requests sends an iterable with a length as a Content-Length body, so
     the RPM is read, hashed and base64-encoded a chunk at a time: memory
-    stays flat whatever the RPM's size. Rekor's schema is fixed and small,
-    so the JSON around the two base64 strings is written by hand.
+    stays flat whatever the RPM's size. That work runs in a BodyEncoder
+    thread a few chunks ahead of the socket, so it overlaps with sending
+    (hashlib and socket writes release the GIL). Rekor's schema is fixed
+    and small, so the JSON around the two base64 strings is written by hand.
+
+    Each iteration (a retried request iterates again) reads the RPM anew;
+    close() stops the reader of an iteration left unfinished.
     """
 
-    def __init__(self, signed, public_key):
+    def __init__(self, signed, public_key, stall_timeout=30.0):
         self.signed = signed
         self.rpm_size = signed.size()
+        self.stall_timeout = stall_timeout
         self.prefix = b'{"kind":"rpm","apiVersion":"0.0.1","spec":{"package":{"content":"'
         self.suffix = (b'"},"publicKey":{"content":"' + base64.b64encode(public_key) + b'"}}}')
         self.sha256 = None
+        self.encoder = None
 
     def __len__(self):
         return len(self.prefix) + 4 * ((self.rpm_size + 2) // 3) + len(self.suffix)
 
     def __iter__(self):
-        digest = hashlib.sha256()
-        sent = 0
-        yield self.prefix
-        with self.signed.open() as fo:
-            pending = b''
-            while True:
-                data = fo.read(CHUNK_SIZE)
-                if not data:
-                    break
-                digest.update(data)
-                sent += len(data)
-                data = pending + data
-                cut = len(data) - len(data) % 3
-                pending = data[cut:]
-                yield base64.b64encode(data[:cut])
-            yield base64.b64encode(pending)
-        if sent != self.rpm_size:
-            # The file changed under us: the Content-Length already sent is
-            # wrong, so abort the request rather than send a corrupt entry.
-            raise SourceGone('%s changed while it was being sent (%d bytes, expected %d)'
-                                       % (self.signed.nvra, sent, self.rpm_size))
-        self.sha256 = digest.hexdigest()
+        self.close()
+        encoder = self.encoder = BodyEncoder(self.signed, self.rpm_size, self.stall_timeout)
+        try:
+            yield self.prefix
+            yield from encoder.chunks()
+        finally:
+            encoder.stop()
+        self.sha256 = encoder.sha256
         yield self.suffix
+
+    def close(self):
+        if self.encoder is not None:
+            self.encoder.stop()
+
+
+class BodyEncoder:
+    """Reads, hashes and base64-encodes an RPM in a thread of its own into
+    a queue of at most QUEUE_CHUNKS encoded chunks, which chunks() yields.
+
+    The thread ends when the RPM is read, when stop() is called, or when no
+    one has taken a chunk for stall_timeout (a request abandoned without
+    stop()); a read error or an RPM whose size changed is raised by chunks().
+    """
+
+    DONE = object()
+
+    def __init__(self, signed, rpm_size, stall_timeout):
+        self.signed = signed
+        self.rpm_size = rpm_size
+        self.stall_timeout = stall_timeout
+        self.queue = queue.Queue(QUEUE_CHUNKS)
+        self.stopped = threading.Event()
+        self.sha256 = None
+        self.thread = threading.Thread(target=self.run, daemon=True,
+                                       name='rekor_log body of %s' % signed.nvra)
+        self.thread.start()
+
+    def run(self):
+        try:
+            self.encode()
+        except SignatureSourceError as e:
+            self.put(e)
+        except FileNotFoundError:
+            self.put(SourceGone('RPM file missing: %s' % self.signed.path))
+        except OSError as e:
+            self.put(SignatureSourceError('cannot read %s: %s' % (
+                self.signed.path, e.strerror or e)))
+        except Exception as e:  # koji's header parsing: the RPM is corrupt
+            self.put(SourceGone('not a readable RPM: %s: %s' % (self.signed.path, e)))
+
+    def encode(self):
+        digest = hashlib.sha256()
+        read = 0
+        with self.signed.open() as fo:
+            for chunk in read_chunks(fo):
+                read += len(chunk)
+                if read > self.rpm_size:
+                    break
+                digest.update(chunk)
+                if not self.put(binascii.b2a_base64(chunk, newline=False)):
+                    return
+        if read != self.rpm_size:
+            # The file changed under us: the Content-Length already sent is
+            # wrong, so end the request before its end rather than send a
+            # corrupt entry.
+            raise SourceGone('%s changed while it was being sent (%s%d bytes, expected %d)' % (
+                self.signed.nvra, 'over ' if read > self.rpm_size else '', read, self.rpm_size))
+        self.sha256 = digest.hexdigest()
+        self.put(self.DONE)
+
+    def put(self, item):
+        """Queue item; False once the consumer has stopped or stalled."""
+        try:
+            self.queue.put(item, timeout=self.stall_timeout)
+        except queue.Full:
+            LOG.debug('rekor_log: nothing took the body of %s for %gs, reader stops',
+                      self.signed.nvra, self.stall_timeout)
+            return False
+        return not self.stopped.is_set()
+
+    def chunks(self):
+        while True:
+            try:
+                item = self.queue.get(timeout=self.stall_timeout)
+            except queue.Empty:
+                raise SignatureSourceError('reading %s stalled for %gs'
+                                           % (self.signed.path, self.stall_timeout))
+            if item is self.DONE:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    def stop(self):
+        """End the thread: once stopped is set it puts at most one more item,
+        which the emptied queue has room for. The wait is for the read in
+        progress; a file system that hangs it keeps the (daemon) thread until
+        the read returns, not the caller."""
+        self.stopped.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.queue.get_nowait()
+        self.thread.join(min(self.stall_timeout, READER_STOP_SECONDS))
 
 
 # ---------------------------------------------------------------------------
@@ -2153,8 +2303,11 @@ def upload_signed_rpm(settings, signed, key_path, state=None, deadline=None, spe
     client = RekorClient(settings, deadline, spent)
     try:
         key = resolve_log_key(settings, client, state)
-        body = EntryBody(signed, public_key)
-        entry_id, entry, created = client.create_entry(body)
+        body = EntryBody(signed, public_key, stall_timeout=2 * settings.timeout)
+        try:
+            entry_id, entry, created = client.create_entry(body)
+        finally:
+            body.close()
         if body.sha256 is None:
             # 409 without our body being read to the end cannot happen with
             # Rekor, which reads it all; hash the RPM to check the entry.
@@ -2209,9 +2362,10 @@ def reverify_receipt(settings, record, topdir):
 
 
 def sha256_of(fo):
-    """Hex SHA-256 of a stream, read a chunk at a time."""
+    """Hex SHA-256 of a binary stream, read a chunk at a time into one
+    buffer."""
     digest = hashlib.sha256()
-    for chunk in iter(lambda: fo.read(CHUNK_SIZE), b''):
+    for chunk in read_chunks(fo):
         digest.update(chunk)
     return digest.hexdigest()
 

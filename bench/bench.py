@@ -1,26 +1,36 @@
 #!/usr/bin/env python3
-"""Benchmark the plugin's upload against the original plugin's naive upload
-and against the transfer limit, at several RPM sizes.
+"""Benchmark the plugin's upload against curl, side by side, at several RPM
+sizes.
 
-For each size, against a fresh local Rekor-compatible log (tests/rekor_server.py,
-in its own process on 127.0.0.1), one child process each runs:
+For each size, on one Koji topdir prepared beforehand (cached in --cache,
+read once into the page cache and synced before any timing, so no
+writeback competes with a run), it runs --pairs pairs, each pair one
+upload by curl and one by the plugin, in alternating order (curl first in
+even pairs, the plugin first in odd ones), each against a fresh local
+Rekor-compatible log (tests/rekor_server.py, its own process on 127.0.0.1):
 
-  plugin  postRPMSign + postCommit fired as the hub does, through to the
-          verified receipt (koji's plugin loader, a Koji topdir as the hub
-          leaves it);
-  naive   what the original plugin did: splice the signed RPM into a
-          temporary copy, read it whole, base64, json.dumps, requests.post;
-  curl    a prebuilt request body of the same size POSTed by curl.
+  curl    POSTs a prebuilt request body holding the same entry; its time is
+          curl's own time_total (start-up not counted), its CPU and peak RSS
+          from /usr/bin/time;
+  plugin  postRPMSign + postCommit fired as the hub fires them (Koji's
+          plugin loader and run_callbacks), through to the verified
+          receipt, timed inside an already running process as the hub's
+          would be (requests, rpm and cryptography imported beforehand);
+          CPU is the process's own (all threads), peak RSS its VmHWM.
 
-It reports the upload's wall time (measured around the work itself, so
-interpreter start-up is not counted), the child's peak RSS (getrusage) and
-the bytes it wrote to disk (/proc/<pid>/io write_bytes), with the ratios
-plugin/naive and plugin/curl. It then measures, in the queue_only mode, what
+For every run it also takes the log process's own CPU (with rpmkeys, its
+child) and the whole machine's busy CPU, so the table shows what the log
+costs per GB, whether it is the bottleneck, and how busy everything else on
+the machine was. And it measures Python's own read + sha256 + base64 of
+the RPM per GB (one thread, no network) as the floor for the client's CPU.
+
+It reports per size the median time of each side with the spread, the
+median and spread of the per-pair ratio plugin/curl, client CPU per GB,
+the log's CPU per GB, peak RSS, then, in the queue_only mode, what
 postRPMSign + postCommit add to a signature import (median of many).
 
-RPMs, keys and request bodies are generated once and cached in --cache.
-
-    python3 bench/bench.py [--sizes 1M,200M,1G] [--cache DIR] [--queue-runs N]
+    python3 bench/bench.py [--sizes 1M,200M,1G] [--pairs 5] [--cache DIR]
+                           [--queue-runs N] [--json FILE]
 """
 
 import argparse
@@ -147,83 +157,161 @@ class LocalRekor:
 
 
 # ---------------------------------------------------------------------------
-# Measuring one child
+# CPU counters
 # ---------------------------------------------------------------------------
 
-def measure(cmd):
-    """Run a child under /usr/bin/time, a small parent, so its peak RSS is
-    its own (a child forked from this Python process would also count the
-    pages it inherits before exec). Returns the child's own JSON report, if
-    it prints one, with 'rss' added."""
-    with tempfile.NamedTemporaryFile('r', prefix='bench-time-') as rss_file:
-        proc = subprocess.run(['/usr/bin/time', '-f', '%M', '-o', rss_file.name] + cmd,
-                              stdout=subprocess.PIPE, text=True, timeout=CHILD_SECONDS)
-        if proc.returncode != 0:
-            raise SystemExit('bench: %s failed (%d): %s' % (
-                ' '.join(cmd[:4]), proc.returncode, proc.stdout[-500:]))
-        rss = int(rss_file.read().split()[-1]) * 1024
-    lines = proc.stdout.strip().splitlines()
-    report = json.loads(lines[-1]) if lines and lines[-1].startswith('{') else {'out': proc.stdout}
-    report['rss'] = rss
-    return report
+TICK = os.sysconf('SC_CLK_TCK')
+
+
+def process_cpu(pid):
+    """CPU seconds of a process and of its children it waited for."""
+    with open('/proc/%d/stat' % pid) as fo:
+        fields = fo.read().rsplit(')', 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / TICK
+
+
+def machine_busy():
+    """CPU seconds the whole machine spent busy, all cores."""
+    with open('/proc/stat') as fo:
+        values = [int(v) for v in fo.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
+    return (user + nice + system + irq + softirq + steal) / TICK
 
 
 def proc_write_bytes():
     with open('/proc/self/io') as fo:
-        fields = dict(line.split(': ') for line in fo.read().splitlines())
-    return int(fields['write_bytes'])
+        return next(int(l.split()[1]) for l in fo if l.startswith('write_bytes:'))
+
+
+def vm_hwm():
+    with open('/proc/self/status') as fo:
+        return next(int(l.split()[1]) * 1024 for l in fo if l.startswith('VmHWM:'))
+
+
+# ---------------------------------------------------------------------------
+# The two sides of a pair, and the floor
+# ---------------------------------------------------------------------------
+
+def run_child(cmd):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=CHILD_SECONDS)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines or not lines[-1].startswith('{'):
+        raise SystemExit('bench: %s failed (%d): %s' % (
+            ' '.join(cmd[:4]), proc.returncode, proc.stdout[-500:]))
+    return json.loads(lines[-1])
+
+
+def run_plugin(info_path, conf, log_pid):
+    return run_child([sys.executable, __file__, '--child', 'plugin', '--info', info_path,
+                      '--conf', conf, '--log-pid', str(log_pid)])
 
 
 def child_plugin(args):
-    """postRPMSign + postCommit as the hub fires them."""
+    """postRPMSign + postCommit as the hub fires them, in a process that is
+    already running: what the hub imports on first use is imported first."""
+    import importlib
     import koji
     import hubsim
+    for name in ('requests', 'rpm', 'cryptography.hazmat.primitives.serialization'):
+        importlib.import_module(name)
     info, conf = load_child_inputs(args)
     koji.pathinfo.topdir = info['topdir']
     plugin, _ = hubsim.load_plugin(conf)
     receipt_dir = os.path.join(info['topdir'], 'rekor-logs')
     shutil.rmtree(receipt_dir, ignore_errors=True)
     written = proc_write_bytes()
+    log_cpu, busy = process_cpu(args.log_pid), machine_busy()
+    cpu = time.process_time()
     start = time.perf_counter()
     hubsim.hub_request([info['callback']])
     seconds = time.perf_counter() - start
-    receipts = [f for _, _, files in os.walk(receipt_dir) for f in files
-                if f.endswith('.%s.json' % info['callback']['sigkey'])]
-    if not receipts:
+    cpu = time.process_time() - cpu
+    log_cpu, busy = process_cpu(args.log_pid) - log_cpu, machine_busy() - busy
+    written = proc_write_bytes() - written
+    receipts = [f for where, _, files in os.walk(receipt_dir) for f in files
+                if '@' not in where and f.endswith('.%s.json' % info['callback']['sigkey'])]
+    if not receipts:  # not an outbox record left for the worker: a receipt
         raise SystemExit('no receipt written: see the log above')
     del plugin
-    print(json.dumps({'seconds': seconds, 'written': proc_write_bytes() - written}))
+    print(json.dumps({'seconds': seconds, 'cpu': cpu, 'rss': vm_hwm(), 'log_cpu': log_cpu,
+                      'busy': busy, 'outer': seconds, 'written': written}))
 
 
-def child_naive(args):
-    """The original plugin's way: temporary signed copy, everything in memory."""
-    import koji
-    import requests
+def run_curl(url, body):
+    """curl POSTing the prebuilt body, under /usr/bin/time (a small parent,
+    so the peak RSS is curl's own)."""
+    with tempfile.NamedTemporaryFile('r', prefix='bench-time-') as usage:
+        proc = subprocess.run(
+            ['/usr/bin/time', '-f', '%M %U %S', '-o', usage.name,
+             'curl', '-sS', '-o', '/dev/null', '-w', '%{http_code} %{time_total}',
+             '-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Expect:',
+             '--upload-file', body, url + '/api/v1/log/entries'],
+            stdout=subprocess.PIPE, text=True, timeout=CHILD_SECONDS)
+        rss, user, system = usage.read().split()[-3:]
+    code, seconds = (proc.stdout.split() + ['', ''])[:2]
+    if proc.returncode != 0 or code not in ('201', '409'):
+        raise SystemExit('bench: curl failed (%d, HTTP %s)' % (proc.returncode, code))
+    return {'seconds': float(seconds), 'cpu': float(user) + float(system),
+            'rss': int(rss) * 1024}
+
+
+def child_floor(args):
+    """Python's own read + sha256 + base64 of the RPM, one thread, chunks
+    of the plugin's size, no network: the floor of the client's CPU."""
+    import binascii
+    import hashlib
+    sys.path.insert(0, ROOT)
+    from rekor_log import CHUNK_SIZE
     info, _ = load_child_inputs(args)
-    cb = info['callback']
-    builddir = koji.PathInfo(topdir=info['topdir']).build(cb['build'])
-    unsigned = os.path.join(builddir, koji.pathinfo.rpm(cb['rpm']))
-    with open(os.path.join(builddir, koji.pathinfo.sighdr(cb['rpm'], cb['sigkey'])), 'rb') as fo:
-        sighdr = fo.read()
-    with open(info['key'], 'rb') as fo:
-        key = fo.read()
-    written = proc_write_bytes()
-    start = time.perf_counter()
-    tmp = koji.splice_rpm_sighdr(sighdr, unsigned)
+    buffer = bytearray(CHUNK_SIZE)
+    view = memoryview(buffer)
+    results = []
+    for _ in range(args.runs):
+        cpu = time.process_time()
+        start = time.perf_counter()
+        digest = hashlib.sha256()
+        with open(info['signed'], 'rb', buffering=0) as fo:
+            while True:
+                count = fo.readinto(buffer)
+                if not count:
+                    break
+                digest.update(view[:count])
+                binascii.b2a_base64(view[:count], newline=False)
+        results.append((time.process_time() - cpu, time.perf_counter() - start))
+    print(json.dumps({'cpu': statistics.median(r[0] for r in results),
+                      'seconds': statistics.median(r[1] for r in results)}))
+
+
+def one_run(side, work, info, info_path):
+    """One upload against a fresh log, with the log's CPU and the whole
+    machine's around it (the plugin's child takes them around the callbacks
+    alone)."""
+    conf = os.path.join(work, 'rekor_log.conf')
+    rekor = LocalRekor(work)
     try:
-        with open(tmp, 'rb') as fo:
-            content = fo.read()
+        write_conf(conf, rekor, info)
+        if side == 'plugin':
+            return run_plugin(info_path, conf, rekor.proc.pid)
+        log_cpu, busy = process_cpu(rekor.proc.pid), machine_busy()
+        outer = time.perf_counter()
+        result = run_curl(rekor.url, info['body'])
+        result['outer'] = time.perf_counter() - outer  # with curl's start-up, a few ms
+        result['log_cpu'] = process_cpu(rekor.proc.pid) - log_cpu
+        result['busy'] = machine_busy() - busy
+        return result
     finally:
-        os.unlink(tmp)
-    entry = {'kind': 'rpm', 'apiVersion': '0.0.1', 'spec': {
-        'package': {'content': base64.b64encode(content).decode()},
-        'publicKey': {'content': base64.b64encode(key).decode()}}}
-    response = requests.post(args.url + '/api/v1/log/entries', data=json.dumps(entry),
-                             headers={'Content-Type': 'application/json'}, timeout=CHILD_SECONDS)
-    seconds = time.perf_counter() - start
-    if response.status_code not in (201, 409):
-        raise SystemExit('naive upload: HTTP %d %s' % (response.status_code, response.text[:200]))
-    print(json.dumps({'seconds': seconds, 'written': proc_write_bytes() - written}))
+        rekor.stop()
+
+
+def warm(paths):
+    """Read the inputs into the page cache and write back what is dirty, so
+    that no run pays for the preparation."""
+    for path in paths:
+        with open(path, 'rb', buffering=0) as fo:
+            buffer = bytearray(1 << 20)
+            while fo.readinto(buffer):
+                pass
+    os.sync()
 
 
 def load_child_inputs(args):
@@ -236,18 +324,9 @@ def write_conf(path, rekor, info, queue_only=False):
     with open(path, 'w') as fo:
         fo.write('[rekor]\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
                  'timeout = 600\nretries = 0\n[signing]\npublic_key_dir = %s\n'
-                 '[upload]\nqueue_only = %s\n'
+                 # the hub itself sends even a 1 GB RPM, rather than leave it to the worker
+                 '[upload]\nqueue_only = %s\nhub_budget = 3600\n'
                  % (rekor.url, rekor.key, info['keydir'], 'true' if queue_only else 'false'))
-
-
-def run_curl(url, body):
-    report = measure(['curl', '-sS', '-o', '/dev/null', '-w', '%{http_code} %{time_total}',
-                      '-X', 'POST', '-H', 'Content-Type: application/json', '-H', 'Expect:',
-                      '--upload-file', body, url + '/api/v1/log/entries'])
-    code, seconds = report['out'].split()
-    if code not in ('201', '409'):
-        raise SystemExit('bench: curl got HTTP %s' % code)
-    return {'seconds': float(seconds), 'rss': report['rss'], 'written': 0}
 
 
 # ---------------------------------------------------------------------------
@@ -289,70 +368,121 @@ def machine_note():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--sizes', default='1M,200M,1G')
+    parser.add_argument('--pairs', type=int, default=5)
     parser.add_argument('--cache', default=os.path.join(HERE, '.cache'))
     parser.add_argument('--queue-runs', type=int, default=50)
-    parser.add_argument('--child', choices=('plugin', 'naive', 'queue'), help=argparse.SUPPRESS)
+    parser.add_argument('--json', help='also write every run\'s numbers here')
+    parser.add_argument('--child', choices=('plugin', 'floor', 'queue'), help=argparse.SUPPRESS)
     parser.add_argument('--info', help=argparse.SUPPRESS)
     parser.add_argument('--conf', help=argparse.SUPPRESS)
-    parser.add_argument('--url', help=argparse.SUPPRESS)
     parser.add_argument('--runs', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--log-pid', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         import logging
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-        return {'plugin': child_plugin, 'naive': child_naive, 'queue': child_queue}[args.child](args)
+        return {'plugin': child_plugin, 'floor': child_floor, 'queue': child_queue}[args.child](args)
 
     os.makedirs(args.cache, exist_ok=True)
-    print('machine: %s' % machine_note(), flush=True)
+    machine = machine_note()
+    print('machine: %s' % machine, flush=True)
     rows, queue_rows = [], []
     for size in [parse_size(s) for s in args.sizes.split(',')]:
         print('preparing %s ...' % human(size), flush=True)
         info = prepare(args.cache, size)
         info_path = os.path.join(args.cache, str(size), 'ready.json')
-        results = {}
+        warm([info['signed'], info['body'], os.path.join(
+            koji_pathinfo(info).build(info['callback']['build']),
+            koji_pathinfo(info).rpm(info['callback']['rpm']))])
+        floor = run_child([sys.executable, __file__, '--child', 'floor', '--info', info_path,
+                           '--runs', '3'])
+        print('  Python read+sha256+base64: %.2f s CPU, %.2f s' % (floor['cpu'], floor['seconds']),
+              flush=True)
+        runs = {'curl': [], 'plugin': []}
         with tempfile.TemporaryDirectory(prefix='bench-') as work:
-            conf = os.path.join(work, 'rekor_log.conf')
-            for approach in ('plugin', 'naive', 'curl'):
-                rekor = LocalRekor(work)  # a fresh log: every approach meets 201
-                try:
-                    write_conf(conf, rekor, info)
-                    if approach == 'curl':
-                        results[approach] = run_curl(rekor.url, info['body'])
-                    else:
-                        results[approach] = measure([
-                            sys.executable, __file__, '--child', approach, '--info', info_path,
-                            '--conf', conf, '--url', rekor.url])
-                finally:
-                    rekor.stop()
-                r = results[approach]
-                print('  %-6s %8.2f s  %7.1f MiB RSS  %s written' % (
-                    approach, r['seconds'], r['rss'] / MiB, human(r['written'])), flush=True)
+            for pair in range(args.pairs):
+                for side in ('curl', 'plugin') if pair % 2 == 0 else ('plugin', 'curl'):
+                    r = one_run(side, work, info, info_path)
+                    runs[side].append(r)
+                    print('  pair %d %-6s %7.2f s  %6.2f s CPU  log %6.2f s CPU  machine busy '
+                          '%6.2f s  %6.1f MiB' % (pair + 1, side, r['seconds'], r['cpu'],
+                                                  r['log_cpu'], r['busy'], r['rss'] / MiB),
+                          flush=True)
             rekor = LocalRekor(work)
             try:
+                conf = os.path.join(work, 'rekor_log.conf')
                 write_conf(conf, rekor, info, queue_only=True)
-                queue = measure([sys.executable, __file__, '--child', 'queue', '--info', info_path,
-                                 '--conf', conf, '--runs', str(args.queue_runs)])
+                queue = run_child([sys.executable, __file__, '--child', 'queue', '--info',
+                                   info_path, '--conf', conf, '--runs', str(args.queue_runs)])
             finally:
                 rekor.stop()
-        rows.append((info['size'], results))
+        rows.append((info['size'], runs, floor))
         queue_rows.append((info['size'], queue))
-    print_table(rows, queue_rows, args.queue_runs)
+    if args.json:
+        with open(args.json, 'w') as fo:
+            json.dump({'machine': machine, 'sizes': [
+                {'size': size, 'runs': runs, 'floor': floor} for size, runs, floor in rows],
+                'queue_only': dict((str(size), q) for size, q in queue_rows)}, fo, indent=1)
+    print_table(rows, queue_rows, args.queue_runs, machine)
 
 
-def print_table(rows, queue_rows, runs):
+def koji_pathinfo(info):
+    import koji
+    return koji.PathInfo(topdir=info['topdir'])
+
+
+def spread(values, fmt):
+    """median (min-max)"""
+    return (fmt + ' (' + fmt + '-' + fmt + ')') % (
+        statistics.median(values), min(values), max(values))
+
+
+def print_table(rows, queue_rows, runs, machine):
     print()
-    print('| RPM | approach | wall time | peak RSS | written to disk | plugin/naive | plugin/curl |')
-    print('|---|---|---|---|---|---|---|')
-    for size, results in rows:
-        p = results['plugin']
-        for name in ('plugin', 'naive', 'curl'):
-            r = results[name]
-            ratios = ('%.2fx time, %.2fx RSS' % (p['seconds'] / results['naive']['seconds'],
-                                                 p['rss'] / results['naive']['rss']),
-                      '%.2fx time' % (p['seconds'] / results['curl']['seconds'])) \
-                if name == 'plugin' else ('', '')
-            print('| %s | %s | %.2f s | %.1f MiB | %s | %s | %s |' % (
-                human(size), name, r['seconds'], r['rss'] / MiB, human(r['written']), *ratios))
+    print('Measured on: %s.' % machine)
+    print()
+    print('| RPM | pairs | curl | plugin | plugin/curl | peak RSS plugin | peak RSS curl '
+          '| plugin wrote |')
+    print('|---|---|---|---|---|---|---|---|')
+    for size, r, _ in rows:
+        ratios = [p['seconds'] / c['seconds'] for p, c in zip(r['plugin'], r['curl'])]
+        print('| %s | %d | %s s | %s s | %sx | %.1f MiB | %.1f MiB | %s |' % (
+            human(size), len(ratios), spread([c['seconds'] for c in r['curl']], '%.2f'),
+            spread([p['seconds'] for p in r['plugin']], '%.2f'), spread(ratios, '%.2f'),
+            max(p['rss'] for p in r['plugin']) / MiB, max(c['rss'] for c in r['curl']) / MiB,
+            human(max(p['written'] for p in r['plugin']))))
+    print()
+    print('CPU seconds per GB of RPM, medians over the runs. "(plugin-curl)/Python": the '
+          'plugin\'s CPU beyond what curl spends to send the same body, over Python\'s '
+          'own read+sha256+base64. "log busy": the log\'s CPU over '
+          'the run\'s time (1.00 = one core all the time). "others": the busy CPU of the rest '
+          'of the machine meanwhile (other processes, and kernel work charged to none), '
+          'in cores.')
+    print()
+    print('| RPM | plugin | curl | Python read+sha256+base64 | plugin/Python '
+          '| (plugin-curl)/Python | log, curl runs | log, plugin runs | log busy, curl runs '
+          '| log busy, plugin runs | others, curl runs | others, plugin runs |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
+    for size, r, floor in rows:
+        gb = size / (1024 * MiB)
+
+        def per_gb(side, key):
+            return statistics.median(x[key] for x in r[side]) / gb
+
+        def busy(side):
+            return statistics.median(x['log_cpu'] / x['outer'] for x in r[side])
+
+        def others(side):
+            return statistics.median(max(0.0, x['busy'] - x['log_cpu'] - x['cpu']) / x['outer']
+                                     for x in r[side])
+        floor_gb = floor['cpu'] / gb
+        print('| %s | %.2f | %.2f | %.2f | %.2fx | %.2fx | %.2f | %.2f | %.2f | %.2f | %.2f '
+              '| %.2f |' % (
+            human(size), per_gb('plugin', 'cpu'), per_gb('curl', 'cpu'), floor_gb,
+            per_gb('plugin', 'cpu') / floor_gb,
+            (per_gb('plugin', 'cpu') - per_gb('curl', 'cpu')) / floor_gb,
+            per_gb('curl', 'log_cpu'), per_gb('plugin', 'log_cpu'), busy('curl'), busy('plugin'),
+            others('curl'), others('plugin')))
     print()
     print('queue_only: postRPMSign + postCommit per signature import (%d runs)' % runs)
     print('| RPM | median | max |')
