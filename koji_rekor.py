@@ -39,6 +39,10 @@ from rekor_log import (
     UNCOMMITTED, UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
     verify_log_entry, __version__, write_atomic, write_file_at, write_receipt,
 )
+from rekor_log import (  # for verify-rpm and doctor
+    RPM_LOCK, check_key_signed_rpm, expected_from_header, known_log_key, openpgp_fingerprint,
+    openpgp_primary_key, text, verify_rpm_body,
+)
 
 # ---------------------------------------------------------------------------
 # The worker: koji-rekor retry
@@ -1746,6 +1750,399 @@ def backfill_summary(counts, would_log=None):
 
 
 # ---------------------------------------------------------------------------
+# Checking a package against the log: koji-rekor verify-rpm
+#
+# For package users, from an RPM file and nothing of Koji's: the log's
+# index is searched by the file's sha256 (or receipts are given), each
+# entry found is verified as the plugin verifies its own (UUID, inclusion
+# proof, checkpoint, SET, logID, and the body against this very file: hash,
+# NEVRA, key, with rpm checking the file's signature by that key), and its
+# key must be one the user trusts. The index is not part of what the log
+# signs: a package it does not return is "not found", never "absent".
+# ---------------------------------------------------------------------------
+
+ARMOR_BEGIN = b'-----BEGIN PGP PUBLIC KEY BLOCK-----'
+ARMOR_END = b'-----END PGP PUBLIC KEY BLOCK-----'
+# The most entries checked for one package: a log answering thousands for
+# one hash is lying or attacked, and each would cost a fetch.
+MAX_ENTRIES_PER_PACKAGE = 50
+# Status of a package -> exit status.
+PACKAGE_STATUS = {'logged': 0, 'not found': 1, 'untrusted key': 1, 'not verified': 1,
+                  'not checked': 2}
+
+
+@dataclass
+class TrustedKey:
+    name: str  # the file it came from, or gpg-pubkey-<version>-<release>
+    armored: bytes
+    primary: bytes
+    fingerprint: str
+
+
+def armored_blocks(data):
+    """Each armored public key block in data: a key file, or a gpg-pubkey
+    package's description, may hold several."""
+    blocks, start = [], data.find(ARMOR_BEGIN)
+    while start >= 0:
+        end = data.find(ARMOR_END, start)
+        if end < 0:
+            break
+        end += len(ARMOR_END)
+        blocks.append(data[start:end] + b'\n')
+        start = data.find(ARMOR_BEGIN, end)
+    return blocks
+
+
+def add_trusted_keys(data, name, keys):
+    """Append the keys armored in data; returns how many."""
+    found = 0
+    for block in armored_blocks(data):
+        primary = openpgp_primary_key(block)
+        if primary:
+            keys.append(TrustedKey(name, block, primary, openpgp_fingerprint(block)))
+            found += 1
+    return found
+
+
+def read_file_bytes(path):
+    try:
+        with open(path, 'rb') as fo:
+            return fo.read()
+    except OSError as e:
+        raise UsageError('cannot read %s: %s' % (path, e.strerror or e))
+
+
+def trusted_keys(args):
+    """The keys the user trusts: --key files, every key file in --keys, and
+    with --rpmdb the gpg-pubkey packages of an rpm database."""
+    keys = []
+    for path in args.key or ():
+        if not add_trusted_keys(read_file_bytes(path), path, keys):
+            raise UsageError('%s holds no ASCII-armored OpenPGP public key' % path)
+    if args.keys:
+        if not os.path.isdir(args.keys):
+            raise UsageError('no such directory: %s' % args.keys)
+        found = 0
+        for name in sorted(os.listdir(args.keys)):
+            path = os.path.join(args.keys, name)
+            if os.path.isfile(path):  # other files (a README) are not keys
+                found += add_trusted_keys(read_file_bytes(path), path, keys)
+        if not found:
+            raise UsageError('%s holds no ASCII-armored OpenPGP public key' % args.keys)
+    if args.rpmdb:
+        if not rpmdb_keys(args.root, args.dbpath, keys):
+            raise UsageError('the rpm database of %s holds no gpg-pubkey'
+                             % (args.dbpath or args.root or '/'))
+    if not keys:
+        raise UsageError('no trusted keys: pass --key FILE, --keys DIR or --rpmdb')
+    return keys
+
+
+# The files that hold an rpm database: sqlite, ndb, bdb.
+RPMDB_FILES = ('rpmdb.sqlite', 'Packages.db', 'Packages')
+
+
+def rpmdb_keys(root, dbpath, keys):
+    """The keys rpm (and so dnf) trusts: the gpg-pubkey packages of the rpm
+    database, each holding its armored key as its description."""
+    import rpm
+    with RPM_LOCK:
+        if dbpath:
+            rpm.addMacro('_dbpath', os.path.abspath(dbpath))
+        try:
+            # rpm creates a database where there is none: look first.
+            where = os.path.join(root or '/', rpm.expandMacro('%{_dbpath}').lstrip('/'))
+            if not any(os.path.isfile(os.path.join(where, name)) for name in RPMDB_FILES):
+                raise UsageError('no rpm database in %s' % where)
+            ts = rpm.TransactionSet(root or '/')
+            try:
+                found = 0
+                for hdr in ts.dbMatch('name', 'gpg-pubkey'):
+                    description = hdr[rpm.RPMTAG_DESCRIPTION]
+                    if isinstance(description, str):
+                        description = description.encode()
+                    found += add_trusted_keys(description or b'', 'gpg-pubkey-%s-%s' % (
+                        text(hdr[rpm.RPMTAG_VERSION]), text(hdr[rpm.RPMTAG_RELEASE])), keys)
+                return found
+            except rpm.error as e:
+                raise UsageError('cannot read the rpm database of %s: %s'
+                                 % (dbpath or root or '/', e))
+            finally:
+                ts.closeDB()
+        finally:
+            if dbpath:
+                rpm.delMacro('_dbpath')
+
+
+@dataclass
+class PackageCheck:
+    """What verify-rpm found for one file."""
+    file: str
+    sha256: str = None
+    nvra: str = None
+    status: str = 'not checked'
+    reason: str = None
+    entry_id: str = None
+    log_index: int = None
+    integrated_time: int = None
+    time_signed: bool = None
+    fingerprint: str = None
+    trusted_key: str = None
+    entries: list = field(default_factory=list)  # every entry looked at, and its outcome
+    notes: list = field(default_factory=list)
+
+    def as_json(self):
+        data = dict(vars(self))
+        data['logged'] = self.status == 'logged'
+        return data
+
+
+def verify_rpm_settings(args):
+    """No configuration file unless --config: a package user has none; the
+    defaults are the public log with its shipped key."""
+    settings = load_config(args.config) if args.config else Settings()
+    if args.url:
+        settings.url = args.url
+    if args.allow_insecure_http:
+        settings.allow_insecure_http = True
+    check_url(settings)
+    if args.origin:
+        settings.origin = args.origin
+    return settings
+
+
+def online_log_key(args, settings):
+    """--log-key, the configured key, or the shipped key of the public
+    instance; never a key fetched from the log being checked."""
+    if args.log_key or settings.log_public_key:
+        return verify_key_for(args, settings, None, {})
+    if urllib.parse.urlsplit(settings.url).hostname == PUBLIC_REKOR_HOST:
+        return load_log_key(PUBLIC_REKOR_KEY)
+    raise UsageError('no log key for %s: pass --log-key' % settings.url)
+
+
+def offline_entry(args, settings, path):
+    """A receipt (or raw entry) file with the log key and origin to check it
+    by, as `verify` does: the checkpoint must name --origin, the configured
+    origin, or the host of the receipt's rekor_url."""
+    receipt, entry_id, entry = load_entry_file(path)
+    log_key = verify_key_for(args, settings, receipt, entry)
+    origin = settings.origin
+    if origin is None and receipt:
+        origin = urllib.parse.urlsplit(str(receipt.get('rekor_url', ''))).hostname
+    return path, entry_id, entry, log_key, origin
+
+
+def claimed_sha256(entry):
+    """The package sha256 an entry's body names, unverified: only to pick
+    which receipts to verify for a file."""
+    try:
+        body = json.loads(base64.b64decode(entry['body']))
+        return body['spec']['package']['hash']['value']
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def hash_file(path):
+    """(sha256, None), or (None, the reason the file cannot be read)."""
+    try:
+        with open(path, 'rb') as fo:
+            return sha256_of(fo), None
+    except OSError as e:
+        return None, 'cannot read %s: %s' % (path, e.strerror or e)
+
+
+def logged_public_key(body):
+    try:
+        return base64.b64decode(((body.get('spec') or {}).get('publicKey') or {})
+                                .get('content') or '', validate=True)
+    except (binascii.Error, AttributeError, TypeError):
+        return b''
+
+
+def check_entry_for_file(check, signed, entry_id, entry, log_key, origin, keys):
+    """Verify one entry found for this file; returns its outcome, a dict
+    whose 'outcome' is 'trusted', 'untrusted key', 'failed' or 'other'."""
+    outcome = {'entry_id': entry_id}
+    try:
+        verified = verify_log_entry(entry_id, entry, log_key, origin, require_set=False)
+    except VerificationError as e:
+        return dict(outcome, outcome='failed', reason=str(e))
+    body = verified.body
+    outcome.update(log_index=verified.log_index, integrated_time=verified.integrated_time,
+                   time_signed=verified.signed_time, notes=verified.notes)
+    if body.get('kind') != 'rpm':
+        return dict(outcome, outcome='other', reason='a %s entry, not rpm' % body.get('kind'))
+    logged = (((body.get('spec') or {}).get('package') or {}).get('hash') or {}).get('value')
+    if logged != check.sha256:
+        return dict(outcome, outcome='failed', reason=(
+            'the entry logs sha256 %s, this file has %s: it is not the file that was logged'
+            % (logged, check.sha256)))
+    armored = logged_public_key(body)
+    primary = openpgp_primary_key(armored)
+    outcome['fingerprint'] = openpgp_fingerprint(armored)
+    trusted = next((k for k in keys if primary and k.primary == primary), None)
+    # rpm checks the file's signature with the user's own copy of the key
+    # when they trust it, else with the key the log recorded.
+    key, key_name = (trusted.armored, trusted.name) if trusted else (armored, 'the logged key')
+    try:
+        with RPM_LOCK:
+            hdr = check_key_signed_rpm(signed, key, key_name)
+        verify_rpm_body(body, expected_from_header(hdr, check.sha256, key))
+    except (RekorLogError, VerificationError) as e:
+        return dict(outcome, outcome='failed', reason=str(e))
+    if not trusted:
+        return dict(outcome, outcome='untrusted key', reason=(
+            'logged with key %s, which is not one of the trusted keys'
+            % (outcome['fingerprint'] or 'of unknown fingerprint')))
+    return dict(outcome, outcome='trusted', trusted_key=trusted.name)
+
+
+def conclude(check, outcomes, missing_reason):
+    """A package's status from the outcomes of its entries: logged when one
+    verified with a trusted key, else the most telling failure."""
+    check.entries = outcomes
+    for wanted, status in (('trusted', 'logged'), ('untrusted key', 'untrusted key'),
+                           ('failed', 'not verified')):
+        chosen = next((o for o in outcomes if o['outcome'] == wanted), None)
+        if chosen:
+            check.status = status
+            check.reason = chosen.get('reason')
+            for name in ('entry_id', 'log_index', 'integrated_time', 'time_signed',
+                         'fingerprint', 'trusted_key'):
+                setattr(check, name, chosen.get(name))
+            check.notes += chosen.get('notes') or []
+            if status == 'logged' and any(o['outcome'] == 'failed' for o in outcomes):
+                check.notes.append('another entry for this file does not verify')
+            return
+    check.status, check.reason = 'not found', missing_reason
+
+
+def entries_from_index(client, sha256):
+    """[(entryID, entry)] the log's index lists for a hash, and a note on
+    what it lists but the log did not return."""
+    ids = list(dict.fromkeys(i.lower() for i in client.search_index(
+        {'hash': 'sha256:%s' % sha256})))
+    notes = []
+    if len(ids) > MAX_ENTRIES_PER_PACKAGE:
+        notes.append('the index lists %d entries; the first %d were checked'
+                     % (len(ids), MAX_ENTRIES_PER_PACKAGE))
+        ids = ids[:MAX_ENTRIES_PER_PACKAGE]
+    found, seen = [], set()
+    for start in range(0, len(ids), RETRIEVE_BATCH):
+        for entry_id, entry in client.retrieve_entries(ids[start:start + RETRIEVE_BATCH]):
+            if entry_id.lower()[-64:] not in seen:
+                seen.add(entry_id.lower()[-64:])
+                found.append((entry_id, entry))
+    missing = sum(1 for i in ids if i[-64:] not in seen)
+    if missing:
+        notes.append('the index lists %d entries the log did not return' % missing)
+    return found, notes
+
+
+def check_package(check, context):
+    """Fill in check (its sha256 known) for one RPM file."""
+    try:
+        signed = signed_rpm_from_file(check.file)
+    except SourceGone as e:
+        check.reason = str(e)
+        if str(e).endswith(' is not signed'):
+            check.status = 'not verified'
+        return
+    check.nvra = signed.nvra
+    if context.receipts is not None:
+        # The receipts that name this file's hash; if none does, all of
+        # them, so that each says why it is not this file's.
+        receipts = [r for r in context.receipts if claimed_sha256(r[2]) == check.sha256]
+        outcomes = []
+        for name, entry_id, entry, log_key, origin in receipts or context.receipts:
+            outcome = check_entry_for_file(check, signed, entry_id, entry, log_key, origin,
+                                           context.keys)
+            outcomes.append(dict(outcome, receipt=name))
+        conclude(check, outcomes, 'no receipt given logs it')
+        return
+    try:
+        found, notes = entries_from_index(context.client, check.sha256)
+    except RekorLogError as e:
+        check.reason = str(e)
+        return
+    check.notes += notes
+    outcomes = [check_entry_for_file(check, signed, entry_id, entry, context.log_key,
+                                     context.settings.origin_host, context.keys)
+                for entry_id, entry in found]
+    conclude(check, outcomes, "not found in the log's index (the index is best-effort: "
+                              'this does not prove it absent from the log)')
+
+
+@dataclass
+class VerifyRpmContext:
+    args: object
+    settings: Settings
+    keys: list
+    receipts: list = None  # [(file, entryID, entry, log key, origin)] when offline
+    client: RekorClient = None
+    log_key: object = None
+
+
+def verify_rpms(context, paths):
+    """Check every file; hashing runs ahead of the log's answers, in a
+    small pool (hashlib releases the GIL), so many RPMs cost about the time
+    of hashing them."""
+    from concurrent.futures import ThreadPoolExecutor
+    checks = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for path, (sha256, error) in zip(paths, pool.map(hash_file, paths)):
+            check = PackageCheck(path, sha256)
+            checks.append(check)
+            if error:
+                check.reason = error
+                continue
+            check_package(check, context)
+    return checks
+
+
+def format_time(seconds, signed):
+    return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(seconds)) + (
+        '' if signed else ' (unsigned: no signed entry timestamp)')
+
+
+def format_package(check):
+    name = check.file + (' (%s)' % check.nvra if check.nvra else '')
+    if check.status == 'logged':
+        line = ('logged %s: log index %d, integrated %s, signed by %s (trusted: %s), entry %s'
+                % (name, check.log_index, format_time(check.integrated_time, check.time_signed),
+                   check.fingerprint, check.trusted_key, check.entry_id))
+    elif check.status == 'untrusted key':
+        line = 'NOT TRUSTED %s: %s (log index %d, integrated %s, entry %s)' % (
+            name, check.reason, check.log_index,
+            format_time(check.integrated_time, check.time_signed), check.entry_id)
+    else:
+        line = '%s %s: %s' % (check.status.upper(), name, check.reason)
+    return '\n'.join([line] + ['  note: %s' % n for n in check.notes]) + '\n'
+
+
+def cmd_verify_rpm(args):
+    settings = verify_rpm_settings(args)
+    keys = trusted_keys(args)
+    context = VerifyRpmContext(args, settings, keys)
+    if args.receipt:
+        context.receipts = [offline_entry(args, settings, path) for path in args.receipt]
+        checks = verify_rpms(context, args.rpm)
+    else:
+        context.log_key = online_log_key(args, settings)
+        context.client = RekorClient(settings)
+        try:
+            checks = verify_rpms(context, args.rpm)
+        finally:
+            context.client.close()
+    status = max(PACKAGE_STATUS[c.status] for c in checks)
+    if 1 in (PACKAGE_STATUS[c.status] for c in checks):
+        status = 1  # a package that failed outweighs one that could not be checked
+    return emit(args, status, {'packages': [c.as_json() for c in checks]},
+                ''.join(format_package(c) for c in checks))
+
+
+# ---------------------------------------------------------------------------
 # Checking an installation: koji-rekor doctor
 #
 # Each check is one line: ok, warn (worth a look, not broken), FAIL (the hub
@@ -2004,15 +2401,10 @@ def trusted_log_key(settings, topdir):
     """(key, where) the plugin would trust without asking the log: the
     configured key, the shipped one for the public instance, or one pinned
     before (resolve_log_key's order); (None, None) before the first use."""
-    if settings.log_public_key:
-        return read_log_key(settings.log_public_key), settings.log_public_key
-    parts = urllib.parse.urlsplit(settings.url)
-    if parts.hostname == PUBLIC_REKOR_HOST:
-        return load_log_key(PUBLIC_REKOR_KEY), 'the key built into rekor_log.py'
-    pinned = os.path.join(state_dir(topdir), 'keys', '%s.pem' % parts.netloc.replace(':', '_'))
-    if os.path.isfile(pinned):
-        return read_log_key(pinned), pinned
-    return None, None
+    key, pinned = known_log_key(settings, state_dir(topdir))
+    if key is None:
+        return None, None
+    return key, pinned or settings.log_public_key or 'the key built into rekor_log.py'
 
 
 def check_log(checkup, settings, topdir):
@@ -2743,6 +3135,29 @@ def build_parser():
     verify.add_argument('--config', help='plugin configuration file (default: %s when it '
                         'exists and can be read; none is needed)' % CONFIG_FILE)
     verify.set_defaults(func=cmd_verify)
+
+    verify_rpm = sub.add_parser(
+        'verify-rpm', help='check RPM files against the log: logged, and by a key you trust')
+    verify_rpm.add_argument('rpm', nargs='+', help='RPM files')
+    verify_rpm.add_argument('--key', action='append', metavar='FILE',
+                            help='trust the ASCII-armored public key(s) in FILE (repeatable)')
+    verify_rpm.add_argument('--keys', metavar='DIR', help='trust every armored key in DIR')
+    verify_rpm.add_argument('--rpmdb', action='store_true',
+                            help="trust the rpm database's gpg-pubkey keys, as dnf does")
+    verify_rpm.add_argument('--root', help='with --rpmdb: the system root (rpm --root)')
+    verify_rpm.add_argument('--dbpath', help='with --rpmdb: the rpm database directory')
+    verify_rpm.add_argument('--receipt', action='append', metavar='FILE',
+                            help='check against this receipt, offline, instead of searching '
+                                 "the log's index (repeatable)")
+    verify_rpm.add_argument('--url', help='Rekor URL (default: %s)' % DEFAULT_URL)
+    verify_rpm.add_argument('--allow-insecure-http', action='store_true',
+                            help='allow a plain http --url')
+    verify_rpm.add_argument('--log-key', help="PEM file of the log's public key")
+    verify_rpm.add_argument('--origin', help='host the checkpoint origin must name')
+    verify_rpm.add_argument('--config', help='read the log settings from this plugin '
+                                             'configuration file (default: none)')
+    verify_rpm.add_argument('--json', action='store_true', help='print the results as JSON')
+    verify_rpm.set_defaults(func=cmd_verify_rpm)
 
     retry = sub.add_parser('retry', help='upload what the outbox holds (for cron or a service)')
     retry.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')

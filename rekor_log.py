@@ -31,7 +31,7 @@ import weakref
 from dataclasses import dataclass, field
 
 import koji
-from koji.plugin import callback, ignore_error
+from koji.plugin import callback, export, ignore_error
 
 __version__ = '0.1.0'
 
@@ -2037,20 +2037,33 @@ def pin_name(url):
     return check_part('%s.pem' % host.replace(':', '_'))
 
 
+def known_log_key(settings, state):
+    """The log key trusted without asking the log: configured, shipped for
+    the public instance, or pinned under the state directory; (the key or
+    None, where a pinned key is or would be)."""
+    if settings.log_public_key:
+        return read_log_key(settings.log_public_key), None
+    if urllib.parse.urlsplit(settings.url).hostname == PUBLIC_REKOR_HOST:
+        return load_log_key(PUBLIC_REKOR_KEY), None
+    if not state:
+        return None, None
+    name = pin_name(settings.url)
+    where = os.path.join(state, KEYS_DIR, name)
+    try:
+        with logs_dir(topdir_of_state(state), (STATE_DIR, KEYS_DIR), create=False) as fd:
+            pinned = read_file_at(fd, name, limit=64 * 1024)
+    except FileNotFoundError:
+        pinned = None
+    return (pinned_key(where, pinned) if pinned is not None else None), where
+
+
 def resolve_log_key(settings, client, state):
     """The log key to trust: configured, shipped for the public instance, or
     pinned on first use under the state directory where allowed."""
-    if settings.log_public_key:
-        return read_log_key(settings.log_public_key)
-    if urllib.parse.urlsplit(settings.url).hostname == PUBLIC_REKOR_HOST:
-        return load_log_key(PUBLIC_REKOR_KEY)
+    key, where = known_log_key(settings, state)
+    if key is not None:
+        return key
     name = pin_name(settings.url)
-    where = os.path.join(state, KEYS_DIR, name) if state else None
-    if state:
-        with logs_dir(topdir_of_state(state), (STATE_DIR, KEYS_DIR)) as fd:
-            pinned = read_file_at(fd, name, limit=64 * 1024)
-        if pinned is not None:
-            return pinned_key(where, pinned)
     if not (settings.trust_on_first_use or settings.legacy):
         raise RekorLogError('no log key for %s: set [rekor] log_public_key (koji-rekor '
                             'log-key prints the key the log serves), or trust_on_first_use = true'
@@ -2987,3 +3000,127 @@ def report_failure(settings, nvra, sigkey, exc):
     if settings.enforce:
         raise koji.CallbackError('Rekor upload of %s (sigkey %s) failed: %s'
                                  % (nvra, sigkey, cause))
+
+
+# ---------------------------------------------------------------------------
+# Hub call: rekorLogStatus
+#
+# Read-only: what became of each signature of an RPM, from its receipt and
+# the outbox. A receipt counts as logged only once it verifies offline
+# (log key, inclusion proof, checkpoint, SET, and the body against that
+# signature's signed copy of the RPM); one that does not is reported so.
+# ---------------------------------------------------------------------------
+
+@export
+def rekorLogStatus(rpm):
+    """Per signature of an RPM (its ID or N-V-R.A): logged, queued, set
+    aside (rejected or rolled back), unverified or not logged."""
+    # kojihub exists only inside the hub, which has loaded it by the time
+    # a call runs; importing it here keeps this module usable elsewhere.
+    import kojihub
+    rpminfo = kojihub.get_rpm(rpm, strict=True)
+    sigkeys = sorted({sig['sigkey'] for sig in kojihub.query_rpm_sigs(rpm_id=rpminfo['id'])
+                      if sig['sigkey']})  # '' is an unsigned header, not a signature
+    if rpminfo.get('external_repo_id'):
+        return [signature_status(rpminfo, sigkey, 'not logged', reason=(
+            'from external repo %s: the plugin logs only what this Koji signs'
+            % rpminfo.get('external_repo_name'))) for sigkey in sigkeys]
+    settings = get_config()
+    build = kojihub.get_build(rpminfo['build_id'], strict=True)
+    return [status_of_signature(settings, koji.pathinfo.topdir, build, rpminfo, sigkey)
+            for sigkey in sigkeys]
+
+
+def signature_status(rpminfo, sigkey, status, **fields):
+    return dict(fields, rpm_id=rpminfo['id'], nvra=nvra_of(rpminfo), sigkey=sigkey,
+                status=status)
+
+
+def status_of_signature(settings, topdir, build, rpminfo, sigkey):
+    path = receipt_path(topdir, rpminfo, sigkey)
+    try:
+        receipt = read_receipt(topdir, rpminfo, sigkey)
+    except RekorLogError as e:  # a link, not a file, not JSON: not believed
+        receipt, unreadable = None, e
+    else:
+        unreadable = None
+    if receipt is not None or unreadable:
+        try:
+            if unreadable:
+                raise unreadable
+            return signature_status(rpminfo, sigkey, 'logged', **check_receipt(
+                settings, topdir, build, rpminfo, sigkey, path, receipt))
+        except Exception as e:
+            return signature_status(rpminfo, sigkey, 'unverified', receipt=path,
+                                    reason='the receipt does not verify: %s' % failure_cause(e))
+    name = record_name(rpminfo, sigkey)
+    for status, folder, suffix in (('queued', None, COMMITTED), ('queued', None, UNCOMMITTED),
+                                   ('rejected', 'rejected', COMMITTED),
+                                   ('rolled back', 'rolled-back', COMMITTED)):
+        record_path = os.path.join(outbox_dir(topdir), folder or '', name + suffix)
+        try:
+            record = read_outbox_file(topdir, folder, name + suffix)
+        except RekorLogError as e:
+            return signature_status(rpminfo, sigkey, status, record=record_path,
+                                    reason='the record is unreadable: %s' % e)
+        if record is not None:
+            return signature_status(rpminfo, sigkey, status, record=record_path,
+                                    **record_fields(record, status, suffix))
+    return signature_status(rpminfo, sigkey, 'not logged', reason=(
+        'no receipt and nothing in the outbox' if settings.record_log_info else
+        '[upload] record_log_info is off: no receipts are kept'))
+
+
+def read_outbox_file(topdir, folder, name):
+    """A record of the outbox (or of one of its folders), parsed, read
+    without following links; None when absent."""
+    try:
+        with logs_dir(topdir, (OUTBOX_DIR,) + ((folder,) if folder else ()),
+                      create=False) as fd:
+            data = read_file_at(fd, name)
+    except FileNotFoundError:
+        return None
+    return parse_json(data, name) if data is not None else None
+
+
+def check_receipt(settings, topdir, build, rpminfo, sigkey, path, receipt):
+    """Verify a receipt offline against the signed RPM Koji holds for this
+    signature; returns what it proves."""
+    entries = receipt.get('log_entry') if isinstance(receipt, dict) else None
+    if not isinstance(entries, dict) or len(entries) != 1:
+        raise VerificationError('%s holds no single Rekor entry' % path)
+    (entry_id, entry), = entries.items()
+    key, _ = known_log_key(settings, state_dir(topdir))
+    if key is None:
+        raise VerificationError('no log key for %s to check it with' % display_url(settings.url))
+    verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
+    signed = locate_signed_rpm(build, rpminfo, sigkey)
+    with signed.open() as fo:
+        sha256 = sha256_of(fo)
+    key_path = public_key_file(settings, sigkey)
+    public_key = read_public_key(key_path)
+    with RPM_LOCK:
+        hdr = check_key_signed_rpm(signed, public_key, key_path)
+    verify_rpm_body(verified.body, expected_from_header(hdr, sha256, public_key))
+    return {'entry_id': verified.entry_id, 'log_index': verified.log_index,
+            'integrated_time': verified.integrated_time, 'receipt': path}
+
+
+def record_fields(record, status, suffix):
+    """What an outbox record says, read as input: only fields of the
+    expected types are passed on."""
+    record = record if isinstance(record, dict) else {}
+    fields = {}
+    if status == 'queued':
+        fields['committed'] = suffix == COMMITTED
+        for name, kind in (('attempts', int), ('last_error', str), ('next_attempt', int),
+                           ('queued', int)):
+            if isinstance(record.get(name), kind) and not isinstance(record.get(name), bool):
+                fields[name] = record[name]
+    else:
+        aside = record.get('set_aside') if isinstance(record.get('set_aside'), dict) else {}
+        if isinstance(aside.get('reason'), str):
+            fields['reason'] = aside['reason']
+        if isinstance(aside.get('time'), int):
+            fields['time'] = aside['time']
+    return fields

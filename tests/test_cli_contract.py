@@ -65,10 +65,13 @@ def commands(conf, workdir, receipt, signed_rpms, keys):
         'backfill': ['backfill', '--config', conf, '--topdir', workdir],
         'outbox': ['outbox', '--topdir', workdir],
         'log-key': ['log-key', '--config', conf, '--topdir', workdir],
+        'verify-rpm': ['verify-rpm', signed_rpms[('rsa', 'header')], '--receipt', receipt,
+                       '--config', conf, '--key', keys['rsa'].path],
     }
 
 
-SUBCOMMANDS = ('upload', 'verify', 'retry', 'monitor', 'backfill', 'outbox', 'log-key', 'doctor')
+SUBCOMMANDS = ('upload', 'verify', 'retry', 'monitor', 'backfill', 'outbox', 'log-key',
+               'verify-rpm', 'doctor')
 
 
 def test_every_subcommand_is_covered_here():
@@ -130,11 +133,13 @@ def could_not_run(tmp_path, conf, workdir, receipt, signed_rpms, keys):
         'outbox': (['outbox', '--topdir', missing], 'no such topdir: %s' % missing),
         'log-key': (['log-key', '--config', missing], '%s: no such configuration file' % missing),
         'doctor': (['doctor', '--config', conf, '--topdir', workdir, '--no-such-option'], None),
+        'verify-rpm': (['verify-rpm', signed_rpms[('rsa', 'header')], '--config', conf],
+                       'no trusted keys: pass --key FILE, --keys DIR or --rpmdb'),
     }
 
 
 @pytest.mark.parametrize('case', ['upload', 'upload key', 'verify', 'retry', 'monitor',
-                                  'backfill', 'outbox', 'doctor'])
+                                  'backfill', 'outbox', 'doctor', 'verify-rpm'])
 def test_every_subcommand_exits_2_with_one_line_when_it_cannot_run(
         case, capsys, tmp_path, conf, workdir, receipt, signed_rpms, keys, rekor):
     argv, cause = could_not_run(tmp_path, conf, workdir, receipt, signed_rpms, keys)[case]
