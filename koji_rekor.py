@@ -24,24 +24,22 @@ from dataclasses import dataclass, field
 import koji
 
 from rekor_log import (
-    BadRecord, check_consistency, check_part, check_url, checkpoint_dir, checkpoint_parts,
-    checkpoint_path, CHUNK_SIZE, claimed, clear_outage, COMMIT_GRACE, COMMITTED, CONFIG_FILE,
-    DEFAULT_URL, deliver, display_url, failure_cause, KOJI_CLIENT_CONFIG, left_subtrees,
+    __version__, BadRecord, check_consistency, check_key_signed_rpm, check_part, check_url,
+    checkpoint_dir, checkpoint_parts, checkpoint_path, CHUNK_SIZE, claimed, clear_outage,
+    COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver, display_url,
+    expected_from_header, failure_cause, known_log_key, KOJI_CLIENT_CONFIG, left_subtrees,
     list_outbox, load_config, load_log_key, locate_signed_rpm, locked_at, LOG, log_key_id,
     log_outcome, log_signature, logs_dir, mark_committed, member, nvra_of, openpgp_emails,
-    openpgp_fingerprints, outbox_dir, OUTBOX_DIR, parse_json, prefix_roots, prove_consistency,
-    public_key_file, PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, read_file_at, read_json,
-    read_log_key, read_outage, read_public_key, read_receipt, read_tree_head, RECEIPT_DIR,
-    receipt_path, record_json, record_name, record_outage, RekorClient, RekorLogError,
-    RekorRejected, RekorUnavailable, resolve_log_key, RETRIEVE_BATCH, RETRIEVE_PATH,
-    saved_tree_head, set_aside, Settings, sha256_of, short_reason, SignatureSourceError,
-    signed_rpm_from_file, SourceGone, STATE_DIR, state_dir, subdir, topdir_of_state,
-    UNCOMMITTED, UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
-    verify_log_entry, __version__, write_atomic, write_file_at, write_receipt,
-)
-from rekor_log import (  # for verify-rpm and doctor
-    RPM_LOCK, check_key_signed_rpm, expected_from_header, known_log_key, openpgp_fingerprint,
-    openpgp_primary_key, text, verify_rpm_body,
+    openpgp_fingerprint, openpgp_fingerprints, openpgp_primary_key, OUTBOX_DIR, outbox_dir,
+    parse_json, prefix_roots, prove_consistency, public_key_file, PUBLIC_REKOR_HOST,
+    PUBLIC_REKOR_KEY, read_file_at, read_json, read_log_key, read_outage, read_public_key,
+    read_receipt, read_tree_head, RECEIPT_DIR, receipt_path, record_json, record_name,
+    record_outage, RekorClient, RekorLogError, RekorRejected, RekorUnavailable,
+    resolve_log_key, RETRIEVE_BATCH, RETRIEVE_PATH, RPM_LOCK, saved_tree_head, set_aside,
+    Settings, sha256_of, short_reason, SignatureSourceError, signed_rpm_from_file,
+    SourceGone, STATE_DIR, state_dir, subdir, text, topdir_of_state, UNCOMMITTED,
+    UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
+    verify_log_entry, verify_rpm_body, write_atomic, write_file_at, write_receipt,
 )
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 import koji_rekor
 
 from hostile_server import HostileServer
-from test_outbox import ENTRIES, packages, sigs, world  # noqa: F401 - fixtures
+from test_outbox import packages, sigs, world  # noqa: F401 - fixtures
 
 BUDGET = 1
 # Loose upper bound of a hub request with a 1 s budget: the budget, the

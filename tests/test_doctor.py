@@ -8,7 +8,6 @@ import os
 import pwd
 import re
 import shutil
-import textwrap
 
 import pytest
 from cryptography.hazmat.primitives import serialization
