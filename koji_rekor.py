@@ -2176,14 +2176,11 @@ def run_doctor(config_file, topdir):
             checkup.add('skip', check, 'needs a configuration the hub accepts')
         settings = None
     else:
-        where = config_file if os.path.isfile(config_file) else \
-            '%s does not exist, so the defaults apply' % config_file
+        where = config_file  # load_config refuses a missing file
         hidden = unreadable_by(settings.hub_user, config_file)
         if hidden:
-            # configparser skips a file it cannot open: the hub would run
-            # on the defaults, and log to the public instance.
-            checkup.add('fail', 'configuration', '%s: %s, so the hub runs on the defaults and '
-                        'logs to %s' % (config_file, hidden, DEFAULT_URL))
+            checkup.add('fail', 'configuration', '%s: %s, so the hub fails every signature '
+                        'import on it' % (config_file, hidden))
         else:
             checkup.add('ok', 'configuration', '%s (log %s, %s)' % (
                 where, settings.url, 'queue_only' if settings.queue_only else

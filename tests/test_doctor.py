@@ -257,7 +257,7 @@ def test_the_outbox_is_summarised(setup):
 
 
 def test_a_configuration_the_hub_user_cannot_read(setup):
-    # The hub would skip it silently and run on the defaults: the public log.
+    # The hub could not read it: every signature import would fail.
     setup.options['upload']['hub_user'] = 'nobody'
     setup.run()
     setup.conf.chmod(0o600)
@@ -265,7 +265,7 @@ def test_a_configuration_the_hub_user_cannot_read(setup):
     assert status == 1
     assert out.splitlines()[0] == (
         'FAIL configuration: %s: not readable by the hub user nobody (mode 600, %s:%s), so the '
-        'hub runs on the defaults and logs to https://rekor.sigstore.dev'
+        'hub fails every signature import on it'
         % (setup.conf, ME, grp.getgrgid(os.getgid()).gr_name))
 
 
