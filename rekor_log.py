@@ -1837,6 +1837,25 @@ def check_part(part):
     return part
 
 
+def open_subdir(dirfd, part, create=True, where=None):
+    """A descriptor of the subdirectory part of dirfd, opened without
+    following a link and created when missing (if create)."""
+    try:
+        try:
+            return os.open(check_part(part), DIR_FLAGS, dir_fd=dirfd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, dir_fd=dirfd)
+            return os.open(part, DIR_FLAGS, dir_fd=dirfd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePath('%s is a symlink or not a directory: not followed'
+                             % (where or part))
+        raise
+
+
 def open_logs_dir(topdir, parts=(), create=True):
     """A descriptor of <topdir>/rekor-logs/<parts...>, each component opened
     without following a link and created when missing (if create)."""
@@ -1844,21 +1863,12 @@ def open_logs_dir(topdir, parts=(), create=True):
     where = topdir
     try:
         for part in (RECEIPT_DIR,) + tuple(parts):
-            where = os.path.join(where, check_part(part))
-            try:
-                child = os.open(part, DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, dir_fd=fd)
-                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            where = os.path.join(where, str(part))
+            child = open_subdir(fd, part, create, where)
             os.close(fd)
             fd = child
-    except OSError as e:
+    except BaseException:
         os.close(fd)
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePath('%s is a symlink or not a directory: not followed' % where)
         raise
     return fd
 
@@ -2613,18 +2623,7 @@ def mark_committed(uncommitted_path):
 @contextlib.contextmanager
 def subdir(dirfd, part, create=True):
     """A subdirectory of dirfd, opened without following a link."""
-    try:
-        fd = os.open(check_part(part), DIR_FLAGS, dir_fd=dirfd)
-    except FileNotFoundError:
-        if not create:
-            raise
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(part, dir_fd=dirfd)
-        fd = os.open(part, DIR_FLAGS, dir_fd=dirfd)
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePath('%s is a symlink or not a directory: not followed' % part)
-        raise
+    fd = open_subdir(dirfd, part, create)
     try:
         yield fd
     finally:
