@@ -96,9 +96,10 @@ def run(work):
 
     step('Anyone can check it again, offline: koji-rekor verify')
     cmd = [sys.executable, os.path.join(ROOT, 'koji_rekor.py'), 'verify', receipt_path,
-           '--rpm', signed, '--log-key', log_key, '--config', '/dev/null']
-    print('$ koji-rekor verify %s --rpm %s --log-key %s' % (
-        os.path.relpath(receipt_path, work), os.path.basename(signed), 'rekor.pub'))
+           '--rpm', signed, '--log-key', log_key, '--config', conf]
+    print('$ koji-rekor verify %s --rpm %s --log-key %s --config %s' % (
+        os.path.relpath(receipt_path, work), os.path.basename(signed), 'rekor.pub',
+        'rekor_log.conf'))
     return subprocess.run(cmd, timeout=60).returncode
 
 
