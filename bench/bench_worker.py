@@ -52,7 +52,7 @@ sys.path.insert(0, TESTS)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from bench import LocalRekor, machine_note  # noqa: E402 - after sys.path
+from bench import LocalRekor, json_safe, machine_note  # noqa: E402 - after sys.path
 
 
 def measure(cmd):
@@ -170,11 +170,6 @@ def prepare(cache, count, nkeys):
     with open(done, 'w') as fo:
         json.dump(info, fo)
     return info
-
-
-def json_safe(value):
-    from koji.util import encode_datetime_recurse
-    return encode_datetime_recurse(value)
 
 
 def write_conf(path, rekor, keydir):
