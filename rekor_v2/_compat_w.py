@@ -1,0 +1,35 @@
+"""The one place the write side of Rekor v2 reaches into rekor_log.py.
+
+rekor_log.py is still a single module (a later step splits it into a
+package); everything rekor_v2's write side needs from it is imported here
+and only here, so that the split changes one file.
+"""
+
+import rekor_log
+from rekor_log import (  # noqa: F401 - re-exported
+    DeadlinePassed,
+    RekorLogError,
+    RekorMisconfigured,
+    RekorRejected,
+    RekorUnavailable,
+    SignatureSourceError,
+    SourceGone,
+    Watchdog,
+    display_url,
+    is_timeout,
+    key_packet_fingerprint,
+    openpgp_packets,
+    short_reason,
+    signature_issuer,
+    text_excerpt,
+    urllib3_error,
+    watched_adapter,
+)
+
+koji = rekor_log.koji
+__version__ = rekor_log.__version__
+
+# OpenPGP packet tags (RFC 4880, section 4.3).
+PGP_TAG_SIGNATURE = rekor_log.PGP_TAG_SIGNATURE
+PGP_TAG_PUBLIC_KEY = rekor_log.PGP_TAG_PUBLIC_KEY
+PGP_TAG_PUBLIC_SUBKEY = rekor_log.PGP_TAG_PUBLIC_SUBKEY
