@@ -14,6 +14,7 @@ from rekor_log import (  # noqa: F401 - re-exported
     RekorUnavailable,
     SignatureSourceError,
     SourceGone,
+    VerificationError,
     Watchdog,
     display_url,
     is_timeout,

@@ -210,6 +210,9 @@ def signed_region(header):
     entry count and data length, its index entries and its data. In a
     package file the region must be the whole header (hdrblobVerifyRegion
     with exact_size), so that is the header's bytes after its magic."""
+    if header[:8] != HEADER_MAGIC:
+        # rpm compares all 8 bytes (lib/header.c, hdrblobRead): "hdr magic: BAD".
+        raise compat.SourceGone('corrupt RPM main header: bad magic')
     entries, store = header_entries(header)
     il, dl = len(entries), len(store)
     tag, typ, offset, count = entries[0]

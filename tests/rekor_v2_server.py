@@ -28,9 +28,10 @@ signed-note and tlog-cosignature):
   readOnly: the message as the body, http.go httpResponseModifier).
 - Reads are static files at the shard's root (the tiles bucket):
   /checkpoint, /tile/<L>/<N>[.p/<W>], /tile/entries/<N>[.p/<W>] (C2SP
-  tlog-tiles; tessera api/layout/paths.go), partial tiles of the newest
-  width only unless keep_partials (tessera garbage-collects the others),
-  entry bundles as big-endian uint16 lengths each followed by one body.
+  tlog-tiles; tessera api/layout/paths.go),
+  entry bundles as big-endian uint16 lengths each followed by one body;
+  partial tiles are gone once their tile is full (tessera's garbage
+  collection) unless keep_partials.
 - Checkpoints are signed notes by an Ed25519 key (default) or an ECDSA
   P-256 one (pkg/note/note.go), with witness cosignature lines
   (C2SP tlog-cosignature) placed before or after the log's own line.
@@ -637,9 +638,10 @@ class RekorV2Server:
             else:
                 available = self.tree.tile_nodes(level) - index * TILE_WIDTH
             want = width or TILE_WIDTH
-            # A full tile once it is full; a partial one only at the newest
-            # width unless partials are kept (tessera GC).
-            if available < want or (width and available > want and not self.keep_partials):
+            # Partial tiles stay until the tile is full; then tessera's
+            # garbage collection removes them (unless keep_partials).
+            if available < want or (width and available >= TILE_WIDTH and
+                                    not self.keep_partials):
                 return 404, {'Content-Type': 'text/plain'}, b'not found\n'
             if level == 'entries':
                 bodies = self.bodies[index * TILE_WIDTH:index * TILE_WIDTH + want]

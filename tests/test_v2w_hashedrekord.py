@@ -233,6 +233,15 @@ def test_tampered_header_is_caught_before_sending(tmp_path, v2keys, unsigned):
         hashedrekord.from_headers(sighdr, bytes(bad), key.armored)
 
 
+def test_main_header_magic_is_all_eight_bytes(tmp_path, v2keys, unsigned):
+    """rpm refuses a header whose reserved bytes are not zero, and hashes
+    the constant magic: so must we, rather than hash what is on disk."""
+    key = v2keys['rsa2048']
+    sighdr, main = hashedrekord.read_headers(signed(tmp_path, unsigned, key))
+    with pytest.raises(hashedrekord.compat.SourceGone, match='bad magic'):
+        hashedrekord.from_headers(sighdr, main[:7] + b'\x01' + main[8:], key.armored)
+
+
 def test_payload_is_never_read(tmp_path, v2keys, unsigned):
     """Only the lead and the headers are read: a file cut right after the
     main header gives the same entry."""

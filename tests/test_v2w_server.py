@@ -279,8 +279,8 @@ def test_tiles_partial_and_full(log):
     assert full.status_code == 200 and full.content == b''.join(
         leaf_hash(b) for b in bodies[:256])
     assert get('/tile/0/001.p/44').content == b''.join(leaf_hash(b) for b in bodies[256:])
-    assert get('/tile/0/001.p/43').status_code == 404  # an older partial: collected
-    assert get('/tile/0/000.p/200').status_code == 404
+    assert get('/tile/0/001.p/43').content == b''.join(leaf_hash(b) for b in bodies[256:299])
+    assert get('/tile/0/000.p/200').status_code == 404  # the tile is full: collected
     assert get('/tile/0/001').status_code == 404       # not full yet
     assert get('/tile/entries/001.p/44').content == bundle(bodies[256:])
     assert get('/tile/entries/000').content == bundle(bodies[:256])
