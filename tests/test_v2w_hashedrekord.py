@@ -24,11 +24,13 @@ from rekor_v2.hashedrekord import NotLoggableInV2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL = os.path.join(os.path.dirname(ROOT), 'shared', 'rekor-real', 'rpms')
+# (rpm, key, RSA bits, signing key's fingerprint, signature packet version):
+# the test package's header signature is a v4 packet, CentOS 8's a v3 one.
 REAL_RPMS = [('test-package-1.0-1.noarch.rpm', 'test-6b5c00fd2745ac5c.asc', 2048,
-              'E483A3B010F05CA003D849686B5C00FD2745AC5C'),
+              'E483A3B010F05CA003D849686B5C00FD2745AC5C', 4),
              ('NetworkManager-bluetooth-1.26.0-8.el8.x86_64.rpm',
               'centos-8-05b555b38483c65d.asc', 4096,
-              '99DB70FAE1D7CE227FB6488205B555B38483C65D')]
+              '99DB70FAE1D7CE227FB6488205B555B38483C65D', 3)]
 needs_real = pytest.mark.skipif(not os.path.isdir(REAL), reason='../shared/rekor-real absent')
 
 
@@ -128,10 +130,13 @@ def signed(tmp_path, unsigned, key, digest='sha256', rpmv3=False):
 # --- tests ----------------------------------------------------------------
 
 @needs_real
-@pytest.mark.parametrize('rpm, asc, bits, fingerprint', REAL_RPMS)
-def test_real_rpms_verify_as_the_v2_log_checks(rpm, asc, bits, fingerprint):
+@pytest.mark.parametrize('rpm, asc, bits, fingerprint, version', REAL_RPMS)
+def test_real_rpms_verify_as_the_v2_log_checks(rpm, asc, bits, fingerprint, version):
     with open(os.path.join(REAL, asc), 'rb') as fo:
         key = fo.read()
+    sighdr, _ = hashedrekord.read_headers(os.path.join(REAL, rpm))
+    assert hashedrekord.parse_signature(
+        hashedrekord.header_bin(sighdr, hashedrekord.SIGTAG_RSA)).version == version
     entry = hashedrekord.from_rpm_file(os.path.join(REAL, rpm), key)
     assert entry.key_details == 'PKIX_RSA_PKCS1V15_%d_SHA256' % bits
     assert entry.key_fingerprint == fingerprint
@@ -215,6 +220,35 @@ def test_what_v2_cannot_hold_is_refused_with_a_reason(tmp_path, v2keys, unsigned
         hashedrekord.from_rpm_file(path, key.armored)
     assert reason in str(caught.value) and '\n' not in str(caught.value)
     assert caught.value.permanent
+
+
+def test_signing_subkey_is_the_key_logged(tmp_path, unsigned):
+    """A primary key that only certifies, and a signing subkey: the DER key
+    is the subkey's, found by the issuer in the signature."""
+    home = str(tmp_path / 'gnupg')
+    os.makedirs(home, mode=0o700)
+    env = dict(os.environ, GNUPGHOME=home)
+    run = lambda *cmd: subprocess.run(['gpg', '--batch', '--yes', '--passphrase', ''] +  # noqa
+                                      list(cmd), env=env, capture_output=True, timeout=120,
+                                      check=True, stdin=subprocess.DEVNULL).stdout.decode()
+    try:
+        primary = rpmfactory._created_fingerprint(run('--status-fd', '1', '--quick-gen-key',
+                                                      'sub <sub@example.test>', 'rsa2048',
+                                                      'cert', 'never'))
+        run('--quick-add-key', primary, 'rsa3072', 'sign', 'never')
+        colons = run('--with-colons', '--with-subkey-fingerprint', '--list-keys', primary)
+        fprs = [line.split(':')[9] for line in colons.splitlines() if line.startswith('fpr')]
+        subkey = fprs[1]
+        armored = run('--armor', '--export', primary).encode()
+        key = rpmfactory.GpgKey(keyid=primary[-16:], sigkey=primary[-8:].lower(),
+                                fingerprint=primary, algo='sub', armored=armored, path='',
+                                gnupghome=home)
+        entry = hashedrekord.from_rpm_file(signed(tmp_path, unsigned, key), armored)
+    finally:
+        rpmfactory.stop_gpg_agent(home)
+    assert entry.key_fingerprint == subkey != primary
+    assert entry.key_details == 'PKIX_RSA_PKCS1V15_3072_SHA256'
+    assert server_verifies(entry)
 
 
 def test_wrong_key_is_not_a_v2_refusal(tmp_path, v2keys, unsigned):
