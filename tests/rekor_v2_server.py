@@ -38,7 +38,9 @@ signed-note and tlog-cosignature):
 - Lies, for the client's checks: 'body' (a 201 with another canonical body),
   'proof' (a wrong inclusion proof), 'checkpoint_signature' (a bad log
   signature), 'origin' (checkpoints signed under another origin),
-  'bundle' (entry bundles holding other bodies), 'tile' (wrong tile hashes).
+  'bundle' (entry bundles holding other bodies), 'tile' (wrong tile hashes),
+  'index' (a 409 naming another entry's index); pad_answers appends that
+  many bytes to every answer (hostile logs: huge answers).
 
 Signed-note signing is written here, for tests only; the project's own
 note verification lives in rekor_v2.
@@ -53,6 +55,7 @@ import json
 import re
 import socket
 import socketserver
+import sys
 import threading
 import time
 from typing import Optional
@@ -70,7 +73,7 @@ TILE_WIDTH = 256
 MAX_BODY = 4 * 1024 * 1024
 REQUEST_TIMEOUT = 60.0
 FROZEN_MESSAGE = 'This log has been frozen, please switch to the latest log.'
-LIES = ('body', 'proof', 'checkpoint_signature', 'origin', 'bundle', 'tile')
+LIES = ('body', 'proof', 'checkpoint_signature', 'origin', 'bundle', 'tile', 'index')
 
 # internal/algorithmregistry AllowedClientSigningAlgorithms, and the hash
 # each implies (sigstore GetAlgorithmDetails). PKIX_ED25519 (pure) is known
@@ -452,6 +455,7 @@ class RekorV2Server:
         self.internal_errors = 0    # answer the next N POSTs 500
         self.lie: Optional[str] = None
         self.paused = False         # stop publishing checkpoints
+        self.pad_answers = 0        # bytes appended to every answer
         self.requests: list = []    # (method, path, status)
         self._address = (LOOPBACK, port)
         self._stop = threading.Event()
@@ -592,6 +596,8 @@ class RekorV2Server:
             status, headers, answer = _grpc_error(
                 409, 6, 'add entry: an equivalent entry already exists in the transparency '
                 'log with index %d' % index)
+            if self.lie == 'index':
+                index = 0 if index else 1
             headers['x-log-index'] = str(index)
             return status, headers, answer
         return 201, {'Content-Type': 'application/json'}, self.entry_json(index, note)
@@ -684,6 +690,11 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
             with self._live_lock:
                 self._live.discard(request)
 
+    def handle_error(self, request, client_address):
+        # A client that hangs up (a cap reached, a deadline cut) is no error.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
     def close_connections(self):
         with self._live_lock:
             live = list(self._live)
@@ -727,6 +738,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self, method, path, status, headers, body, close=False):
         self.server.log.requests.append((method, path, status))
+        body += b' ' * self.server.log.pad_answers
         try:
             self.send_response(status)
             for name, value in headers.items():

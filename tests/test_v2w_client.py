@@ -173,3 +173,33 @@ def test_unreachable_log_is_transient():
     with V2Client(ClientSettings(url, retries=0)) as client, \
             pytest.raises(rekor_log.RekorUnavailable, match='cannot reach'):
         client.create_entry(request_for(b'u'))
+
+
+def test_409_naming_another_entry_is_a_lie(log):
+    entry = request_for(b'mine')
+    with client_for(log) as client:
+        client.create_entry(request_for(b'theirs'))
+        client.create_entry(entry)
+        log.lie = 'index'
+        with pytest.raises(rekor_log.VerificationError, match='at index 0'):
+            client.create_entry(entry)
+
+
+@pytest.mark.parametrize('call', [
+    lambda c: c.create_entry(request_for(b'h')),
+    lambda c: c.read_checkpoint(),
+])
+def test_huge_answers_are_cut_at_their_cap(log, call):
+    log.pad_answers = 2 * 1024 * 1024
+    with client_for(log, retries=3) as client, \
+            pytest.raises(rekor_log.RekorUnavailable, match='larger than'):
+        call(client)
+    assert len(log.requests) == 1  # not retried: the log is broken, not busy
+
+
+def test_a_tile_of_the_wrong_size_is_refused(log):
+    with client_for(log) as client:
+        client.create_entry(request_for(b'1'))
+        log.pad_answers = 1
+        with pytest.raises(rekor_log.RekorUnavailable, match='of 33 bytes, not 32'):
+            client.read_tile(0, 0, 1)

@@ -202,6 +202,43 @@ def test_unknown_fields_and_pure_ed25519_are_400(log, mutate):
     assert log.tree.size == 0
 
 
+def test_protojson_proto_names_and_certificates_are_accepted(log):
+    """protojson takes a field by its proto name too; a verifier may be an
+    X.509 certificate (pkg/types/hashedrekord extractVerifier)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    entry = request_for(b'snake')
+    request = entry.request()['hashedRekordRequestV002']
+    snake = {'hashed_rekord_request_v002': {
+        'digest': request['digest'].rstrip('='),
+        'signature': {'content': request['signature']['content'],
+                      'verifier': {'public_key': {'raw_bytes': request['signature'][
+                          'verifier']['publicKey']['rawBytes']},
+                          'key_details': 5}}}}
+    assert post(log, snake).status_code == 201
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'signer')])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    from test_v2w_server import SIGNER as key
+    cert = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(
+        key.public_key()).serial_number(1).not_valid_before(now).not_valid_after(
+        now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
+    other = request_for(b'cert')
+    body = other.request()
+    verifier = body['hashedRekordRequestV002']['signature']['verifier']
+    del verifier['publicKey']
+    verifier['x509Certificate'] = {'rawBytes': base64.b64encode(
+        cert.public_bytes(serialization.Encoding.DER)).decode()}
+    answer = post(log, body)
+    assert answer.status_code == 201
+    logged = json.loads(base64.b64decode(answer.json()['canonicalizedBody']))
+    assert 'x509Certificate' in logged['spec']['hashedRekordV002']['signature']['verifier']
+    both = other.request()
+    both['hashedRekordRequestV002']['signature']['verifier']['x509Certificate'] = \
+        verifier['x509Certificate']
+    assert post(log, both).status_code == 400
+
+
 def test_invalid_requests_are_400_without_a_reason(log):
     entry = request_for(b'v')
     pem = serialization.load_der_public_key(entry.public_key).public_bytes(
