@@ -6,7 +6,7 @@ and only here, so that the split changes one file.
 """
 
 import rekor_log
-from rekor_log import (  # noqa: F401 - re-exported
+from rekor_log import (
     DeadlinePassed,
     RekorLogError,
     RekorMisconfigured,
@@ -27,10 +27,16 @@ from rekor_log import (  # noqa: F401 - re-exported
     watched_adapter,
 )
 
-koji = rekor_log.koji
 __version__ = rekor_log.__version__
 
 # OpenPGP packet tags (RFC 4880, section 4.3).
 PGP_TAG_SIGNATURE = rekor_log.PGP_TAG_SIGNATURE
 PGP_TAG_PUBLIC_KEY = rekor_log.PGP_TAG_PUBLIC_KEY
 PGP_TAG_PUBLIC_SUBKEY = rekor_log.PGP_TAG_PUBLIC_SUBKEY
+
+__all__ = ['DeadlinePassed', 'RekorLogError', 'RekorMisconfigured', 'RekorRejected',
+           'RekorUnavailable', 'SignatureSourceError', 'SourceGone', 'VerificationError',
+           'Watchdog', 'display_url', 'is_timeout', 'key_packet_fingerprint', 'openpgp_packets',
+           'short_reason', 'signature_issuer', 'text_excerpt', 'urllib3_error',
+           'watched_adapter', '__version__', 'PGP_TAG_SIGNATURE', 'PGP_TAG_PUBLIC_KEY',
+           'PGP_TAG_PUBLIC_SUBKEY']
