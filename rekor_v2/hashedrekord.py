@@ -310,6 +310,8 @@ def key_packets(armored):
         version = body[0]
         if version == 4:
             fp = compat.key_packet_fingerprint(body)
+            if fp is None:
+                continue
             found.append(KeyPacket(4, body[5], bytes(body), fp, fp[-16:]))
         elif version in (2, 3):
             try:
@@ -420,6 +422,8 @@ def from_headers(sighdr, main_header, armored_key):
                 'its header signature is RSA with %s; Rekor v2 takes RSA with SHA-256 only '
                 '(sign with rpmsign --define "_gpg_digest_algo sha256")' % hash_name)
         details = 'PKIX_RSA_PKCS1V15_%d_SHA256' % bits
+        if sig.mpis[0].bit_length() > bits:
+            raise compat.SourceGone('corrupt header signature: larger than its key')
         # OpenPGP drops an MPI's leading zeros; PKCS #1 signatures are
         # exactly the modulus length (RFC 8017 8.2.2), and Go checks that.
         signature = sig.mpis[0].to_bytes(bits // 8, 'big')

@@ -294,3 +294,53 @@ def test_not_an_rpm(tmp_path):
     path.write_bytes(b'hello' * 100)
     with pytest.raises(hashedrekord.compat.SourceGone, match='not an RPM'):
         hashedrekord.from_rpm_file(str(path), b'')
+
+
+@needs_real
+@pytest.mark.parametrize('rpm, asc', [r[:2] for r in REAL_RPMS])
+def test_corrupt_headers_and_keys_give_a_one_line_cause(rpm, asc):
+    """Byte flips anywhere in the signature header, the main header's start
+    or the key: a RekorLogError with a one-line cause, never another error."""
+    import random
+    import rekor_log
+    with open(os.path.join(REAL, asc), 'rb') as fo:
+        key = fo.read()
+    sighdr, main = hashedrekord.read_headers(os.path.join(REAL, rpm))
+    rng = random.Random(22)
+    outcomes = set()
+    for _ in range(1500):
+        which = rng.randrange(3)
+        blob = bytearray((sighdr, main[:4096], key)[which])
+        for _ in range(rng.randrange(1, 4)):
+            blob[rng.randrange(len(blob))] = rng.randrange(256)
+        args = [sighdr, main, key]
+        args[which] = bytes(blob) + (main[4096:] if which == 1 else b'')
+        try:
+            hashedrekord.from_headers(*args)
+            outcomes.add('ok')
+        except rekor_log.RekorLogError as e:
+            assert str(e) and '\n' not in str(e)
+            outcomes.add(type(e).__name__)
+    assert len(outcomes) > 1
+
+
+@needs_real
+def test_rsa_signature_longer_than_its_key_is_a_corrupt_signature(tmp_path):
+    """An MPI claiming more bits than the modulus has: a one-line cause, not
+    an OverflowError from padding it."""
+    rpm, asc = REAL_RPMS[0][:2]
+    with open(os.path.join(REAL, asc), 'rb') as fo:
+        key = fo.read()
+
+    def change(entries):
+        kind, count, packet = entries[sigheader.TAG_RSA]
+        (tag, body), = hashedrekord.compat.openpgp_packets(packet)
+        end = 6 + int.from_bytes(body[4:6], 'big')
+        mpi_at = end + 2 + int.from_bytes(body[end:end + 2], 'big') + 2
+        body = body[:mpi_at] + (2056).to_bytes(2, 'big') + b'\x01' * 257
+        packet = bytes([0xc0 | tag, 192 + ((len(body) - 192) >> 8), (len(body) - 192) & 0xff]
+                       ) + body
+        entries[sigheader.TAG_RSA] = (kind, len(packet), packet)
+    bad = sigheader.rewrite(os.path.join(REAL, rpm), str(tmp_path / 'bad.rpm'), change)
+    with pytest.raises(hashedrekord.compat.SourceGone, match='larger than its key'):
+        hashedrekord.from_rpm_file(bad, key)
