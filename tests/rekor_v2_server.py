@@ -563,7 +563,9 @@ class RekorV2Server:
         """(status, headers, body) of POST /api/v2/log/entries."""
         deadline = time.monotonic() + self.request_timeout
         if self.frozen:
-            return 405, {'Content-Type': 'text/plain'}, (FROZEN_MESSAGE + '\n').encode()
+            # Go's net/http sniffs the written message as text/plain.
+            return 405, {'Content-Type': 'text/plain; charset=utf-8'}, \
+                (FROZEN_MESSAGE + '\n').encode()
         try:
             parsed = parse_create_request(raw)
             body = to_log_entry(*parsed)
@@ -594,8 +596,8 @@ class RekorV2Server:
             return _grpc_error(504, 4, 'context deadline exceeded')
         if duplicate:
             status, headers, answer = _grpc_error(
-                409, 6, 'add entry: an equivalent entry already exists in the transparency '
-                'log with index %d' % index)
+                409, 6, 'an equivalent entry already exists in the transparency log with '
+                'index %d' % index)  # tessera.go DuplicateError, unwrapped
             if self.lie == 'index':
                 index = 0 if index else 1
             headers['x-log-index'] = str(index)
