@@ -203,3 +203,57 @@ def test_a_tile_of_the_wrong_size_is_refused(log):
         log.pad_answers = 1
         with pytest.raises(rekor_log.RekorUnavailable, match='of 33 bytes, not 32'):
             client.read_tile(0, 0, 1)
+
+
+def test_many_in_flight_share_checkpoints():
+    """A POST waits for a checkpoint, so uploads in parallel share them:
+    32 at once need far fewer than 32 checkpoints."""
+    with RekorV2Server(interval=0.2) as log:
+        before = log.checkpoints
+        got, errors = [], []
+
+        def one(n):
+            try:
+                with client_for(log) as client:
+                    got.append(client.create_entry(request_for(b'par%d' % n)))
+            except Exception as e:  # reported below
+                errors.append(e)
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        used = log.checkpoints - before
+    assert not errors
+    assert sorted(int(c.entry['logIndex']) for c in got) == list(range(32))
+    assert used < 16
+
+
+def test_409_on_a_busy_log(log):
+    """Others keep logging while our duplicate is answered: the checkpoint
+    read then is newer than the one our first upload got."""
+    entry = request_for(b'busy')
+    stop = threading.Event()
+
+    def others():
+        with client_for(log) as client:
+            n = 0
+            while not stop.is_set() and n < 500:
+                client.create_entry(request_for(b'other%d' % n))
+                n += 1
+    with client_for(log) as client:
+        first = client.create_entry(entry)
+        thread = threading.Thread(target=others)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while log.tree.size < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            again = client.create_entry(entry)
+        finally:
+            stop.set()
+            thread.join(30)
+    assert again.log_index == int(first.entry['logIndex'])
+    assert again.body == entry.canonical_body()
+    assert v2client.checkpoint_size(again.checkpoint) > int(
+        first.entry['inclusionProof']['treeSize'])
