@@ -121,6 +121,30 @@ def test_real_checkpoint_signature_as_the_double_signs():
 
 
 @needs_v2real
+def test_production_checkpoint_signed_as_the_double_signs():
+    """The production shard's 201 checkpoint verifies with its key from the
+    TrustedRoot by the double's formulas: key hash SHA-256(origin, 0x0A,
+    0x01, key) as logId.keyId, its first 4 bytes as the line's key hint,
+    Ed25519 over the note text."""
+    with open(os.path.join(V2REAL, 'trustroot', 'public-good.trusted_root.json')) as fo:
+        (tlog,) = [t for t in json.load(fo)['tlogs'] if 'log2025-1' in t['baseUrl']]
+    with open(os.path.join(V2REAL, 'entries',
+                           'log2025-1.idx412114.hashedrekord.create-response.json')) as fo:
+        real = json.load(fo)
+    public = serialization.load_der_public_key(base64.b64decode(tlog['publicKey']['rawBytes']))
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    origin = 'log2025-1.rekor.sigstore.dev'
+    key_hash = hashlib.sha256(origin.encode() + b'\n\x01' + raw).digest()
+    assert base64.b64encode(key_hash).decode() == real['logId']['keyId'] == \
+        tlog['logId']['keyId']
+    text, lines = note_parts(real['inclusionProof']['checkpoint']['envelope'].encode())
+    (line,) = lines
+    sig = base64.b64decode(line.split(' ')[2])
+    assert line.split(' ')[1] == origin and sig[:4] == key_hash[:4]
+    public.verify(sig[4:], text)
+
+
+@needs_v2real
 def test_201_has_the_production_answers_shape(log):
     with open(os.path.join(V2REAL, 'entries',
                            'log2025-1.idx412114.hashedrekord.create-response.json')) as fo:
