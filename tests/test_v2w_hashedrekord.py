@@ -92,7 +92,8 @@ def v2keys(tmp_path_factory):
     home = str(tmp_path_factory.mktemp('gnupg-v2'))
     os.chmod(home, 0o700)
     made = {algo: gpg_key(home, algo, 'v2 %s' % algo)
-            for algo in ('rsa2048', 'rsa3072', 'nistp256', 'nistp384', 'ed25519')}
+            for algo in ('rsa2048', 'rsa3072', 'nistp256', 'nistp384', 'nistp521', 'ed25519',
+                         'rsa1024', 'dsa2048', 'brainpoolP256r1')}
     yield made
     rpmfactory.stop_gpg_agent(home)
 
@@ -121,7 +122,7 @@ def gpg_signed(tmp_path, unsigned, key, digest):
 
 
 def signed(tmp_path, unsigned, key, digest='sha256', rpmv3=False):
-    if key.algo.startswith('nist'):
+    if key.algo.startswith(('nist', 'brainpool')):
         return gpg_signed(tmp_path, unsigned, key, digest)
     return sign(unsigned, str(tmp_path / ('%s-%s-%s.rpm' % (key.algo, digest, rpmv3))), key,
                 digest, rpmv3)
@@ -197,12 +198,16 @@ def test_sha256_signed_rpms_verify(tmp_path, v2keys, unsigned, algo, details, rp
     assert hashedrekord.from_rpm_file(unsigned, key.armored, sighdr=sighdr) == entry
 
 
-def test_p384_uses_sha384(tmp_path, v2keys, unsigned):
-    key = v2keys['nistp384']
-    entry = hashedrekord.from_rpm_file(signed(tmp_path, unsigned, key, 'sha384'), key.armored)
-    assert entry.key_details == 'PKIX_ECDSA_P384_SHA_384' and len(entry.digest) == 48
+@pytest.mark.parametrize('algo, digest, details, size, name', [
+    ('nistp384', 'sha384', 'PKIX_ECDSA_P384_SHA_384', 48, 'SHA2_384'),
+    ('nistp521', 'sha512', 'PKIX_ECDSA_P521_SHA_512', 64, 'SHA2_512')])
+def test_larger_curves_use_their_hash(tmp_path, v2keys, unsigned, algo, digest, details, size,
+                                      name):
+    key = v2keys[algo]
+    entry = hashedrekord.from_rpm_file(signed(tmp_path, unsigned, key, digest), key.armored)
+    assert entry.key_details == details and len(entry.digest) == size
     assert json.loads(entry.canonical_body())['spec']['hashedRekordV002']['data'][
-        'algorithm'] == 'SHA2_384'
+        'algorithm'] == name
     assert server_verifies(entry)
 
 
@@ -211,6 +216,9 @@ def test_p384_uses_sha384(tmp_path, v2keys, unsigned):
     ('rsa2048', 'sha512', 'RSA with SHA-512; Rekor v2 takes RSA with SHA-256 only'),
     ('rsa2048', 'sha1', 'RSA with SHA-1; Rekor v2 takes RSA with SHA-256 only'),
     ('nistp256', 'sha512', 'ECDSA P-256 with SHA-512; Rekor v2 takes P-256 only with SHA-256'),
+    ('rsa1024', 'sha256', 'RSA-1024; Rekor v2 takes RSA keys of 2048, 3072 or 4096 bits only'),
+    ('dsa2048', 'sha256', 'is DSA, which Rekor v2 cannot log'),
+    ('brainpoolP256r1', 'sha256', 'ECDSA on a curve Rekor v2 does not take'),
 ])
 def test_what_v2_cannot_hold_is_refused_with_a_reason(tmp_path, v2keys, unsigned, algo,
                                                         digest, reason):
