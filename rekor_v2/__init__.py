@@ -1,0 +1,1 @@
+"""Rekor v2 (rekor-tiles) support."""
