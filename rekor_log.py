@@ -229,6 +229,24 @@ def get_config():
 def read_config_file(path):
     """The parsed file, strictly: it must exist and parse, with no unknown
     section or option, no duplicate, and a section header first."""
+    parser = parse_config_file(path)
+    known = {}
+    for (section, option), _ in OPTIONS:
+        known.setdefault(section, set()).add(option)
+    for section in parser.sections():
+        if section not in known:
+            raise koji.ConfigurationError('%s: unknown section [%s] (known: %s)' % (
+                path, section, ', '.join(sorted(known))))
+        for option in parser.options(section):
+            if option not in known[section]:
+                raise koji.ConfigurationError('%s: unknown option [%s] %s' % (
+                    path, section, option))
+    return parser
+
+
+def parse_config_file(path):
+    """The file as configparser reads it, names unchecked: what a broken
+    file still says about enforce and hub_user."""
     import configparser
     if not os.path.isfile(path):
         raise koji.ConfigurationError('%s: no such configuration file' % path)
@@ -251,17 +269,6 @@ def read_config_file(path):
                                       % (path, e.lineno, e.section, e.option))
     except configparser.Error as e:
         raise koji.ConfigurationError('%s: %s' % (path, ' '.join(str(e).split())))
-    known = {}
-    for (section, option), _ in OPTIONS:
-        known.setdefault(section, set()).add(option)
-    for section in parser.sections():
-        if section not in known:
-            raise koji.ConfigurationError('%s: unknown section [%s] (known: %s)' % (
-                path, section, ', '.join(sorted(known))))
-        for option in parser.options(section):
-            if option not in known[section]:
-                raise koji.ConfigurationError('%s: unknown option [%s] %s' % (
-                    path, section, option))
     return parser
 
 
@@ -301,9 +308,11 @@ def load_config(path):
 
 def enforce_explicitly_off(path):
     """True only when the file parses and sets enforce to false: a file
-    that does not load fails the import unless the admin said not to."""
+    that does not load fails the import unless the admin said not to. The
+    same for a bad value and an unknown name (README: Configuration): only a
+    misspelt section or enforce itself leaves enforce unsaid."""
     try:
-        parser = read_config_file(path)
+        parser = parse_config_file(path)
         for section, option in (('upload', 'enforce'), ('config', 'enforce_rekor_upload')):
             if parser.has_option(section, option):
                 return BOOLEANS.get(parser.get(section, option).strip().lower()) is False

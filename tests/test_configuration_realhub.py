@@ -1,0 +1,52 @@
+"""One rule for configuration errors, on a real Koji hub (../shared/koji-hub
+through tests/realhub.py): with `[upload] enforce = false` in the file, a
+misspelt option name queues the signature, as a bad value does (README:
+Configuration); `koji import-sig` succeeds and nothing is sent."""
+
+import os
+
+import pytest
+
+from conftest import HUB_USER
+from rekor_server import RekorServer
+
+import realhub
+
+ENTRIES = '/api/v1/log/entries'
+
+
+@pytest.fixture(scope='module')
+def module_rekor():
+    with RekorServer() as server:
+        yield server
+
+
+@pytest.fixture(scope='module')
+def hub(module_rekor):
+    def write_conf(workdir, rpms):
+        log_key = os.path.join(workdir, 'rekor.pub')
+        with open(log_key, 'wb') as fo:
+            fo.write(module_rekor.log.public_key_pem)
+        conf = os.path.join(workdir, 'rekor_log.conf')
+        with open(conf, 'w') as fo:
+            fo.write('[rekor]\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
+                     'timout = 30\nretries = 0\n[signing]\npublic_key_dir = %s\n'
+                     '[upload]\nenforce = false\nhub_user = %s\n'
+                     % (module_rekor.url, log_key, os.path.join(workdir, 'keys'), HUB_USER))
+        for path in (log_key, conf):
+            os.chmod(path, 0o644)
+        return conf
+    yield from realhub.real_hub(write_conf)
+
+
+def test_a_misspelt_option_with_enforce_off_queues_the_signature(hub, module_rekor):
+    hub.koji('import', '--create-build', hub.rpms['RPM'])
+    done = hub.koji('import-sig', hub.rpms['SIGNED_RPM'], check=False)
+    assert done.returncode == 0, done.stdout + done.stderr + hub.logs()
+    assert module_rekor.count('POST', ENTRIES) == 0
+    nvra = os.path.basename(hub.rpms['RPM'])[:-len('.rpm')]
+    outbox = os.path.join(hub.topdir, 'rekor-logs', '@outbox')
+    assert sorted(os.listdir(outbox)) == ['%s.%s.json' % (nvra, hub.rpms['SIGKEY'].lower())]
+    logs = hub.logs(200)
+    assert 'unknown option [rekor] timout' in logs
+    assert 'kept in the outbox' in logs
