@@ -2157,40 +2157,166 @@ class Checkup:
 
     @property
     def status(self):
-        statuses = {c['status'] for c in self.checks}
-        return 1 if 'fail' in statuses else 2 if 'skip' in statuses else 0
+        """1 when a check FAILs; warnings and skips alone are 0 (2, doctor
+        could not run, is main's, for what stops it before any check)."""
+        return 1 if any(c['status'] == 'fail' for c in self.checks) else 0
+
+    def failed(self, check):
+        return any(c['check'] == check and c['status'] == 'fail' for c in self.checks)
 
     def text(self):
         return ''.join('%-4s %s: %s\n' % ('FAIL' if c['status'] == 'fail' else c['status'],
                                            c['check'], c['detail']) for c in self.checks)
 
 
-def run_doctor(config_file, topdir):
-    """Every check of an installation, in the order a signature needs them."""
+def run_doctor(config_file, topdir=None):
+    """Every check of an installation, in the order a signature needs them.
+    topdir: --topdir, or None for the hub's KojiDir (or Koji's default)."""
     checkup = Checkup()
+    hub = read_hub_config()
     try:
         settings = load_config(config_file)
     except koji.ConfigurationError as e:
         checkup.add('fail', 'configuration', str(e))  # names the file and the option
-        for check in ('signing keys', 'log', 'selinux'):
-            checkup.add('skip', check, 'needs a configuration the hub accepts')
         settings = None
+        hub_user = configured_hub_user(config_file)
     else:
-        where = config_file  # load_config refuses a missing file
-        hidden = unreadable_by(settings.hub_user, config_file)
+        hub_user = settings.hub_user
+        hidden = unreadable_by(hub_user, config_file)
         if hidden:
             checkup.add('fail', 'configuration', '%s: %s, so the hub fails every signature '
                         'import on it' % (config_file, hidden))
         else:
             checkup.add('ok', 'configuration', '%s (log %s, %s)' % (
-                where, settings.url, 'queue_only' if settings.queue_only else
+                config_file, settings.url, 'queue_only' if settings.queue_only else
                 'enforce' if settings.enforce else 'upload after commit'))
+    check_hub_config(checkup, hub, hub_user)
+    if settings is None:
+        for check in ('signing keys', 'log', 'selinux'):
+            checkup.add('skip', check, 'needs a configuration the hub accepts')
+    if topdir is None:
+        topdir, why = hub['topdir'], hub['topdir_why']
+    else:
+        why = '--topdir'
+    check_topdir(checkup, hub_user, topdir, why)
+    if settings is not None:
         check_signing_keys(checkup, settings)
-        check_log(checkup, settings, topdir)
+        check_log(checkup, settings, None if checkup.failed('topdir') else topdir)
         check_selinux(checkup, settings)
-    check_receipt_dir(checkup, settings.hub_user if settings else Settings.hub_user, topdir)
-    summarise_outbox(checkup, topdir)
-    return checkup
+    if checkup.failed('topdir'):
+        for check in ('rekor-logs', 'outbox'):
+            checkup.add('skip', check, 'needs the topdir')
+        return checkup, topdir
+    check_receipt_dir(checkup, hub_user, topdir)
+    if checkup.failed('rekor-logs'):
+        checkup.add('skip', 'outbox', 'needs rekor-logs/')
+    else:
+        summarise_outbox(checkup, topdir)
+    return checkup, topdir
+
+
+def configured_hub_user(path):
+    """[upload] hub_user as a file the hub refuses still says it: the
+    checks of who can read what then ask about the right user."""
+    import rekor_log
+    try:
+        value = rekor_log.parse_config_file(path).get('upload', 'hub_user', fallback='')
+    except Exception:  # any file doctor already reported as broken
+        value = ''
+    return value.strip() or Settings.hub_user
+
+
+# The hub's own defaults (kojixmlrpc.load_config).
+HUB_PLUGIN_PATH = '/usr/lib/koji-hub-plugins'
+
+
+def read_hub_config():
+    """What hub.conf (and hub.conf.d/*.conf) says that matters here, and
+    the files read: {'files', 'error', 'options', 'topdir', 'topdir_why'}."""
+    import glob
+    files = sorted(glob.glob(os.path.join(HUB_CONFIG_DIR, '*.conf')))
+    hub = {'files': [], 'error': None, 'options': None}
+    if os.path.exists(HUB_CONFIG_FILE):
+        files.append(HUB_CONFIG_FILE)
+    if files:
+        try:
+            parser = koji.read_config_files([HUB_CONFIG_DIR, (HUB_CONFIG_FILE, False)],
+                                            raw=True)
+        except Exception as e:  # unreadable, or not an ini file
+            hub['error'] = failure_cause(e)
+        else:
+            hub['files'] = files
+            hub['options'] = {k: parser.get('hub', k) for k in ('KojiDir', 'Plugins',
+                                                                'PluginPath')
+                              if parser.has_option('hub', k)}
+    options = hub['options'] or {}
+    if options.get('KojiDir'):
+        hub['topdir'] = options['KojiDir']
+        hub['topdir_why'] = 'KojiDir in %s' % ', '.join(files)
+    else:
+        hub['topdir'] = DEFAULT_TOPDIR
+        hub['topdir_why'] = "Koji's default: %s" % (
+            'no KojiDir in %s' % ', '.join(files) if hub['options'] is not None else
+            '%s cannot be read' % HUB_CONFIG_FILE if hub['error'] else
+            '%s does not exist' % HUB_CONFIG_FILE)
+    return hub
+
+
+def check_hub_config(checkup, hub, hub_user):
+    """hub.conf must load the plugin (Plugins) from a directory (PluginPath)
+    where the hub's user can read rekor_log.py."""
+    if hub['error']:
+        checkup.add('fail', 'hub.conf', '%s: %s' % (HUB_CONFIG_FILE, hub['error']))
+        checkup.add('skip', 'plugin', 'needs a readable hub.conf')
+        return
+    if hub['options'] is None:
+        checkup.add('warn', 'hub.conf', '%s does not exist: not a hub host? Plugins and '
+                    'PluginPath not checked' % HUB_CONFIG_FILE)
+        checkup.add('skip', 'plugin', 'needs hub.conf')
+        return
+    read = ', '.join(hub['files'])
+    plugins = hub['options'].get('Plugins', '').split()
+    if 'rekor_log' not in plugins:
+        checkup.add('fail', 'hub.conf', '%s: Plugins = %s does not include rekor_log: the hub '
+                    'never loads the plugin; add rekor_log to Plugins' % (
+                        read, ' '.join(plugins) or '(empty)'))
+    else:
+        checkup.add('ok', 'hub.conf', '%s: Plugins includes rekor_log' % read)
+    path = hub['options'].get('PluginPath', HUB_PLUGIN_PATH)
+    where = [os.path.join(d, 'rekor_log.py') for d in path.split(':') if d]
+    found = [f for f in where if os.path.isfile(f)]
+    if not found:
+        checkup.add('fail', 'plugin', 'no rekor_log.py in PluginPath %s%s: copy it there' % (
+            path, '' if 'PluginPath' in hub['options'] else " (Koji's default)"))
+        return
+    hidden = unreadable_by(hub_user, found[0])
+    if hidden:
+        checkup.add('fail', 'plugin', '%s: %s, so the hub cannot load it' % (found[0], hidden))
+    else:
+        checkup.add('ok', 'plugin', found[0])
+
+
+def check_topdir(checkup, hub_user, topdir, why):
+    """The topdir must be a directory the hub's user can enter: without it
+    no signature reaches the outbox."""
+    import stat
+    try:
+        info = os.stat(topdir)
+    except FileNotFoundError:
+        checkup.add('fail', 'topdir', '%s (%s) does not exist: mount it, or give --topdir / '
+                    'set KojiDir' % (topdir, why))
+        return
+    except OSError as e:
+        checkup.add('fail', 'topdir', '%s (%s): cannot read it: %s' % (topdir, why, e.strerror))
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        checkup.add('fail', 'topdir', '%s (%s) is not a directory' % (topdir, why))
+        return
+    hidden = unreadable_by(hub_user, topdir)
+    if hidden:
+        checkup.add('fail', 'topdir', '%s (%s): %s' % (topdir, why, hidden))
+    else:
+        checkup.add('ok', 'topdir', '%s (%s)' % (topdir, why))
 
 
 def unreadable_by(username, path):
@@ -2207,12 +2333,14 @@ def unreadable_by(username, path):
     if user.pw_uid == 0:
         return None
     groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    # A directory is read by listing and entering it: r and x.
+    need = 5 if stat.S_ISDIR(info.st_mode) else 4
     if info.st_uid == user.pw_uid:
-        allowed = info.st_mode & stat.S_IRUSR
+        allowed = (info.st_mode >> 6) & need == need
     elif info.st_gid in groups:
-        allowed = info.st_mode & stat.S_IRGRP
+        allowed = (info.st_mode >> 3) & need == need
     else:
-        allowed = info.st_mode & stat.S_IROTH
+        allowed = info.st_mode & need == need
     if allowed:
         return None
     try:
@@ -2396,7 +2524,7 @@ def trusted_log_key(settings, topdir):
     """(key, where) the plugin would trust without asking the log: the
     configured key, the shipped one for the public instance, or one pinned
     before (resolve_log_key's order); (None, None) before the first use."""
-    key, pinned = known_log_key(settings, state_dir(topdir))
+    key, pinned = known_log_key(settings, state_dir(topdir) if topdir else None)
     if key is None:
         return None, None
     return key, pinned or settings.log_public_key or 'the key built into rekor_log.py'
@@ -2406,10 +2534,24 @@ def check_log(checkup, settings, topdir):
     """Reach the log; its key must be the trusted one and its signed tree
     head must verify with it. One attempt per request: an admin waits for
     the answer, and reruns the check."""
+    for option in ('log_public_key', 'ca_bundle'):
+        path = getattr(settings, option)
+        hidden = path and unreadable_by(settings.hub_user, path)
+        if hidden:
+            checkup.add('fail', 'log', '[rekor] %s %s: %s: every upload would fail' % (
+                option, path, hidden))
+            return
     client = RekorClient(dataclasses.replace(settings, retries=0))
     try:
         served = load_log_key(client.log_public_key())
         trusted, where = trusted_log_key(settings, topdir)
+        if trusted is None and not (settings.trust_on_first_use or settings.legacy):
+            # resolve_log_key refuses every upload then.
+            checkup.add('fail', 'log', '%s: no log key configured or pinned, and '
+                        'trust_on_first_use is off: every upload would fail; set [rekor] '
+                        'log_public_key to the key it serves (logID %s; koji-rekor log-key '
+                        'prints it)' % (settings.url, log_key_id(served).hex()))
+            return
         if trusted is None:
             checkup.add('warn', 'log', '%s: no log key configured or pinned; the first upload '
                         'will trust logID %s: set [rekor] log_public_key'
@@ -2476,9 +2618,12 @@ def check_receipt_dir(checkup, hub_user, topdir):
         return
     try:
         info = os.stat(path)
-    except OSError as e:
-        checkup.add('fail', 'rekor-logs', '%s: %s; create it: mkdir %s && chown %s: %s' % (
+    except FileNotFoundError as e:
+        checkup.add('fail', 'rekor-logs', '%s: %s; create it: mkdir -p %s && chown %s: %s' % (
             path, e.strerror, path, hub_user, path))
+        return
+    except OSError as e:
+        checkup.add('fail', 'rekor-logs', '%s: cannot read it: %s' % (path, e.strerror))
         return
     import stat
     if not stat.S_ISDIR(info.st_mode):
@@ -2770,8 +2915,7 @@ def signature_json(signature):
 
 
 def cmd_doctor(args):
-    topdir = args.topdir or default_topdir()
-    checkup = run_doctor(args.config, topdir)
+    checkup, topdir = run_doctor(args.config, args.topdir)
     return emit(args, checkup.status, {'config': args.config, 'topdir': topdir,
                                        'checks': checkup.checks}, checkup.text())
 
