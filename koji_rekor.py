@@ -738,6 +738,7 @@ class Report:
     topdir: str
     progress: Progress
     log_id: str = None
+    log_key: str = None  # where the log's key came from
     trees: list = field(default_factory=list)
     scan: dict = field(default_factory=dict)
     history: dict = None
@@ -767,7 +768,8 @@ class Report:
         return 1 if self.findings else 2 if self.unchecked else 0
 
     def as_json(self):
-        return {'rekor_url': self.url, 'log_id': self.log_id, 'topdir': self.topdir,
+        return {'rekor_url': self.url, 'log_id': self.log_id, 'log_key': self.log_key,
+                'topdir': self.topdir,
                 'trees': self.trees, 'scan': self.scan, 'history': self.history,
                 'keys': self.keys, 'subjects': self.watchlist, 'findings': self.findings,
                 'acknowledged': self.acknowledged, 'not_checked': self.unchecked,
@@ -903,6 +905,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
             report.not_checked('the log key of %s: %s' % (display_url(settings.url), e))
             return report
         report.log_id = log_key_id(log_key).hex()
+        report.log_key = log_key_source(settings, state)
         scan_name = '%s.json' % report.log_id
         with state_locked(topdir, scan_name):
             scan = Scan(topdir, scan_name, read_state_file(topdir, scan_name, valid_scan_state))
@@ -1530,7 +1533,9 @@ TREE_STATUS = {'first seen': 'first seen', 'unchanged': 'unchanged since seen be
 
 
 def format_report(report):
-    lines = ['Rekor log %s (logID %s)' % (report.url, report.log_id or 'unknown')]
+    lines = ['Rekor log %s (logID %s%s)' % (report.url, report.log_id or 'unknown',
+                                            '; log key: %s' % report.log_key
+                                            if report.log_key else '')]
     for tree in report.trees:
         lines.append('  tree %s (%s): size %d, root %s: %s' % (
             tree['tree_id'], 'active' if tree['active'] else 'inactive', tree['size'],
@@ -1886,6 +1891,7 @@ class PackageCheck:
     time_signed: bool = None
     fingerprint: str = None
     trusted_key: str = None
+    log_key: str = None  # where the log's key came from (find_log_key)
     entries: list = field(default_factory=list)  # every entry looked at, and its outcome
     notes: list = field(default_factory=list)
 
@@ -1896,9 +1902,15 @@ class PackageCheck:
 
 
 def verify_rpm_settings(args):
-    """No configuration file unless --config: a package user has none; the
-    defaults are the public log with its shipped key."""
-    settings = load_config(args.config) if args.config else Settings()
+    """--config, else the hub's file when this user can read it (as verify
+    reads it), else none: a package user has none, and the defaults are the
+    public log with its built-in key (None: no file named a log)."""
+    path = args.config
+    if path is None and os.access(CONFIG_FILE, os.R_OK):
+        path = CONFIG_FILE
+    if path is None and not args.url:
+        return None
+    settings = load_config(path) if path else Settings()
     if args.url:
         settings.url = args.url
     if args.allow_insecure_http:
@@ -1910,13 +1922,9 @@ def verify_rpm_settings(args):
 
 
 def online_log_key(args, settings):
-    """--log-key, the configured key, or the shipped key of the public
-    instance; never a key fetched from the log being checked."""
-    if args.log_key or settings.log_public_key:
-        return verify_key_for(args, settings, None, {})
-    if urllib.parse.urlsplit(settings.url).hostname == PUBLIC_REKOR_HOST:
-        return load_log_key(PUBLIC_REKOR_KEY)
-    raise UsageError('no log key for %s: pass --log-key' % settings.url)
+    """(key, where from) as find_log_key finds it; never a key fetched
+    from the log being checked."""
+    return find_log_key(args, settings)
 
 
 def offline_entry(args, settings, path):
@@ -1924,11 +1932,11 @@ def offline_entry(args, settings, path):
     by, as `verify` does: the checkpoint must name --origin, the configured
     origin, or the host of the receipt's rekor_url."""
     receipt, entry_id, entry = load_entry_file(path)
-    log_key = verify_key_for(args, settings, receipt, entry)
-    origin = settings.origin
+    log_key, source = find_log_key(args, settings, receipt, entry, path)
+    origin = args.origin or (settings.origin if settings else None)
     if origin is None and receipt:
         origin = urllib.parse.urlsplit(str(receipt.get('rekor_url', ''))).hostname
-    return path, entry_id, entry, log_key, origin
+    return path, entry_id, entry, (log_key, source), origin
 
 
 def claimed_sha256(entry):
@@ -2001,13 +2009,13 @@ def conclude(check, outcomes, missing_reason):
     verified with a trusted key, else the most telling failure."""
     check.entries = outcomes
     for wanted, status in (('trusted', 'logged'), ('untrusted key', 'untrusted key'),
-                           ('failed', 'not verified')):
+                           ('failed', 'not verified'), ('cannot check', 'not checked')):
         chosen = next((o for o in outcomes if o['outcome'] == wanted), None)
         if chosen:
             check.status = status
             check.reason = chosen.get('reason')
             for name in ('entry_id', 'log_index', 'integrated_time', 'time_signed',
-                         'fingerprint', 'trusted_key'):
+                         'fingerprint', 'trusted_key', 'log_key'):
                 setattr(check, name, chosen.get(name))
             check.notes += chosen.get('notes') or []
             if status == 'logged' and any(o['outcome'] == 'failed' for o in outcomes):
@@ -2053,10 +2061,20 @@ def check_package(check, context):
         # them, so that each says why it is not this file's.
         receipts = [r for r in context.receipts if claimed_sha256(r[2]) == check.sha256]
         outcomes = []
-        for name, entry_id, entry, log_key, origin in receipts or context.receipts:
+        for name, entry_id, entry, (log_key, source), origin in receipts or context.receipts:
+            logged_by = str(entry.get('logID', '')).lower() if isinstance(entry, dict) else ''
+            if logged_by != log_key_id(log_key).hex():
+                # A key for another log says nothing about the package.
+                outcomes.append({'entry_id': entry_id, 'receipt': name, 'log_key': source,
+                                 'outcome': 'cannot check', 'reason': (
+                                     'cannot check %s: its entry is from the log with logID '
+                                     '%s, the log key (%s) is logID %s' % (
+                                         name, logged_by or '(none)', source,
+                                         log_key_id(log_key).hex()))})
+                continue
             outcome = check_entry_for_file(check, signed, entry_id, entry, log_key, origin,
                                            context.keys)
-            outcomes.append(dict(outcome, receipt=name))
+            outcomes.append(dict(outcome, receipt=name, log_key=source))
         conclude(check, outcomes, 'no receipt given logs it')
         return
     try:
@@ -2065,8 +2083,9 @@ def check_package(check, context):
         check.reason = str(e)
         return
     check.notes += notes
-    outcomes = [check_entry_for_file(check, signed, entry_id, entry, context.log_key,
-                                     context.settings.origin_host, context.keys)
+    outcomes = [dict(check_entry_for_file(check, signed, entry_id, entry, context.log_key[0],
+                                          context.settings.origin_host, context.keys),
+                     log_key=context.log_key[1])
                 for entry_id, entry in found]
     conclude(check, outcomes, "not found in the log's index (the index is best-effort: "
                               'this does not prove it absent from the log)')
@@ -2116,7 +2135,8 @@ def format_package(check):
             format_time(check.integrated_time, check.time_signed), check.entry_id)
     else:
         line = '%s %s: %s' % (check.status.upper(), name, check.reason)
-    return '\n'.join([line] + ['  note: %s' % n for n in check.notes]) + '\n'
+    return '\n'.join([line] + ['  note: %s' % n for n in check.notes] + (
+        ['  log key: %s' % check.log_key] if check.log_key else [])) + '\n'
 
 
 def cmd_verify_rpm(args):
@@ -2127,6 +2147,7 @@ def cmd_verify_rpm(args):
         context.receipts = [offline_entry(args, settings, path) for path in args.receipt]
         checks = verify_rpms(context, args.rpm)
     else:
+        context.settings = settings = settings or Settings()
         context.log_key = online_log_key(args, settings)
         context.client = RekorClient(settings)
         try:
@@ -3033,26 +3054,68 @@ def verify_settings(args):
     return settings
 
 
-def verify_key_for(args, settings, receipt, entry):
-    """The log key for an offline verify: --log-key, the configured one, or
-    the shipped public-instance key for rekor.sigstore.dev (configured, or
-    when nothing names a log and the entry's logID is its)."""
-    if args.log_key:
+class CannotCheck(UsageError):
+    """No key for the log in question: nothing was judged (exit 2)."""
+
+
+BUILT_IN_KEY = 'built into koji-rekor for %s' % PUBLIC_REKOR_HOST
+
+
+def find_log_key(args, settings, receipt=None, entry=None, path=None):
+    """(key, where it came from) for every command that verifies (verify,
+    verify-rpm; monitor and the hub add their pinned key, known_log_key):
+    --log-key, else the configured key when the configuration is for the
+    log in question, else the built-in key when that log is the public one.
+    The log in question is --url, else the one a receipt names, else the
+    configured one; with nothing naming a log, an entry of the public log
+    (by its logID) is checked with the built-in key. A receipt only names
+    its log: it never supplies the key."""
+    from rekor_log import same_origin
+    if getattr(args, 'log_key', None):
         try:
-            return read_log_key(args.log_key)
+            return read_log_key(args.log_key), '--log-key %s' % args.log_key
         except OSError as e:
             raise UsageError('cannot read %s: %s' % (args.log_key, e.strerror))
         except VerificationError as e:
             raise UsageError('%s: %s' % (args.log_key, e))
-    if settings and settings.log_public_key:
-        return read_log_key(settings.log_public_key)
+    named = receipt.get('rekor_url') if isinstance(receipt, dict) else None
+    named = named if isinstance(named, str) and urllib.parse.urlsplit(named).hostname else None
+    if getattr(args, 'url', None) or entry is None:
+        url = settings.url
+    else:
+        url = named or (settings.url if settings else None)
+    if settings and settings.log_public_key and (url is None or same_origin(url, settings.url)):
+        return read_log_key(settings.log_public_key), '[rekor] log_public_key %s (%s)' % (
+            settings.log_public_key, settings.config_file)
     public = load_log_key(PUBLIC_REKOR_KEY)
-    if settings and urllib.parse.urlsplit(settings.url).hostname != PUBLIC_REKOR_HOST:
-        raise UsageError('no log key for %s: pass --log-key or set [rekor] log_public_key'
-                         % settings.url)
-    if settings or str(entry.get('logID', '')).lower() == log_key_id(public).hex():
-        return public
-    raise UsageError('no log key for logID %s: pass --log-key' % entry.get('logID'))
+    if url and urllib.parse.urlsplit(url).hostname == PUBLIC_REKOR_HOST:
+        return public, BUILT_IN_KEY
+    if url is None and str(entry.get('logID', '')).lower() == log_key_id(public).hex():
+        return public, BUILT_IN_KEY
+    advice = 'pass --log-key, or --config with [rekor] log_public_key'
+    if url is None:
+        raise CannotCheck('cannot check %s: no key for logID %s: %s' % (
+            path, entry.get('logID'), advice))
+    if path and url == named and not getattr(args, 'url', None):
+        raise CannotCheck('cannot check %s: no key for the log it names, %s: %s' % (
+            path, display_url(url), advice))
+    raise CannotCheck('cannot check%s: no key for the log %s: %s' % (
+        ' %s' % path if path else '', display_url(url), advice))
+
+
+def log_key_source(settings, state):
+    """Where the monitor's (and the hub's) key comes from, in
+    known_log_key's order: configured, built in, else pinned under state."""
+    if settings.log_public_key:
+        return '[rekor] log_public_key %s (%s)' % (settings.log_public_key,
+                                                   settings.config_file)
+    if urllib.parse.urlsplit(settings.url).hostname == PUBLIC_REKOR_HOST:
+        return BUILT_IN_KEY
+    return 'pinned on first use under %s' % state
+
+
+def verify_key_for(args, settings, receipt, entry, path=None):
+    return find_log_key(args, settings, receipt, entry, path)[0]
 
 
 def verify_origin_for(args, settings, receipt, key):
@@ -3075,7 +3138,7 @@ def cmd_verify(args):
     if len(args.files) > 1 or os.path.isdir(args.files[0]):
         return verify_many(args, settings)
     receipt, entry_id, entry = load_entry_file(args.files[0])
-    key = verify_key_for(args, settings, receipt, entry)
+    key, key_source = find_log_key(args, settings, receipt, entry, args.files[0])
     verified = verify_entry_file(args, settings, receipt, entry_id, entry, key)
     if args.rpm:
         check_receipt_rpm(args.rpm, receipt, verified)
@@ -3085,8 +3148,10 @@ def cmd_verify(args):
         verified.tree_size, utc(verified.integrated_time),
         unsigned, verified.checkpoint.origin)]
     lines += ['note: %s' % note for note in verified.notes]
+    lines += ['log key: %s' % key_source]
     return emit(args, 0, {
-        'file': args.files[0], 'entry_id': verified.entry_id, 'uuid': verified.uuid,
+        'file': args.files[0], 'log_key': key_source,
+        'entry_id': verified.entry_id, 'uuid': verified.uuid,
         'log_index': verified.log_index, 'tree_id': verified.tree_id,
         'tree_index': verified.tree_index, 'tree_size': verified.tree_size,
         'integrated_time': verified.integrated_time, 'signed_time': verified.signed_time,
@@ -3163,12 +3228,8 @@ def verify_many(args, settings):
     for path in receipt_files(args.files):
         try:
             receipt, entry_id, entry = load_entry_file(path)
-            # One key for all, unless it depends on each entry's logID.
-            which = None if args.log_key or settings.log_public_key \
-                else str(entry.get('logID', '')).lower()
-            if which not in keys:
-                keys[which] = verify_key_for(args, settings, receipt, entry)
-            verify_entry_file(args, settings, receipt, entry_id, entry, keys[which])
+            key = verify_key_for(args, settings, receipt, entry, path)
+            verify_entry_file(args, settings, receipt, entry_id, entry, key)
         except VerificationError as e:
             result(path, 'failed', 'FAILED %s: %s' % (path, e), str(e))
         except UsageError as e:
