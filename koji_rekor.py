@@ -1913,8 +1913,7 @@ def verify_rpm_settings(args):
     settings = load_config(path) if path else Settings()
     if args.url:
         settings.url = args.url
-    if args.allow_insecure_http:
-        settings.allow_insecure_http = True
+        check_cli_url(settings, args)
     check_url(settings)
     if args.origin:
         settings.origin = args.origin
@@ -2965,8 +2964,23 @@ def cli_settings(args):
     settings = load_config(args.config)
     if getattr(args, 'url', None):
         settings.url = args.url
-        check_url(settings)
+        check_cli_url(settings, args)
     return settings
+
+
+def check_cli_url(settings, args):
+    """check_url for a --url the user typed: the message names the flags,
+    not the file's options."""
+    if getattr(args, 'allow_insecure_http', False):
+        settings.allow_insecure_http = True
+    try:
+        check_url(settings)
+    except koji.ConfigurationError as e:
+        if urllib.parse.urlsplit(args.url).scheme == 'http' and \
+                not settings.allow_insecure_http:
+            raise UsageError('--url %s is plain http: pass --allow-insecure-http to allow it'
+                             % display_url(args.url))
+        raise UsageError(str(e).replace('[rekor] url:', '--url', 1))
 
 
 def cmd_upload(args):
@@ -3316,6 +3330,9 @@ def build_parser():
     upload.add_argument('--key', required=True, help='ASCII-armored public key that signed it')
     upload.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
     upload.add_argument('--url', help='Rekor URL (overrides the configuration)')
+    upload.add_argument('--allow-insecure-http', action='store_true',
+                        help='allow a plain http --url (the file\'s allow_insecure_http '
+                             'also does)')
     upload.add_argument('--topdir', help='Koji topdir whose rekor-logs/ keeps the tree heads '
                         'seen before (run as the hub user; default: none)')
     upload.add_argument('--receipt', help='write the receipt here instead of printing it')
@@ -3402,6 +3419,8 @@ def build_parser():
                                               'logID, to set as [rekor] log_public_key')
     log_key.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
     log_key.add_argument('--url', help='Rekor URL (overrides the configuration)')
+    log_key.add_argument('--allow-insecure-http', action='store_true',
+                         help='allow a plain http --url')
     log_key.add_argument('--topdir',
                          help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
     log_key.set_defaults(func=cmd_log_key)

@@ -590,7 +590,8 @@ def check_key_signed_rpm(signed, key, key_path):
     try:
         os.write(fd, signed.header_blob())
         os.lseek(fd, 0, os.SEEK_SET)
-        hdr = ts.hdrFromFdno(fd)
+        with rpm_messages_captured(rpm):
+            hdr = ts.hdrFromFdno(fd)
     except rpm.error as e:
         if 'public key not available' in str(e):
             raise SignatureSourceError('public key %s does not verify %s signed by %s'
@@ -603,6 +604,20 @@ def check_key_signed_rpm(signed, key, key_path):
         os.close(fd)
         ts.closeDB()
     return hdr
+
+
+@contextlib.contextmanager
+def rpm_messages_captured(rpm):
+    """Keep rpm's own warnings ("warning: /memfd:... (deleted): ... NOKEY")
+    off the terminal and the hub's log: the caller reports the one cause.
+    rpm's Python binding cannot give its log back to stderr once redirected
+    (setLogFile(None) raises; each file leaks a FILE), so its level is raised
+    for the call and set back to rpm's default; callers hold RPM_LOCK."""
+    rpm.setVerbosity(rpm.RPMLOG_ERR)
+    try:
+        yield
+    finally:
+        rpm.setVerbosity(rpm.RPMLOG_NOTICE)  # rpmlog.c's default mask
 
 
 def check_rekor_signature_rules(signed, key):
@@ -1427,8 +1442,15 @@ def load_log_key(pem):
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
     try:
         return load_pem_public_key(pem)
-    except (ValueError, TypeError) as e:
-        raise VerificationError('not a PEM public key: %s' % e)
+    except (ValueError, TypeError):
+        # One cause in the user's terms, not cryptography's message (which
+        # cites its FAQ and a byte offset).
+        if b'-----BEGIN PGP ' in pem:
+            raise VerificationError("an OpenPGP key, not a log key: set the log's PEM public "
+                                    'key (koji-rekor log-key prints it)')
+        if b'PRIVATE KEY-----' in pem:
+            raise VerificationError('a private key: set the log\'s PEM public key')
+        raise VerificationError('not a PEM public key (-----BEGIN PUBLIC KEY-----)')
 
 
 def read_log_key(path):

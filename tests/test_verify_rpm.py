@@ -414,3 +414,13 @@ def test_a_receipt_of_another_log_than_the_key_is_not_a_verdict(capsys, hub_rece
     assert (status, package['status']) == (2, 'not checked')
     assert package['reason'].startswith('cannot check %s: its entry is from the log with logID '
                                         % receipt)
+
+
+def test_a_plain_http_url_typed_on_the_command_line_names_the_flag(capsys, rekor, signed_rpms,
+                                                                   keys, log_key_file):
+    status = koji_rekor.main(['verify-rpm', signed_rpms[('rsa', 'header')], '--key',
+                              keys['rsa'].path, '--url', rekor.url, '--log-key',
+                              str(log_key_file)])
+    out, err = capsys.readouterr()
+    assert (status, out, err) == (2, '', 'koji-rekor: --url %s is plain http: pass '
+                                         '--allow-insecure-http to allow it\n' % rekor.url)
