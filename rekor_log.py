@@ -2907,8 +2907,10 @@ def config_for_import(nvra, sigkey, path):
             remove_record(path)
         LOG.error('rekor_log: failed %s sigkey %s (the import fails): configuration: %s',
                   nvra, sigkey, e)
+        # from None: Koji formats the traceback into the fault and the hub
+        # log; the message holds the cause, one traceback is enough.
         raise koji.CallbackError('Rekor upload of %s (sigkey %s) failed: configuration: %s'
-                                 % (nvra, sigkey, e))
+                                 % (nvra, sigkey, e)) from None
 
 
 def add_pending(path):
@@ -3029,7 +3031,7 @@ def report_failure(settings, nvra, sigkey, exc):
               exc_info=None if isinstance(exc, RekorLogError) else exc)
     if settings.enforce:
         raise koji.CallbackError('Rekor upload of %s (sigkey %s) failed: %s'
-                                 % (nvra, sigkey, cause))
+                                 % (nvra, sigkey, cause)) from None  # as config_for_import
 
 
 # ---------------------------------------------------------------------------

@@ -96,6 +96,10 @@ def test_a_typo_in_enforce_fails_the_import(hub, rekor, koji_import, signed_rpms
     with pytest.raises(koji.CallbackError) as info:
         hub.sign(koji_import(signed_rpms[('rsa', 'header')]))
     assert 'unknown section [uplaod]' in str(info.value)
+    # Koji puts the callback's traceback in the fault: one cause, not the
+    # ConfigurationError and then "During handling ..." the CallbackError.
+    assert str(info.value).count('Traceback') == 1
+    assert 'During handling of the above exception' not in str(info.value)
     assert rekor.count('POST', ENTRIES) == 0
     errors = [r.getMessage() for r in plugin_log.records if r.levelname == 'ERROR']
     assert len(errors) == 1 and errors[0].startswith('rekor_log: failed hello-1.0-1.noarch')
