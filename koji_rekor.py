@@ -41,6 +41,7 @@ from rekor_log import (
     UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
     verify_log_entry, verify_rpm_body, write_atomic, write_file_at, write_receipt,
 )
+from rekor_log import counted  # noqa: E402 (apart from the list above: merges)
 
 # ---------------------------------------------------------------------------
 # The worker: koji-rekor retry
@@ -116,8 +117,8 @@ def probe_log(settings, topdir, watch, now):
     finally:
         client.close()
     clear_outage(topdir)
-    LOG.info('rekor_log: the log answers again after %d failures: every record waiting for '
-             'it is due', outage.failures)
+    LOG.info('rekor_log: the log answers again after %s: every record waiting for '
+             'it is due', counted(outage.failures, 'failure'))
     return True
 
 
@@ -1017,8 +1018,8 @@ def scan_log(view, keys, koji_view, scan, start_index):
                                done=indexes[-1] + 1 == end)
     report.scan['seconds'] = round(time.monotonic() - began, 3)
     if scan.data['pending']:
-        report.not_checked('%d entries are left to check next run (log indexes %s)'
-                           % (len(scan.data['pending']),
+        report.not_checked('%s left to check next run (log indexes %s)'
+                           % (counted(len(scan.data['pending']), 'entry is', 'entries are'),
                                             ', '.join(map(str, scan.data['pending'][:10]))))
 
 
@@ -2041,7 +2042,8 @@ def entries_from_index(client, sha256):
                 found.append((entry_id, entry))
     missing = sum(1 for i in ids if i[-64:] not in seen)
     if missing:
-        notes.append('the index lists %d entries the log did not return' % missing)
+        notes.append('the index lists %s the log did not return'
+                     % counted(missing, 'entry', 'entries'))
     return found, notes
 
 
@@ -2789,8 +2791,9 @@ def give_back(logs, uid, gid):
             except OSError:  # gone meanwhile, or a root_squash NFS: nothing to do
                 pass
     if fixed:
-        LOG.warning('rekor_log: %d files and directories under %s belonged to root; given back '
-                    'to uid %d, the hub\'s user', fixed, logs, uid)
+        LOG.warning('rekor_log: %s under %s belonged to root; given back '
+                    'to uid %d, the hub\'s user',
+                    counted(fixed, 'file or directory', 'files and directories'), logs, uid)
 
 
 def preload():
@@ -3323,6 +3326,9 @@ def build_parser():
         prog='koji-rekor', description='Record Koji RPM signatures in a Rekor transparency log.')
     parser.add_argument('--version', action='version', version='%(prog)s ' + __version__)
     parser.add_argument('--debug', action='store_true', help='log debug messages')
+    # Its own dest: a subcommand's --json default (False) would overwrite it.
+    parser.add_argument('--json', dest='json_first', action='store_true',
+                        help='print the result as one JSON object (also after the subcommand)')
     sub = parser.add_subparsers(dest='command', required=True)
 
     upload = sub.add_parser('upload', help='log an RPM that is already signed')
@@ -3495,6 +3501,8 @@ def error_line(exc):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.json_first:
+        args.json = True
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format='%(levelname)s: %(message)s')
     try:

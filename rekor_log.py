@@ -1206,6 +1206,11 @@ class RekorClient:
         return [item for entries in found for item in entries.items()]
 
 
+def counted(number, one, many=None):
+    """'1 signature', '2 signatures': a count with its noun agreeing."""
+    return '%d %s' % (number, one if number == 1 else many or one + 's')
+
+
 def is_object(value):
     return isinstance(value, dict)
 
@@ -2977,8 +2982,8 @@ def signatures_committed(cbtype, *args, **kws):
     try:
         settings = get_config()
     except koji.ConfigurationError as e:
-        LOG.error('rekor_log: %d signatures wait in the outbox: configuration: %s',
-                  len(committed), e)
+        LOG.error('rekor_log: %s in the outbox: configuration: %s',
+                  counted(len(committed), 'signature waits', 'signatures wait'), e)
         return
     # Without enforce, the log gets hub_budget seconds of this request in
     # all; what does not finish within it is the worker's.

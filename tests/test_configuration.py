@@ -132,6 +132,7 @@ def test_with_enforce_explicitly_off_a_bad_file_leaves_the_signature_queued(
     assert rekor.count('POST', ENTRIES) == 0
     assert hub.outbox() == ['hello-1.0-1.noarch.%s.json' % imported.sigkey]
     assert cause in plugin_log.text
+    assert 'rekor_log: 1 signature waits in the outbox: configuration: ' in plugin_log.text
     # Once the file is fixed, the worker logs it: nothing was lost.
     hub.configure(text.replace('BAD', 'timeout = 5'))
     status = koji_rekor.main(['retry', '--config', str(hub.conf_path), '--topdir', str(topdir)])
