@@ -3321,6 +3321,85 @@ def cmd_log_key(args):
                 ''.join('# %(where)s: logID %(log_id)s\n%(pem)s' % key for key in found))
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """--help with each option's default, as ArgumentDefaultsHelpFormatter
+    gives it, but not for options without one (None, False) nor where the
+    help already names it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if action.default in (None, False, argparse.SUPPRESS) or 'default' in text or \
+                action.nargs in (argparse.ZERO_OR_MORE, argparse.ONE_OR_MORE) or \
+                not action.option_strings:
+            return text
+        return text + ' (default: %(default)s)'
+
+
+CONTRACT = ('exit status: 0 success; 1 %s; 2 could not run (bad arguments, a missing or '
+            'unreadable file, a bad configuration, %s). One line on stderr says why; --json '
+            'prints one JSON object with exit_status.')
+
+# name -> (what it does, what exit 1 means, what else exit 2 covers); the
+# README's "One contract for every subcommand", per command.
+COMMAND_DOCS = {
+    'upload': ('Log one RPM that is already signed: rpm checks that --key signed it, then it is '
+               'sent to the log, the answer verified, and the receipt written (or printed).',
+               'the local signature check failed, or the log refused the entry',
+               'a log that cannot be reached'),
+    'verify': ('Verify receipts written by the plugin, or Rekor entries, offline: UUID, '
+               'inclusion proof, checkpoint, signed entry timestamp, logID; with --rpm, that the '
+               'RPM is the one logged. The log key: --log-key, else the configuration\'s for '
+               'that log, else the built-in key of rekor.sigstore.dev; a receipt names its log, '
+               'never the key.',
+               'a receipt or entry does not verify',
+               'a file that cannot be read, no key for the log an entry names'),
+    'verify-rpm': ('Check RPM files against the log: each must be logged (found by its sha256 in '
+                   "the log's index, or in --receipt) with a key you trust, and verify as the "
+                   'plugin verifies its own entries. The log key is found as for verify.',
+                   'a package is not found, not verified, or logged with a key you do not trust',
+                   'a package that could not be checked, no key for the log'),
+    'retry': ('Upload what the outbox holds: the signatures the hub queued (queue_only, '
+              'failures, the hub budget spent). For cron, or --watch as a service.',
+              'signatures are left unlogged', 'a log that cannot be reached'),
+    'outbox': ('List the records waiting or set aside in the outbox (<topdir>/rekor-logs/'
+               '@outbox); --requeue moves rejected ones back, due now.',
+               'not used', 'a record that cannot be requeued'),
+    'monitor': ("Check the log's consistency, and that every entry made with our keys is a "
+                'signature Koji made; for a timer or cron.',
+                'findings not yet acknowledged', 'something could not be checked'),
+    'log-key': ("Print the key the log serves, and the one pinned for it on first use, with "
+                'their logIDs, to set as [rekor] log_public_key.',
+                'the log serves another key than the pinned one', 'a log that cannot be reached'),
+    'backfill': ('Log the signatures in the topdir that have no receipt (imported before the '
+                 'plugin was enabled, or while it was off), as the plugin logs them.',
+                 'signatures are left unlogged', 'a log that cannot be reached'),
+    'doctor': ('Check this installation, one line per check (ok, warn, FAIL, skip): the '
+               'configuration, hub.conf and the plugin file, the topdir (named, with why), the '
+               'signing keys, the log and its key, SELinux, rekor-logs/ and the outbox, and '
+               "what the hub's user can read. Writes nothing.",
+               'a check FAILs (warnings and skips alone exit 0)', 'doctor itself could not run'),
+}
+
+
+def document_commands(top, sub):
+    """Description, defaults and exit status in every subcommand's --help,
+    and the exit statuses of all in the top --help, which the man page
+    (argparse-manpage, from this parser) prints as the top's epilog."""
+    top.formatter_class = HelpFormatter
+    top.epilog = ('Every subcommand has its own --help: what it does, its defaults and its '
+                  'exit status. Exit status: 0 success; 2 could not run (bad arguments, a '
+                  'missing or unreadable file, a bad configuration, a log that cannot be '
+                  'reached where that means nothing could be checked); 1 the thing checked '
+                  'failed: %s.' % '; '.join('%s: %s' % (name, doc[1]) for name, doc in
+                                             COMMAND_DOCS.items() if doc[1] != 'not used'))
+    for name, parser in sub.choices.items():
+        what, fails, cannot = COMMAND_DOCS[name]
+        parser.description = what
+        parser.epilog = CONTRACT % (fails, cannot) if fails != 'not used' else (
+            CONTRACT.replace('1 %s; ', '') % cannot)
+        parser.formatter_class = HelpFormatter
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='koji-rekor', description='Record Koji RPM signatures in a Rekor transparency log.')
@@ -3378,7 +3457,8 @@ def build_parser():
     verify_rpm.add_argument('--log-key', help="PEM file of the log's public key")
     verify_rpm.add_argument('--origin', help='host the checkpoint origin must name')
     verify_rpm.add_argument('--config', help='read the log settings from this plugin '
-                                             'configuration file (default: none)')
+                                             'configuration file (default: %s when it exists '
+                                             'and can be read; none is needed)' % CONFIG_FILE)
     verify_rpm.add_argument('--json', action='store_true', help='print the results as JSON')
     verify_rpm.set_defaults(func=cmd_verify_rpm)
 
@@ -3448,6 +3528,7 @@ def build_parser():
     doctor.set_defaults(func=cmd_doctor)
 
     add_common_options(sub)
+    document_commands(parser, sub)
     return parser
 
 
