@@ -50,3 +50,23 @@ def test_a_misspelt_option_with_enforce_off_queues_the_signature(hub, module_rek
     logs = hub.logs(200)
     assert 'unknown option [rekor] timout' in logs
     assert 'kept in the outbox' in logs
+
+
+def test_doctor_reads_the_real_hubs_configuration(hub, monkeypatch, capsys):
+    """doctor on the harness's hub.conf: the topdir is the hub's KojiDir,
+    said so; Plugins and PluginPath load this plugin; the misspelt option
+    is one FAIL line naming the file."""
+    import koji_rekor
+    conf = hub.env['HUB_CONF']
+    monkeypatch.setattr(koji_rekor, 'HUB_CONFIG_FILE', conf)
+    monkeypatch.setattr(koji_rekor, 'HUB_CONFIG_DIR', os.path.join(os.path.dirname(conf),
+                                                                   'hub.conf.d'))
+    status = koji_rekor.main(['doctor', '--config', hub.env['PLUGIN_CONF']])
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 1
+    assert lines[0] == 'FAIL configuration: %s: unknown option [rekor] timout' % (
+        hub.env['PLUGIN_CONF'])
+    assert 'ok   hub.conf: %s: Plugins includes rekor_log' % conf in lines
+    plugin, = [line for line in lines if line.startswith(('ok   plugin', 'FAIL plugin'))]
+    assert plugin.startswith('ok   plugin: ') and plugin.endswith('/rekor_log.py'), plugin
+    assert 'ok   topdir: %s (KojiDir in %s)' % (hub.topdir, conf) in lines
