@@ -3231,28 +3231,28 @@ def verify_many(args, settings):
     if one could not be read, else 0."""
     if args.rpm:
         raise UsageError('--rpm checks one receipt, not several')
-    keys = {}
     counts = dict.fromkeys(('verified', 'failed', 'unreadable'), 0)
     results = []  # only with --json: the one JSON object holds them all
 
-    def result(path, status, line, cause=None):
+    def result(path, status, line, cause=None, source=None):
         counts[status] += 1
         if args.json:
-            results.append({'path': path, 'status': status, 'cause': cause})
+            results.append({'path': path, 'status': status, 'cause': cause,
+                            'log_key': source})
         else:
             print(line)
 
     for path in receipt_files(args.files):
         try:
             receipt, entry_id, entry = load_entry_file(path)
-            key = verify_key_for(args, settings, receipt, entry, path)
+            key, source = find_log_key(args, settings, receipt, entry, path)
             verify_entry_file(args, settings, receipt, entry_id, entry, key)
         except VerificationError as e:
             result(path, 'failed', 'FAILED %s: %s' % (path, e), str(e))
         except UsageError as e:
             result(path, 'unreadable', 'UNREADABLE %s: %s' % (path, e), str(e))
         else:
-            result(path, 'verified', 'OK %s' % path)
+            result(path, 'verified', 'OK %s (log key: %s)' % (path, source), source=source)
     if not any(counts.values()):
         raise UsageError('no receipts in %s' % ', '.join(args.files))
     summary = ', '.join('%s %d' % item for item in counts.items())
