@@ -1451,10 +1451,10 @@ def load_log_key(pem):
         # One cause in the user's terms, not cryptography's message (which
         # cites its FAQ and a byte offset).
         if b'-----BEGIN PGP ' in pem:
-            raise VerificationError("an OpenPGP key, not a log key: set the log's PEM public "
-                                    'key (koji-rekor log-key prints it)')
+            raise VerificationError("an OpenPGP key, not a log key: the log's PEM public key "
+                                    'is wanted (koji-rekor log-key prints it)')
         if b'PRIVATE KEY-----' in pem:
-            raise VerificationError('a private key: set the log\'s PEM public key')
+            raise VerificationError("a private key: the log's PEM public key is wanted")
         raise VerificationError('not a PEM public key (-----BEGIN PUBLIC KEY-----)')
 
 

@@ -143,7 +143,7 @@ def test_an_openpgp_key_as_log_public_key_is_one_line(rekor, signed_rpms, keys, 
                               '--config', conf)
     assert status == 2
     assert err == ('koji-rekor: %s: [rekor] log_public_key: %s: an OpenPGP key, not a log key: '
-                   "set the log's PEM public key (koji-rekor log-key prints it)\n"
+                   "the log's PEM public key is wanted (koji-rekor log-key prints it)\n"
                    % (conf, keys['rsa'].path))
 
 

@@ -1210,3 +1210,10 @@ def test_without_a_set_a_local_entry_is_marked_unsigned(receipt, tmp_path, capsy
     summary = out.splitlines()[0]
     assert 'log index 1 (unsigned)' in summary and summary.count('(unsigned)') == 2
     assert out.splitlines()[1].startswith('note: no signed entry timestamp')
+
+
+def test_an_openpgp_key_as_log_key_is_one_line(receipt, keys, capsys):
+    status, out, err = run_cli(capsys, 'verify', receipt.path, '--log-key', keys['rsa'].path)
+    assert (status, out) == (2, '')
+    assert err == ("koji-rekor: %s: an OpenPGP key, not a log key: the log's PEM public key is "
+                   'wanted (koji-rekor log-key prints it)\n' % keys['rsa'].path)
