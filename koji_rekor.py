@@ -2260,12 +2260,15 @@ def read_hub_config():
     hub = {'files': [], 'error': None, 'options': None}
     if os.path.exists(HUB_CONFIG_FILE):
         files.append(HUB_CONFIG_FILE)
-    if files:
+    unreadable = [f for f in files if not os.access(f, os.R_OK)]
+    if unreadable:  # configparser would skip it silently
+        hub['error'] = '%s: cannot read it' % ', '.join(unreadable)
+    elif files:
         try:
             parser = koji.read_config_files([HUB_CONFIG_DIR, (HUB_CONFIG_FILE, False)],
                                             raw=True)
-        except Exception as e:  # unreadable, or not an ini file
-            hub['error'] = failure_cause(e)
+        except Exception as e:  # not an ini file
+            hub['error'] = '%s: %s' % (', '.join(files), failure_cause(e))
         else:
             hub['files'] = files
             hub['options'] = {k: parser.get('hub', k) for k in ('KojiDir', 'Plugins',
@@ -2274,7 +2277,7 @@ def read_hub_config():
     options = hub['options'] or {}
     if options.get('KojiDir'):
         hub['topdir'] = options['KojiDir']
-        hub['topdir_why'] = 'KojiDir in %s' % ', '.join(files)
+        hub['topdir_why'] = 'KojiDir in %s' % kojidir_file(files)
     else:
         hub['topdir'] = DEFAULT_TOPDIR
         hub['topdir_why'] = "Koji's default: %s" % (
@@ -2284,11 +2287,25 @@ def read_hub_config():
     return hub
 
 
+def kojidir_file(files):
+    """The file whose KojiDir the hub uses: the last that sets it."""
+    import configparser
+    for path in reversed(files):
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue
+        if parser.has_option('hub', 'KojiDir'):
+            return path
+    return ', '.join(files)
+
+
 def check_hub_config(checkup, hub, hub_user):
     """hub.conf must load the plugin (Plugins) from a directory (PluginPath)
     where the hub's user can read rekor_log.py."""
     if hub['error']:
-        checkup.add('fail', 'hub.conf', '%s: %s' % (HUB_CONFIG_FILE, hub['error']))
+        checkup.add('fail', 'hub.conf', hub['error'])
         checkup.add('skip', 'plugin', 'needs a readable hub.conf')
         return
     if hub['options'] is None:

@@ -409,3 +409,15 @@ def test_a_log_key_the_hub_user_cannot_read_fails(setup, log_key_file):
     assert status == 1
     assert ('FAIL log: [rekor] log_public_key %s: not readable by the hub user nobody'
             % log_key_file) in out
+
+
+def test_the_topdir_from_a_drop_in_names_that_file(setup, tmp_path):
+    drop_in = tmp_path / 'hub.conf.d' / '10-paths.conf'
+    drop_in.parent.mkdir()
+    drop_in.write_text('[hub]\nKojiDir = %s\n' % setup.topdir)
+    setup.run()
+    status, out = setup.run_as_is(topdir=False)
+    assert status == 0, out
+    assert 'ok   topdir: %s (KojiDir in %s)' % (setup.topdir, drop_in) in out.splitlines()
+    assert 'ok   hub.conf: %s, %s: Plugins includes rekor_log' % (drop_in, setup.hub_conf) \
+        in out.splitlines()
