@@ -2148,7 +2148,9 @@ def cmd_verify_rpm(args):
         context.receipts = [offline_entry(args, settings, path) for path in args.receipt]
         checks = verify_rpms(context, args.rpm)
     else:
-        context.settings = settings = settings or Settings()
+        if settings is None:  # the public log, as no file or flag names another
+            settings = Settings(origin=args.origin)
+        context.settings = settings
         context.log_key = online_log_key(args, settings)
         context.client = RekorClient(settings)
         try:
