@@ -12,7 +12,7 @@ SOURCES := rekor_log.py koji_rekor.py $(wildcard rekor_cli.py) rekor_log.conf RE
 # Koji build roots check them.
 RPMBUILD_NODEPS := $(if $(wildcard /etc/debian_version),--nodeps)
 
-.PHONY: setup test demo rpm clean
+.PHONY: setup test demo man rpm clean
 
 setup:
 	bash .ci/setup
@@ -22,6 +22,19 @@ test: setup
 
 demo: setup
 	$(PYTHON) tests/demo.py
+
+# build/koji-rekor.1, the man page, from the same parser as --help
+# (argparse-manpage, installed by `make setup`).
+man: build/koji-rekor.1
+
+build/koji-rekor.1: koji_rekor.py rekor_log.py
+	mkdir -p build
+	PYTHONPATH=$(CURDIR) $(PYTHON) -c "from argparse_manpage.cli import main; main()" \
+	    --module koji_rekor \
+	    --function build_parser --project-name koji-rekor --prog koji-rekor \
+	    --version $(VERSION) --manual-title 'koji-rekor manual' \
+	    --description 'record Koji RPM signatures in a Rekor transparency log' \
+	    --output $@
 
 # dist/koji-rekor-<version>-1.src.rpm and the two noarch RPMs built from it.
 rpm:

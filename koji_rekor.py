@@ -41,6 +41,7 @@ from rekor_log import (
     UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
     verify_log_entry, verify_rpm_body, write_atomic, write_file_at, write_receipt,
 )
+from rekor_log import counted  # noqa: E402 (apart from the list above: merges)
 
 # ---------------------------------------------------------------------------
 # The worker: koji-rekor retry
@@ -116,8 +117,8 @@ def probe_log(settings, topdir, watch, now):
     finally:
         client.close()
     clear_outage(topdir)
-    LOG.info('rekor_log: the log answers again after %d failures: every record waiting for '
-             'it is due', outage.failures)
+    LOG.info('rekor_log: the log answers again after %s: every record waiting for '
+             'it is due', counted(outage.failures, 'failure'))
     return True
 
 
@@ -738,6 +739,7 @@ class Report:
     topdir: str
     progress: Progress
     log_id: str = None
+    log_key: str = None  # where the log's key came from
     trees: list = field(default_factory=list)
     scan: dict = field(default_factory=dict)
     history: dict = None
@@ -767,7 +769,8 @@ class Report:
         return 1 if self.findings else 2 if self.unchecked else 0
 
     def as_json(self):
-        return {'rekor_url': self.url, 'log_id': self.log_id, 'topdir': self.topdir,
+        return {'rekor_url': self.url, 'log_id': self.log_id, 'log_key': self.log_key,
+                'topdir': self.topdir,
                 'trees': self.trees, 'scan': self.scan, 'history': self.history,
                 'keys': self.keys, 'subjects': self.watchlist, 'findings': self.findings,
                 'acknowledged': self.acknowledged, 'not_checked': self.unchecked,
@@ -903,6 +906,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
             report.not_checked('the log key of %s: %s' % (display_url(settings.url), e))
             return report
         report.log_id = log_key_id(log_key).hex()
+        report.log_key = log_key_source(settings, state)
         scan_name = '%s.json' % report.log_id
         with state_locked(topdir, scan_name):
             scan = Scan(topdir, scan_name, read_state_file(topdir, scan_name, valid_scan_state))
@@ -1014,8 +1018,8 @@ def scan_log(view, keys, koji_view, scan, start_index):
                                done=indexes[-1] + 1 == end)
     report.scan['seconds'] = round(time.monotonic() - began, 3)
     if scan.data['pending']:
-        report.not_checked('%d entries are left to check next run (log indexes %s)'
-                           % (len(scan.data['pending']),
+        report.not_checked('%s left to check next run (log indexes %s)'
+                           % (counted(len(scan.data['pending']), 'entry is', 'entries are'),
                                             ', '.join(map(str, scan.data['pending'][:10]))))
 
 
@@ -1530,7 +1534,9 @@ TREE_STATUS = {'first seen': 'first seen', 'unchanged': 'unchanged since seen be
 
 
 def format_report(report):
-    lines = ['Rekor log %s (logID %s)' % (report.url, report.log_id or 'unknown')]
+    lines = ['Rekor log %s (logID %s%s)' % (report.url, report.log_id or 'unknown',
+                                            '; log key: %s' % report.log_key
+                                            if report.log_key else '')]
     for tree in report.trees:
         lines.append('  tree %s (%s): size %d, root %s: %s' % (
             tree['tree_id'], 'active' if tree['active'] else 'inactive', tree['size'],
@@ -1886,6 +1892,7 @@ class PackageCheck:
     time_signed: bool = None
     fingerprint: str = None
     trusted_key: str = None
+    log_key: str = None  # where the log's key came from (find_log_key)
     entries: list = field(default_factory=list)  # every entry looked at, and its outcome
     notes: list = field(default_factory=list)
 
@@ -1896,13 +1903,18 @@ class PackageCheck:
 
 
 def verify_rpm_settings(args):
-    """No configuration file unless --config: a package user has none; the
-    defaults are the public log with its shipped key."""
-    settings = load_config(args.config) if args.config else Settings()
+    """--config, else the hub's file when this user can read it (as verify
+    reads it), else none: a package user has none, and the defaults are the
+    public log with its built-in key (None: no file named a log)."""
+    path = args.config
+    if path is None and os.access(CONFIG_FILE, os.R_OK):
+        path = CONFIG_FILE
+    if path is None and not args.url:
+        return None
+    settings = load_config(path) if path else Settings()
     if args.url:
         settings.url = args.url
-    if args.allow_insecure_http:
-        settings.allow_insecure_http = True
+        check_cli_url(settings, args)
     check_url(settings)
     if args.origin:
         settings.origin = args.origin
@@ -1910,13 +1922,9 @@ def verify_rpm_settings(args):
 
 
 def online_log_key(args, settings):
-    """--log-key, the configured key, or the shipped key of the public
-    instance; never a key fetched from the log being checked."""
-    if args.log_key or settings.log_public_key:
-        return verify_key_for(args, settings, None, {})
-    if urllib.parse.urlsplit(settings.url).hostname == PUBLIC_REKOR_HOST:
-        return load_log_key(PUBLIC_REKOR_KEY)
-    raise UsageError('no log key for %s: pass --log-key' % settings.url)
+    """(key, where from) as find_log_key finds it; never a key fetched
+    from the log being checked."""
+    return find_log_key(args, settings)
 
 
 def offline_entry(args, settings, path):
@@ -1924,11 +1932,11 @@ def offline_entry(args, settings, path):
     by, as `verify` does: the checkpoint must name --origin, the configured
     origin, or the host of the receipt's rekor_url."""
     receipt, entry_id, entry = load_entry_file(path)
-    log_key = verify_key_for(args, settings, receipt, entry)
-    origin = settings.origin
+    log_key, source = find_log_key(args, settings, receipt, entry, path)
+    origin = args.origin or (settings.origin if settings else None)
     if origin is None and receipt:
         origin = urllib.parse.urlsplit(str(receipt.get('rekor_url', ''))).hostname
-    return path, entry_id, entry, log_key, origin
+    return path, entry_id, entry, (log_key, source), origin
 
 
 def claimed_sha256(entry):
@@ -2001,13 +2009,13 @@ def conclude(check, outcomes, missing_reason):
     verified with a trusted key, else the most telling failure."""
     check.entries = outcomes
     for wanted, status in (('trusted', 'logged'), ('untrusted key', 'untrusted key'),
-                           ('failed', 'not verified')):
+                           ('failed', 'not verified'), ('cannot check', 'not checked')):
         chosen = next((o for o in outcomes if o['outcome'] == wanted), None)
         if chosen:
             check.status = status
             check.reason = chosen.get('reason')
             for name in ('entry_id', 'log_index', 'integrated_time', 'time_signed',
-                         'fingerprint', 'trusted_key'):
+                         'fingerprint', 'trusted_key', 'log_key'):
                 setattr(check, name, chosen.get(name))
             check.notes += chosen.get('notes') or []
             if status == 'logged' and any(o['outcome'] == 'failed' for o in outcomes):
@@ -2034,7 +2042,8 @@ def entries_from_index(client, sha256):
                 found.append((entry_id, entry))
     missing = sum(1 for i in ids if i[-64:] not in seen)
     if missing:
-        notes.append('the index lists %d entries the log did not return' % missing)
+        notes.append('the index lists %s the log did not return'
+                     % counted(missing, 'entry', 'entries'))
     return found, notes
 
 
@@ -2053,10 +2062,20 @@ def check_package(check, context):
         # them, so that each says why it is not this file's.
         receipts = [r for r in context.receipts if claimed_sha256(r[2]) == check.sha256]
         outcomes = []
-        for name, entry_id, entry, log_key, origin in receipts or context.receipts:
+        for name, entry_id, entry, (log_key, source), origin in receipts or context.receipts:
+            logged_by = str(entry.get('logID', '')).lower() if isinstance(entry, dict) else ''
+            if logged_by != log_key_id(log_key).hex():
+                # A key for another log says nothing about the package.
+                outcomes.append({'entry_id': entry_id, 'receipt': name, 'log_key': source,
+                                 'outcome': 'cannot check', 'reason': (
+                                     'cannot check %s: its entry is from the log with logID '
+                                     '%s, the log key (%s) is logID %s' % (
+                                         name, logged_by or '(none)', source,
+                                         log_key_id(log_key).hex()))})
+                continue
             outcome = check_entry_for_file(check, signed, entry_id, entry, log_key, origin,
                                            context.keys)
-            outcomes.append(dict(outcome, receipt=name))
+            outcomes.append(dict(outcome, receipt=name, log_key=source))
         conclude(check, outcomes, 'no receipt given logs it')
         return
     try:
@@ -2065,8 +2084,9 @@ def check_package(check, context):
         check.reason = str(e)
         return
     check.notes += notes
-    outcomes = [check_entry_for_file(check, signed, entry_id, entry, context.log_key,
-                                     context.settings.origin_host, context.keys)
+    outcomes = [dict(check_entry_for_file(check, signed, entry_id, entry, context.log_key[0],
+                                          context.settings.origin_host, context.keys),
+                     log_key=context.log_key[1])
                 for entry_id, entry in found]
     conclude(check, outcomes, "not found in the log's index (the index is best-effort: "
                               'this does not prove it absent from the log)')
@@ -2116,7 +2136,8 @@ def format_package(check):
             format_time(check.integrated_time, check.time_signed), check.entry_id)
     else:
         line = '%s %s: %s' % (check.status.upper(), name, check.reason)
-    return '\n'.join([line] + ['  note: %s' % n for n in check.notes]) + '\n'
+    return '\n'.join([line] + ['  note: %s' % n for n in check.notes] + (
+        ['  log key: %s' % check.log_key] if check.log_key else [])) + '\n'
 
 
 def cmd_verify_rpm(args):
@@ -2127,6 +2148,9 @@ def cmd_verify_rpm(args):
         context.receipts = [offline_entry(args, settings, path) for path in args.receipt]
         checks = verify_rpms(context, args.rpm)
     else:
+        if settings is None:  # the public log, as no file or flag names another
+            settings = Settings(origin=args.origin)
+        context.settings = settings
         context.log_key = online_log_key(args, settings)
         context.client = RekorClient(settings)
         try:
@@ -2157,40 +2181,183 @@ class Checkup:
 
     @property
     def status(self):
-        statuses = {c['status'] for c in self.checks}
-        return 1 if 'fail' in statuses else 2 if 'skip' in statuses else 0
+        """1 when a check FAILs; warnings and skips alone are 0 (2, doctor
+        could not run, is main's, for what stops it before any check)."""
+        return 1 if any(c['status'] == 'fail' for c in self.checks) else 0
+
+    def failed(self, check):
+        return any(c['check'] == check and c['status'] == 'fail' for c in self.checks)
 
     def text(self):
         return ''.join('%-4s %s: %s\n' % ('FAIL' if c['status'] == 'fail' else c['status'],
                                            c['check'], c['detail']) for c in self.checks)
 
 
-def run_doctor(config_file, topdir):
-    """Every check of an installation, in the order a signature needs them."""
+def run_doctor(config_file, topdir=None):
+    """Every check of an installation, in the order a signature needs them.
+    topdir: --topdir, or None for the hub's KojiDir (or Koji's default)."""
     checkup = Checkup()
+    hub = read_hub_config()
     try:
         settings = load_config(config_file)
     except koji.ConfigurationError as e:
         checkup.add('fail', 'configuration', str(e))  # names the file and the option
-        for check in ('signing keys', 'log', 'selinux'):
-            checkup.add('skip', check, 'needs a configuration the hub accepts')
         settings = None
+        hub_user = configured_hub_user(config_file)
     else:
-        where = config_file  # load_config refuses a missing file
-        hidden = unreadable_by(settings.hub_user, config_file)
+        hub_user = settings.hub_user
+        hidden = unreadable_by(hub_user, config_file)
         if hidden:
             checkup.add('fail', 'configuration', '%s: %s, so the hub fails every signature '
                         'import on it' % (config_file, hidden))
         else:
             checkup.add('ok', 'configuration', '%s (log %s, %s)' % (
-                where, settings.url, 'queue_only' if settings.queue_only else
+                config_file, settings.url, 'queue_only' if settings.queue_only else
                 'enforce' if settings.enforce else 'upload after commit'))
+    check_hub_config(checkup, hub, hub_user)
+    if settings is None:
+        for check in ('signing keys', 'log', 'selinux'):
+            checkup.add('skip', check, 'needs a configuration the hub accepts')
+    if topdir is None:
+        topdir, why = hub['topdir'], hub['topdir_why']
+    else:
+        why = '--topdir'
+    check_topdir(checkup, hub_user, topdir, why)
+    if settings is not None:
         check_signing_keys(checkup, settings)
-        check_log(checkup, settings, topdir)
+        check_log(checkup, settings, None if checkup.failed('topdir') else topdir)
         check_selinux(checkup, settings)
-    check_receipt_dir(checkup, settings.hub_user if settings else Settings.hub_user, topdir)
-    summarise_outbox(checkup, topdir)
-    return checkup
+    if checkup.failed('topdir'):
+        for check in ('rekor-logs', 'outbox'):
+            checkup.add('skip', check, 'needs the topdir')
+        return checkup, topdir
+    check_receipt_dir(checkup, hub_user, topdir)
+    if checkup.failed('rekor-logs'):
+        checkup.add('skip', 'outbox', 'needs rekor-logs/')
+    else:
+        summarise_outbox(checkup, topdir)
+    return checkup, topdir
+
+
+def configured_hub_user(path):
+    """[upload] hub_user as a file the hub refuses still says it: the
+    checks of who can read what then ask about the right user."""
+    import rekor_log
+    try:
+        value = rekor_log.parse_config_file(path).get('upload', 'hub_user', fallback='')
+    except Exception:  # any file doctor already reported as broken
+        value = ''
+    return value.strip() or Settings.hub_user
+
+
+# The hub's own defaults (kojixmlrpc.load_config).
+HUB_PLUGIN_PATH = '/usr/lib/koji-hub-plugins'
+
+
+def read_hub_config():
+    """What hub.conf (and hub.conf.d/*.conf) says that matters here, and
+    the files read: {'files', 'error', 'options', 'topdir', 'topdir_why'}."""
+    import glob
+    files = sorted(glob.glob(os.path.join(HUB_CONFIG_DIR, '*.conf')))
+    hub = {'files': [], 'error': None, 'options': None}
+    if os.path.exists(HUB_CONFIG_FILE):
+        files.append(HUB_CONFIG_FILE)
+    unreadable = [f for f in files if not os.access(f, os.R_OK)]
+    if unreadable:  # configparser would skip it silently
+        hub['error'] = '%s: cannot read it' % ', '.join(unreadable)
+    elif files:
+        try:
+            parser = koji.read_config_files([HUB_CONFIG_DIR, (HUB_CONFIG_FILE, False)],
+                                            raw=True)
+        except Exception as e:  # not an ini file
+            hub['error'] = '%s: %s' % (', '.join(files), failure_cause(e))
+        else:
+            hub['files'] = files
+            hub['options'] = {k: parser.get('hub', k) for k in ('KojiDir', 'Plugins',
+                                                                'PluginPath')
+                              if parser.has_option('hub', k)}
+    options = hub['options'] or {}
+    if options.get('KojiDir'):
+        hub['topdir'] = options['KojiDir']
+        hub['topdir_why'] = 'KojiDir in %s' % kojidir_file(files)
+    else:
+        hub['topdir'] = DEFAULT_TOPDIR
+        hub['topdir_why'] = "Koji's default: %s" % (
+            'no KojiDir in %s' % ', '.join(files) if hub['options'] is not None else
+            '%s cannot be read' % HUB_CONFIG_FILE if hub['error'] else
+            '%s does not exist' % HUB_CONFIG_FILE)
+    return hub
+
+
+def kojidir_file(files):
+    """The file whose KojiDir the hub uses: the last that sets it."""
+    import configparser
+    for path in reversed(files):
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue
+        if parser.has_option('hub', 'KojiDir'):
+            return path
+    return ', '.join(files)
+
+
+def check_hub_config(checkup, hub, hub_user):
+    """hub.conf must load the plugin (Plugins) from a directory (PluginPath)
+    where the hub's user can read rekor_log.py."""
+    if hub['error']:
+        checkup.add('fail', 'hub.conf', hub['error'])
+        checkup.add('skip', 'plugin', 'needs a readable hub.conf')
+        return
+    if hub['options'] is None:
+        checkup.add('warn', 'hub.conf', '%s does not exist: not a hub host? Plugins and '
+                    'PluginPath not checked' % HUB_CONFIG_FILE)
+        checkup.add('skip', 'plugin', 'needs hub.conf')
+        return
+    read = ', '.join(hub['files'])
+    plugins = hub['options'].get('Plugins', '').split()
+    if 'rekor_log' not in plugins:
+        checkup.add('fail', 'hub.conf', '%s: Plugins = %s does not include rekor_log: the hub '
+                    'never loads the plugin; add rekor_log to Plugins' % (
+                        read, ' '.join(plugins) or '(empty)'))
+    else:
+        checkup.add('ok', 'hub.conf', '%s: Plugins includes rekor_log' % read)
+    path = hub['options'].get('PluginPath', HUB_PLUGIN_PATH)
+    where = [os.path.join(d, 'rekor_log.py') for d in path.split(':') if d]
+    found = [f for f in where if os.path.isfile(f)]
+    if not found:
+        checkup.add('fail', 'plugin', 'no rekor_log.py in PluginPath %s%s: copy it there' % (
+            path, '' if 'PluginPath' in hub['options'] else " (Koji's default)"))
+        return
+    hidden = unreadable_by(hub_user, found[0])
+    if hidden:
+        checkup.add('fail', 'plugin', '%s: %s, so the hub cannot load it' % (found[0], hidden))
+    else:
+        checkup.add('ok', 'plugin', found[0])
+
+
+def check_topdir(checkup, hub_user, topdir, why):
+    """The topdir must be a directory the hub's user can enter: without it
+    no signature reaches the outbox."""
+    import stat
+    try:
+        info = os.stat(topdir)
+    except FileNotFoundError:
+        checkup.add('fail', 'topdir', '%s (%s) does not exist: mount it, or give --topdir / '
+                    'set KojiDir' % (topdir, why))
+        return
+    except OSError as e:
+        checkup.add('fail', 'topdir', '%s (%s): cannot read it: %s' % (topdir, why, e.strerror))
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        checkup.add('fail', 'topdir', '%s (%s) is not a directory' % (topdir, why))
+        return
+    hidden = unreadable_by(hub_user, topdir)
+    if hidden:
+        checkup.add('fail', 'topdir', '%s (%s): %s' % (topdir, why, hidden))
+    else:
+        checkup.add('ok', 'topdir', '%s (%s)' % (topdir, why))
 
 
 def unreadable_by(username, path):
@@ -2207,12 +2374,14 @@ def unreadable_by(username, path):
     if user.pw_uid == 0:
         return None
     groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    # A directory is read by listing and entering it: r and x.
+    need = 5 if stat.S_ISDIR(info.st_mode) else 4
     if info.st_uid == user.pw_uid:
-        allowed = info.st_mode & stat.S_IRUSR
+        allowed = (info.st_mode >> 6) & need == need
     elif info.st_gid in groups:
-        allowed = info.st_mode & stat.S_IRGRP
+        allowed = (info.st_mode >> 3) & need == need
     else:
-        allowed = info.st_mode & stat.S_IROTH
+        allowed = info.st_mode & need == need
     if allowed:
         return None
     try:
@@ -2396,7 +2565,7 @@ def trusted_log_key(settings, topdir):
     """(key, where) the plugin would trust without asking the log: the
     configured key, the shipped one for the public instance, or one pinned
     before (resolve_log_key's order); (None, None) before the first use."""
-    key, pinned = known_log_key(settings, state_dir(topdir))
+    key, pinned = known_log_key(settings, state_dir(topdir) if topdir else None)
     if key is None:
         return None, None
     return key, pinned or settings.log_public_key or 'the key built into rekor_log.py'
@@ -2406,10 +2575,24 @@ def check_log(checkup, settings, topdir):
     """Reach the log; its key must be the trusted one and its signed tree
     head must verify with it. One attempt per request: an admin waits for
     the answer, and reruns the check."""
+    for option in ('log_public_key', 'ca_bundle'):
+        path = getattr(settings, option)
+        hidden = path and unreadable_by(settings.hub_user, path)
+        if hidden:
+            checkup.add('fail', 'log', '[rekor] %s %s: %s: every upload would fail' % (
+                option, path, hidden))
+            return
     client = RekorClient(dataclasses.replace(settings, retries=0))
     try:
         served = load_log_key(client.log_public_key())
         trusted, where = trusted_log_key(settings, topdir)
+        if trusted is None and not (settings.trust_on_first_use or settings.legacy):
+            # resolve_log_key refuses every upload then.
+            checkup.add('fail', 'log', '%s: no log key configured or pinned, and '
+                        'trust_on_first_use is off: every upload would fail; set [rekor] '
+                        'log_public_key to the key it serves (logID %s; koji-rekor log-key '
+                        'prints it)' % (settings.url, log_key_id(served).hex()))
+            return
         if trusted is None:
             checkup.add('warn', 'log', '%s: no log key configured or pinned; the first upload '
                         'will trust logID %s: set [rekor] log_public_key'
@@ -2476,9 +2659,12 @@ def check_receipt_dir(checkup, hub_user, topdir):
         return
     try:
         info = os.stat(path)
-    except OSError as e:
-        checkup.add('fail', 'rekor-logs', '%s: %s; create it: mkdir %s && chown %s: %s' % (
+    except FileNotFoundError as e:
+        checkup.add('fail', 'rekor-logs', '%s: %s; create it: mkdir -p %s && chown %s: %s' % (
             path, e.strerror, path, hub_user, path))
+        return
+    except OSError as e:
+        checkup.add('fail', 'rekor-logs', '%s: cannot read it: %s' % (path, e.strerror))
         return
     import stat
     if not stat.S_ISDIR(info.st_mode):
@@ -2624,8 +2810,9 @@ def give_back(logs, uid, gid):
             except OSError:  # gone meanwhile, or a root_squash NFS: nothing to do
                 pass
     if fixed:
-        LOG.warning('rekor_log: %d files and directories under %s belonged to root; given back '
-                    'to uid %d, the hub\'s user', fixed, logs, uid)
+        LOG.warning('rekor_log: %s under %s belonged to root; given back '
+                    'to uid %d, the hub\'s user',
+                    counted(fixed, 'file or directory', 'files and directories'), logs, uid)
 
 
 def preload():
@@ -2770,8 +2957,7 @@ def signature_json(signature):
 
 
 def cmd_doctor(args):
-    topdir = args.topdir or default_topdir()
-    checkup = run_doctor(args.config, topdir)
+    checkup, topdir = run_doctor(args.config, args.topdir)
     return emit(args, checkup.status, {'config': args.config, 'topdir': topdir,
                                        'checks': checkup.checks}, checkup.text())
 
@@ -2800,8 +2986,23 @@ def cli_settings(args):
     settings = load_config(args.config)
     if getattr(args, 'url', None):
         settings.url = args.url
-        check_url(settings)
+        check_cli_url(settings, args)
     return settings
+
+
+def check_cli_url(settings, args):
+    """check_url for a --url the user typed: the message names the flags,
+    not the file's options."""
+    if getattr(args, 'allow_insecure_http', False):
+        settings.allow_insecure_http = True
+    try:
+        check_url(settings)
+    except koji.ConfigurationError as e:
+        if urllib.parse.urlsplit(args.url).scheme == 'http' and \
+                not settings.allow_insecure_http:
+            raise UsageError('--url %s is plain http: pass --allow-insecure-http to allow it'
+                             % display_url(args.url))
+        raise UsageError(str(e).replace('[rekor] url:', '--url', 1))
 
 
 def cmd_upload(args):
@@ -2889,26 +3090,68 @@ def verify_settings(args):
     return settings
 
 
-def verify_key_for(args, settings, receipt, entry):
-    """The log key for an offline verify: --log-key, the configured one, or
-    the shipped public-instance key for rekor.sigstore.dev (configured, or
-    when nothing names a log and the entry's logID is its)."""
-    if args.log_key:
+class CannotCheck(UsageError):
+    """No key for the log in question: nothing was judged (exit 2)."""
+
+
+BUILT_IN_KEY = 'built into koji-rekor for %s' % PUBLIC_REKOR_HOST
+
+
+def find_log_key(args, settings, receipt=None, entry=None, path=None):
+    """(key, where it came from) for every command that verifies (verify,
+    verify-rpm; monitor and the hub add their pinned key, known_log_key):
+    --log-key, else the configured key when the configuration is for the
+    log in question, else the built-in key when that log is the public one.
+    The log in question is --url, else the one a receipt names, else the
+    configured one; with nothing naming a log, an entry of the public log
+    (by its logID) is checked with the built-in key. A receipt only names
+    its log: it never supplies the key."""
+    from rekor_log import same_origin
+    if getattr(args, 'log_key', None):
         try:
-            return read_log_key(args.log_key)
+            return read_log_key(args.log_key), '--log-key %s' % args.log_key
         except OSError as e:
             raise UsageError('cannot read %s: %s' % (args.log_key, e.strerror))
         except VerificationError as e:
             raise UsageError('%s: %s' % (args.log_key, e))
-    if settings and settings.log_public_key:
-        return read_log_key(settings.log_public_key)
+    named = receipt.get('rekor_url') if isinstance(receipt, dict) else None
+    named = named if isinstance(named, str) and urllib.parse.urlsplit(named).hostname else None
+    if getattr(args, 'url', None) or entry is None:
+        url = settings.url
+    else:
+        url = named or (settings.url if settings else None)
+    if settings and settings.log_public_key and (url is None or same_origin(url, settings.url)):
+        return read_log_key(settings.log_public_key), '[rekor] log_public_key %s (%s)' % (
+            settings.log_public_key, settings.config_file)
     public = load_log_key(PUBLIC_REKOR_KEY)
-    if settings and urllib.parse.urlsplit(settings.url).hostname != PUBLIC_REKOR_HOST:
-        raise UsageError('no log key for %s: pass --log-key or set [rekor] log_public_key'
-                         % settings.url)
-    if settings or str(entry.get('logID', '')).lower() == log_key_id(public).hex():
-        return public
-    raise UsageError('no log key for logID %s: pass --log-key' % entry.get('logID'))
+    if url and urllib.parse.urlsplit(url).hostname == PUBLIC_REKOR_HOST:
+        return public, BUILT_IN_KEY
+    if url is None and str(entry.get('logID', '')).lower() == log_key_id(public).hex():
+        return public, BUILT_IN_KEY
+    advice = 'pass --log-key, or --config with [rekor] log_public_key'
+    if url is None:
+        raise CannotCheck('cannot check %s: no key for logID %s: %s' % (
+            path, entry.get('logID'), advice))
+    if path and url == named and not getattr(args, 'url', None):
+        raise CannotCheck('cannot check %s: no key for the log it names, %s: %s' % (
+            path, display_url(url), advice))
+    raise CannotCheck('cannot check%s: no key for the log %s: %s' % (
+        ' %s' % path if path else '', display_url(url), advice))
+
+
+def log_key_source(settings, state):
+    """Where the monitor's (and the hub's) key comes from, in
+    known_log_key's order: configured, built in, else pinned under state."""
+    if settings.log_public_key:
+        return '[rekor] log_public_key %s (%s)' % (settings.log_public_key,
+                                                   settings.config_file)
+    if urllib.parse.urlsplit(settings.url).hostname == PUBLIC_REKOR_HOST:
+        return BUILT_IN_KEY
+    return 'pinned on first use under %s' % state
+
+
+def verify_key_for(args, settings, receipt, entry, path=None):
+    return find_log_key(args, settings, receipt, entry, path)[0]
 
 
 def verify_origin_for(args, settings, receipt, key):
@@ -2931,7 +3174,7 @@ def cmd_verify(args):
     if len(args.files) > 1 or os.path.isdir(args.files[0]):
         return verify_many(args, settings)
     receipt, entry_id, entry = load_entry_file(args.files[0])
-    key = verify_key_for(args, settings, receipt, entry)
+    key, key_source = find_log_key(args, settings, receipt, entry, args.files[0])
     verified = verify_entry_file(args, settings, receipt, entry_id, entry, key)
     if args.rpm:
         check_receipt_rpm(args.rpm, receipt, verified)
@@ -2941,8 +3184,10 @@ def cmd_verify(args):
         verified.tree_size, utc(verified.integrated_time),
         unsigned, verified.checkpoint.origin)]
     lines += ['note: %s' % note for note in verified.notes]
+    lines += ['log key: %s' % key_source]
     return emit(args, 0, {
-        'file': args.files[0], 'entry_id': verified.entry_id, 'uuid': verified.uuid,
+        'file': args.files[0], 'log_key': key_source,
+        'entry_id': verified.entry_id, 'uuid': verified.uuid,
         'log_index': verified.log_index, 'tree_id': verified.tree_id,
         'tree_index': verified.tree_index, 'tree_size': verified.tree_size,
         'integrated_time': verified.integrated_time, 'signed_time': verified.signed_time,
@@ -3005,32 +3250,28 @@ def verify_many(args, settings):
     if one could not be read, else 0."""
     if args.rpm:
         raise UsageError('--rpm checks one receipt, not several')
-    keys = {}
     counts = dict.fromkeys(('verified', 'failed', 'unreadable'), 0)
     results = []  # only with --json: the one JSON object holds them all
 
-    def result(path, status, line, cause=None):
+    def result(path, status, line, cause=None, source=None):
         counts[status] += 1
         if args.json:
-            results.append({'path': path, 'status': status, 'cause': cause})
+            results.append({'path': path, 'status': status, 'cause': cause,
+                            'log_key': source})
         else:
             print(line)
 
     for path in receipt_files(args.files):
         try:
             receipt, entry_id, entry = load_entry_file(path)
-            # One key for all, unless it depends on each entry's logID.
-            which = None if args.log_key or settings.log_public_key \
-                else str(entry.get('logID', '')).lower()
-            if which not in keys:
-                keys[which] = verify_key_for(args, settings, receipt, entry)
-            verify_entry_file(args, settings, receipt, entry_id, entry, keys[which])
+            key, source = find_log_key(args, settings, receipt, entry, path)
+            verify_entry_file(args, settings, receipt, entry_id, entry, key)
         except VerificationError as e:
             result(path, 'failed', 'FAILED %s: %s' % (path, e), str(e))
         except UsageError as e:
             result(path, 'unreadable', 'UNREADABLE %s: %s' % (path, e), str(e))
         else:
-            result(path, 'verified', 'OK %s' % path)
+            result(path, 'verified', 'OK %s (log key: %s)' % (path, source), source=source)
     if not any(counts.values()):
         raise UsageError('no receipts in %s' % ', '.join(args.files))
     summary = ', '.join('%s %d' % item for item in counts.items())
@@ -3099,11 +3340,93 @@ def cmd_log_key(args):
                 ''.join('# %(where)s: logID %(log_id)s\n%(pem)s' % key for key in found))
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """--help with each option's default, as ArgumentDefaultsHelpFormatter
+    gives it, but not for options without one (None, False) nor where the
+    help already names it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if action.default in (None, False, argparse.SUPPRESS) or 'default' in text or \
+                action.nargs in (argparse.ZERO_OR_MORE, argparse.ONE_OR_MORE) or \
+                not action.option_strings:
+            return text
+        return text + ' (default: %(default)s)'
+
+
+CONTRACT = ('exit status: 0 success; 1 %s; 2 could not run (bad arguments, a missing or '
+            'unreadable file, a bad configuration, %s). One line on stderr says why; --json '
+            'prints one JSON object with exit_status.')
+
+# name -> (what it does, what exit 1 means, what else exit 2 covers); the
+# README's "One contract for every subcommand", per command.
+COMMAND_DOCS = {
+    'upload': ('Log one RPM that is already signed: rpm checks that --key signed it, then it is '
+               'sent to the log, the answer verified, and the receipt written (or printed).',
+               'the local signature check failed, or the log refused the entry',
+               'a log that cannot be reached'),
+    'verify': ('Verify receipts written by the plugin, or Rekor entries, offline: UUID, '
+               'inclusion proof, checkpoint, signed entry timestamp, logID; with --rpm, that the '
+               'RPM is the one logged. The log key: --log-key, else the configuration\'s for '
+               'that log, else the built-in key of rekor.sigstore.dev; a receipt names its log, '
+               'never the key.',
+               'a receipt or entry does not verify',
+               'a file that cannot be read, no key for the log an entry names'),
+    'verify-rpm': ('Check RPM files against the log: each must be logged (found by its sha256 in '
+                   "the log's index, or in --receipt) with a key you trust, and verify as the "
+                   'plugin verifies its own entries. The log key is found as for verify.',
+                   'a package is not found, not verified, or logged with a key you do not trust',
+                   'a package that could not be checked, no key for the log'),
+    'retry': ('Upload what the outbox holds: the signatures the hub queued (queue_only, '
+              'failures, the hub budget spent). For cron, or --watch as a service.',
+              'signatures are left unlogged', 'a log that cannot be reached'),
+    'outbox': ('List the records waiting or set aside in the outbox (<topdir>/rekor-logs/'
+               '@outbox); --requeue moves rejected ones back, due now.',
+               'not used', 'a record that cannot be requeued'),
+    'monitor': ("Check the log's consistency, and that every entry made with our keys is a "
+                'signature Koji made; for a timer or cron.',
+                'findings not yet acknowledged', 'something could not be checked'),
+    'log-key': ("Print the key the log serves, and the one pinned for it on first use, with "
+                'their logIDs, to set as [rekor] log_public_key.',
+                'the log serves another key than the pinned one', 'a log that cannot be reached'),
+    'backfill': ('Log the signatures in the topdir that have no receipt (imported before the '
+                 'plugin was enabled, or while it was off), as the plugin logs them.',
+                 'signatures are left unlogged', 'a log that cannot be reached'),
+    'doctor': ('Check this installation, one line per check (ok, warn, FAIL, skip): the '
+               'configuration, hub.conf and the plugin file, the topdir (named, with why), the '
+               'signing keys, the log and its key, SELinux, rekor-logs/ and the outbox, and '
+               "what the hub's user can read. Writes nothing.",
+               'a check FAILs (warnings and skips alone exit 0)', 'doctor itself could not run'),
+}
+
+
+def document_commands(top, sub):
+    """Description, defaults and exit status in every subcommand's --help,
+    and the exit statuses of all in the top --help, which the man page
+    (argparse-manpage, from this parser) prints as the top's epilog."""
+    top.formatter_class = HelpFormatter
+    top.epilog = ('Every subcommand has its own --help: what it does, its defaults and its '
+                  'exit status. Exit status: 0 success; 2 could not run (bad arguments, a '
+                  'missing or unreadable file, a bad configuration, a log that cannot be '
+                  'reached where that means nothing could be checked); 1 the thing checked '
+                  'failed: %s.' % '; '.join('%s: %s' % (name, doc[1]) for name, doc in
+                                             COMMAND_DOCS.items() if doc[1] != 'not used'))
+    for name, parser in sub.choices.items():
+        what, fails, cannot = COMMAND_DOCS[name]
+        parser.description = what
+        parser.epilog = CONTRACT % (fails, cannot) if fails != 'not used' else (
+            CONTRACT.replace('1 %s; ', '') % cannot)
+        parser.formatter_class = HelpFormatter
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='koji-rekor', description='Record Koji RPM signatures in a Rekor transparency log.')
     parser.add_argument('--version', action='version', version='%(prog)s ' + __version__)
     parser.add_argument('--debug', action='store_true', help='log debug messages')
+    # Its own dest: a subcommand's --json default (False) would overwrite it.
+    parser.add_argument('--json', dest='json_first', action='store_true',
+                        help='print the result as one JSON object (also after the subcommand)')
     sub = parser.add_subparsers(dest='command', required=True)
 
     upload = sub.add_parser('upload', help='log an RPM that is already signed')
@@ -3111,6 +3434,9 @@ def build_parser():
     upload.add_argument('--key', required=True, help='ASCII-armored public key that signed it')
     upload.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
     upload.add_argument('--url', help='Rekor URL (overrides the configuration)')
+    upload.add_argument('--allow-insecure-http', action='store_true',
+                        help='allow a plain http --url (the file\'s allow_insecure_http '
+                             'also does)')
     upload.add_argument('--topdir', help='Koji topdir whose rekor-logs/ keeps the tree heads '
                         'seen before (run as the hub user; default: none)')
     upload.add_argument('--receipt', help='write the receipt here instead of printing it')
@@ -3150,7 +3476,8 @@ def build_parser():
     verify_rpm.add_argument('--log-key', help="PEM file of the log's public key")
     verify_rpm.add_argument('--origin', help='host the checkpoint origin must name')
     verify_rpm.add_argument('--config', help='read the log settings from this plugin '
-                                             'configuration file (default: none)')
+                                             'configuration file (default: %s when it exists '
+                                             'and can be read; none is needed)' % CONFIG_FILE)
     verify_rpm.add_argument('--json', action='store_true', help='print the results as JSON')
     verify_rpm.set_defaults(func=cmd_verify_rpm)
 
@@ -3197,6 +3524,8 @@ def build_parser():
                                               'logID, to set as [rekor] log_public_key')
     log_key.add_argument('--config', default=CONFIG_FILE, help='plugin configuration file')
     log_key.add_argument('--url', help='Rekor URL (overrides the configuration)')
+    log_key.add_argument('--allow-insecure-http', action='store_true',
+                         help='allow a plain http --url')
     log_key.add_argument('--topdir',
                          help='Koji topdir (default: KojiDir from hub.conf, else /mnt/koji)')
     log_key.set_defaults(func=cmd_log_key)
@@ -3218,6 +3547,7 @@ def build_parser():
     doctor.set_defaults(func=cmd_doctor)
 
     add_common_options(sub)
+    document_commands(parser, sub)
     return parser
 
 
@@ -3271,6 +3601,8 @@ def error_line(exc):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.json_first:
+        args.json = True
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format='%(levelname)s: %(message)s')
     try:

@@ -229,6 +229,24 @@ def get_config():
 def read_config_file(path):
     """The parsed file, strictly: it must exist and parse, with no unknown
     section or option, no duplicate, and a section header first."""
+    parser = parse_config_file(path)
+    known = {}
+    for (section, option), _ in OPTIONS:
+        known.setdefault(section, set()).add(option)
+    for section in parser.sections():
+        if section not in known:
+            raise koji.ConfigurationError('%s: unknown section [%s] (known: %s)' % (
+                path, section, ', '.join(sorted(known))))
+        for option in parser.options(section):
+            if option not in known[section]:
+                raise koji.ConfigurationError('%s: unknown option [%s] %s' % (
+                    path, section, option))
+    return parser
+
+
+def parse_config_file(path):
+    """The file as configparser reads it, names unchecked: what a broken
+    file still says about enforce and hub_user."""
     import configparser
     if not os.path.isfile(path):
         raise koji.ConfigurationError('%s: no such configuration file' % path)
@@ -251,17 +269,6 @@ def read_config_file(path):
                                       % (path, e.lineno, e.section, e.option))
     except configparser.Error as e:
         raise koji.ConfigurationError('%s: %s' % (path, ' '.join(str(e).split())))
-    known = {}
-    for (section, option), _ in OPTIONS:
-        known.setdefault(section, set()).add(option)
-    for section in parser.sections():
-        if section not in known:
-            raise koji.ConfigurationError('%s: unknown section [%s] (known: %s)' % (
-                path, section, ', '.join(sorted(known))))
-        for option in parser.options(section):
-            if option not in known[section]:
-                raise koji.ConfigurationError('%s: unknown option [%s] %s' % (
-                    path, section, option))
     return parser
 
 
@@ -301,9 +308,11 @@ def load_config(path):
 
 def enforce_explicitly_off(path):
     """True only when the file parses and sets enforce to false: a file
-    that does not load fails the import unless the admin said not to."""
+    that does not load fails the import unless the admin said not to. The
+    same for a bad value and an unknown name (README: Configuration): only a
+    misspelt section or enforce itself leaves enforce unsaid."""
     try:
-        parser = read_config_file(path)
+        parser = parse_config_file(path)
         for section, option in (('upload', 'enforce'), ('config', 'enforce_rekor_upload')):
             if parser.has_option(section, option):
                 return BOOLEANS.get(parser.get(section, option).strip().lower()) is False
@@ -581,7 +590,8 @@ def check_key_signed_rpm(signed, key, key_path):
     try:
         os.write(fd, signed.header_blob())
         os.lseek(fd, 0, os.SEEK_SET)
-        hdr = ts.hdrFromFdno(fd)
+        with rpm_messages_captured(rpm):
+            hdr = ts.hdrFromFdno(fd)
     except rpm.error as e:
         if 'public key not available' in str(e):
             raise SignatureSourceError('public key %s does not verify %s signed by %s'
@@ -594,6 +604,20 @@ def check_key_signed_rpm(signed, key, key_path):
         os.close(fd)
         ts.closeDB()
     return hdr
+
+
+@contextlib.contextmanager
+def rpm_messages_captured(rpm):
+    """Keep rpm's own warnings ("warning: /memfd:... (deleted): ... NOKEY")
+    off the terminal and the hub's log: the caller reports the one cause.
+    rpm's Python binding cannot give its log back to stderr once redirected
+    (setLogFile(None) raises; each file leaks a FILE), so its level is raised
+    for the call and set back to rpm's default; callers hold RPM_LOCK."""
+    rpm.setVerbosity(rpm.RPMLOG_ERR)
+    try:
+        yield
+    finally:
+        rpm.setVerbosity(rpm.RPMLOG_NOTICE)  # rpmlog.c's default mask
 
 
 def check_rekor_signature_rules(signed, key):
@@ -1182,6 +1206,11 @@ class RekorClient:
         return [item for entries in found for item in entries.items()]
 
 
+def counted(number, one, many=None):
+    """'1 signature', '2 signatures': a count with its noun agreeing."""
+    return '%d %s' % (number, one if number == 1 else many or one + 's')
+
+
 def is_object(value):
     return isinstance(value, dict)
 
@@ -1418,8 +1447,15 @@ def load_log_key(pem):
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
     try:
         return load_pem_public_key(pem)
-    except (ValueError, TypeError) as e:
-        raise VerificationError('not a PEM public key: %s' % e)
+    except (ValueError, TypeError):
+        # One cause in the user's terms, not cryptography's message (which
+        # cites its FAQ and a byte offset).
+        if b'-----BEGIN PGP ' in pem:
+            raise VerificationError("an OpenPGP key, not a log key: the log's PEM public key "
+                                    'is wanted (koji-rekor log-key prints it)')
+        if b'PRIVATE KEY-----' in pem:
+            raise VerificationError("a private key: the log's PEM public key is wanted")
+        raise VerificationError('not a PEM public key (-----BEGIN PUBLIC KEY-----)')
 
 
 def read_log_key(path):
@@ -2876,8 +2912,10 @@ def config_for_import(nvra, sigkey, path):
             remove_record(path)
         LOG.error('rekor_log: failed %s sigkey %s (the import fails): configuration: %s',
                   nvra, sigkey, e)
+        # from None: Koji formats the traceback into the fault and the hub
+        # log; the message holds the cause, one traceback is enough.
         raise koji.CallbackError('Rekor upload of %s (sigkey %s) failed: configuration: %s'
-                                 % (nvra, sigkey, e))
+                                 % (nvra, sigkey, e)) from None
 
 
 def add_pending(path):
@@ -2944,8 +2982,8 @@ def signatures_committed(cbtype, *args, **kws):
     try:
         settings = get_config()
     except koji.ConfigurationError as e:
-        LOG.error('rekor_log: %d signatures wait in the outbox: configuration: %s',
-                  len(committed), e)
+        LOG.error('rekor_log: %s in the outbox: configuration: %s',
+                  counted(len(committed), 'signature waits', 'signatures wait'), e)
         return
     # Without enforce, the log gets hub_budget seconds of this request in
     # all; what does not finish within it is the worker's.
@@ -2998,7 +3036,7 @@ def report_failure(settings, nvra, sigkey, exc):
               exc_info=None if isinstance(exc, RekorLogError) else exc)
     if settings.enforce:
         raise koji.CallbackError('Rekor upload of %s (sigkey %s) failed: %s'
-                                 % (nvra, sigkey, cause))
+                                 % (nvra, sigkey, cause)) from None  # as config_for_import
 
 
 # ---------------------------------------------------------------------------

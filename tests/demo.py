@@ -8,12 +8,16 @@ Rekor-compatible log on 127.0.0.1; the receipt is shown and checked again
 offline with `koji-rekor verify`.
 
     python3 tests/demo.py [--keep DIR]
+
+Its files stay (in --keep DIR, else a new directory under $TMPDIR, named at
+the end), so that the command it prints works after it ends.
 """
 
 import argparse
 import base64
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -95,24 +99,27 @@ def run(work):
     print(json.dumps(shown, indent=2))
 
     step('Anyone can check it again, offline: koji-rekor verify')
-    cmd = [sys.executable, os.path.join(ROOT, 'koji_rekor.py'), 'verify', receipt_path,
-           '--rpm', signed, '--log-key', log_key, '--config', conf]
-    print('$ koji-rekor verify %s --rpm %s --log-key %s --config %s' % (
-        os.path.relpath(receipt_path, work), os.path.basename(signed), 'rekor.pub',
-        'rekor_log.conf'))
-    return subprocess.run(cmd, timeout=60).returncode
+    args = ['verify', receipt_path, '--rpm', signed, '--log-key', log_key, '--config', conf]
+    # Whole paths: the command works from anywhere, after the demo ends.
+    print('$ koji-rekor %s' % ' '.join(shlex.quote(a) for a in args))
+    status = subprocess.run([sys.executable, os.path.join(ROOT, 'koji_rekor.py')] + args,
+                            timeout=60).returncode
+    print('\nThe demo\'s files are in %s (remove it when done); the command above works '
+          'until then.' % work)
+    return status
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--keep', help='work in this directory and keep it')
+    parser.add_argument('--keep', metavar='DIR',
+                        help='work in this directory (default: a new one under $TMPDIR); '
+                             'it is kept either way')
     args = parser.parse_args()
     logging_setup()
     if args.keep:
         os.makedirs(args.keep, exist_ok=True)
-        return run(args.keep)
-    with tempfile.TemporaryDirectory(prefix='koji-rekor-demo-') as work:
-        return run(work)
+        return run(os.path.abspath(args.keep))
+    return run(tempfile.mkdtemp(prefix='koji-rekor-demo-'))
 
 
 def logging_setup():

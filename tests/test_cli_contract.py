@@ -93,6 +93,15 @@ def test_every_subcommand_prints_json_with_its_exit_status(command, capsys, conf
 
 
 @pytest.mark.parametrize('command', SUBCOMMANDS[:-1])
+def test_json_is_accepted_before_the_subcommand(command, capsys, conf, workdir, receipt,
+                                                signed_rpms, keys):
+    argv = commands(conf, workdir, receipt, signed_rpms, keys)[command]
+    status, out, err = cli(capsys, '--json', *argv)
+    assert status == (2 if command == 'monitor' else 0), err
+    assert json.loads(out)['exit_status'] == status
+
+
+@pytest.mark.parametrize('command', SUBCOMMANDS[:-1])
 def test_debug_is_accepted_before_and_after_the_subcommand(command, conf, workdir, receipt,
                                                            signed_rpms, keys):
     argv = [str(a) for a in commands(conf, workdir, receipt, signed_rpms, keys)[command]]

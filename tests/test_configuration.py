@@ -96,33 +96,45 @@ def test_a_typo_in_enforce_fails_the_import(hub, rekor, koji_import, signed_rpms
     with pytest.raises(koji.CallbackError) as info:
         hub.sign(koji_import(signed_rpms[('rsa', 'header')]))
     assert 'unknown section [uplaod]' in str(info.value)
+    # Koji puts the callback's traceback in the fault: one cause, not the
+    # ConfigurationError and then "During handling ..." the CallbackError.
+    assert str(info.value).count('Traceback') == 1
+    assert 'During handling of the above exception' not in str(info.value)
     assert rekor.count('POST', ENTRIES) == 0
     errors = [r.getMessage() for r in plugin_log.records if r.levelname == 'ERROR']
     assert len(errors) == 1 and errors[0].startswith('rekor_log: failed hello-1.0-1.noarch')
 
 
+# A bad value and a misspelt name are both configuration errors: one rule.
+BAD_LINES = [('timeout = nan', "[rekor] timeout: 'nan'"),
+             ('timout = 30', 'unknown option [rekor] timout')]
+
+
+@pytest.mark.parametrize('bad, cause', BAD_LINES, ids=['bad value', 'unknown name'])
 def test_with_enforce_explicitly_off_a_bad_file_leaves_the_signature_queued(
-        hub, rekor, koji_import, signed_rpms, key_dir, log_key_file, topdir, plugin_log, capsys):
+        hub, rekor, koji_import, signed_rpms, key_dir, log_key_file, topdir, plugin_log, capsys,
+        bad, cause):
     text = '''
         [rekor]
         url = %s
         allow_insecure_http = true
         log_public_key = %s
-        timeout = nan
+        BAD
         [signing]
         public_key_dir = %s
         [upload]
         enforce = false
         hub_user = %s
         ''' % (rekor.url, log_key_file, key_dir, HUB_USER)
-    hub.configure(text)
+    hub.configure(text.replace('BAD', bad))
     imported = koji_import(signed_rpms[('rsa', 'header')])
     hub.sign(imported)  # the import goes on
     assert rekor.count('POST', ENTRIES) == 0
     assert hub.outbox() == ['hello-1.0-1.noarch.%s.json' % imported.sigkey]
-    assert "[rekor] timeout: 'nan'" in plugin_log.text
+    assert cause in plugin_log.text
+    assert 'rekor_log: 1 signature waits in the outbox: configuration: ' in plugin_log.text
     # Once the file is fixed, the worker logs it: nothing was lost.
-    hub.configure(text.replace('timeout = nan', 'timeout = 5'))
+    hub.configure(text.replace('BAD', 'timeout = 5'))
     status = koji_rekor.main(['retry', '--config', str(hub.conf_path), '--topdir', str(topdir)])
     assert status == 0, capsys.readouterr()
     assert hub.outbox() == []

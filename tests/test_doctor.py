@@ -38,6 +38,15 @@ class Setup:
                         'signing': {'public_key_dir': str(key_dir)},
                         'upload': {'hub_user': ME}}
         self.getsebool('httpd_can_network_connect --> on')
+        # The hub's own configuration, as /etc/koji-hub/hub.conf says it.
+        self.hub_conf = tmp_path / 'hub.conf'
+        self.plugins = tmp_path / 'hub-plugins'
+        self.plugins.mkdir()
+        (self.plugins / 'rekor_log.py').write_text('# the plugin\n')
+        self.hub_conf.write_text('[hub]\nPlugins = protonmsg rekor_log\nPluginPath = %s\n'
+                                 % self.plugins)
+        monkeypatch.setattr(koji_rekor, 'HUB_CONFIG_FILE', str(self.hub_conf))
+        monkeypatch.setattr(koji_rekor, 'HUB_CONFIG_DIR', str(tmp_path / 'hub.conf.d'))
 
     def getsebool(self, answer):
         """What SELinux's getsebool says on this host (Debian has none)."""
@@ -51,9 +60,9 @@ class Setup:
             for section, options in self.options.items()))
         return self.run_as_is(*args)
 
-    def run_as_is(self, *args):
-        status = koji_rekor.main(['doctor', '--config', str(self.conf),
-                                 '--topdir', str(self.topdir)] + list(args))
+    def run_as_is(self, *args, topdir=True):
+        status = koji_rekor.main(['doctor', '--config', str(self.conf)] + (
+            ['--topdir', str(self.topdir)] if topdir else []) + list(args))
         out, err = self.capsys.readouterr()
         assert 'Traceback' not in err
         return status, out
@@ -76,9 +85,12 @@ def test_a_working_installation_passes_every_check(setup, keys):
     status, lines = setup.lines()
     assert status == 0, lines
     checks = [line.split(':')[0] for line in lines]
-    assert checks == ['ok   configuration'] + sorted(
+    assert checks == ['ok   configuration', 'ok   hub.conf', 'ok   plugin', 'ok   topdir'] + sorted(
         'ok   key %s/%s.asc' % (setup.key_dir, keys[a].sigkey) for a in ('rsa', 'ed25519')) + [
         'ok   log', 'ok   selinux', 'ok   rekor-logs', 'ok   outbox']
+    assert 'ok   topdir: %s (--topdir)' % setup.topdir in lines
+    assert 'ok   hub.conf: %s: Plugins includes rekor_log' % setup.hub_conf in lines
+    assert 'ok   plugin: %s/rekor_log.py' % setup.plugins in lines
     log, = [line for line in lines if line.startswith('ok   log')]
     assert log.startswith('ok   log: %s: signed tree head of tree ' % setup.rekor.url)
 
@@ -99,7 +111,7 @@ def test_a_configuration_the_hub_refuses_fails_and_skips_what_needs_it(setup):
     status, lines = setup.lines()
     assert status == 1
     assert lines[0].startswith('FAIL configuration: %s: [upload] queue_only' % setup.conf)
-    assert [line.split(':')[0] for line in lines[1:4]] == [
+    assert [line.split(':')[0] for line in lines[3:6]] == [
         'skip signing keys', 'skip log', 'skip selinux']
 
 
@@ -223,7 +235,7 @@ def test_no_receipt_directory(setup):
     path.rmdir()
     status, failures = setup.failures()
     assert (status, failures) == (1, [
-        'FAIL rekor-logs: %s: No such file or directory; create it: mkdir %s && chown %s: %s'
+        'FAIL rekor-logs: %s: No such file or directory; create it: mkdir -p %s && chown %s: %s'
         % (path, path, ME, path)])
 
 
@@ -279,3 +291,133 @@ def test_a_key_file_the_hub_user_cannot_read(setup, keys):
         path, ME, grp.getgrgid(os.getgid()).gr_name) in lines
     assert 'ok   key %s/%s.asc: sigkey %s' % (setup.key_dir, keys['ed25519'].sigkey,
                                              keys['ed25519'].sigkey) in lines
+
+
+# --- the topdir: which one, and why; missing or unreadable is a FAIL --------
+
+def test_the_topdir_from_hub_conf_is_named_with_why(setup):
+    setup.hub_conf.write_text(setup.hub_conf.read_text() + 'KojiDir = %s\n' % setup.topdir)
+    setup.run()
+    status, out = setup.run_as_is(topdir=False)
+    assert status == 0, out
+    assert 'ok   topdir: %s (KojiDir in %s)' % (setup.topdir, setup.hub_conf) in out.splitlines()
+
+
+def test_without_hub_conf_the_default_topdir_is_named_with_why(setup, monkeypatch, tmp_path):
+    monkeypatch.setattr(koji_rekor, 'DEFAULT_TOPDIR', str(tmp_path / 'mnt-koji'))
+    setup.hub_conf.unlink()
+    setup.run()
+    status, out = setup.run_as_is(topdir=False)
+    lines = out.splitlines()
+    assert status == 1
+    assert 'warn hub.conf: %s does not exist: not a hub host? Plugins and PluginPath not ' \
+        'checked' % setup.hub_conf in lines
+    assert ("FAIL topdir: %s (Koji's default: %s does not exist) does not exist: mount it, or "
+            "give --topdir / set KojiDir" % (tmp_path / 'mnt-koji', setup.hub_conf)) in lines
+    # Nothing under a topdir that is not there is called ok.
+    assert [line.split(':')[0] for line in lines[-2:]] == ['skip rekor-logs', 'skip outbox']
+
+
+def test_a_missing_topdir_fails_and_skips_what_is_under_it(setup):
+    shutil.rmtree(setup.topdir)
+    status, lines = setup.lines()
+    assert status == 1
+    assert [line for line in lines if not line.startswith('ok')] == [
+        'FAIL topdir: %s (--topdir) does not exist: mount it, or give --topdir / set KojiDir'
+        % setup.topdir, 'skip rekor-logs: needs the topdir', 'skip outbox: needs the topdir']
+
+
+def test_a_topdir_the_hub_user_cannot_read_fails_without_create_it(setup):
+    setup.options['upload']['hub_user'] = 'nobody'
+    setup.topdir.chmod(0o700)
+    status, lines = setup.lines()
+    assert status == 1
+    topdir, = [line for line in lines if line.startswith('FAIL topdir')]
+    assert topdir == 'FAIL topdir: %s (--topdir): not readable by the hub user nobody (mode 700, ' \
+        '%s:%s)' % (setup.topdir, ME, grp.getgrgid(os.getgid()).gr_name)
+    assert not any('create it' in line or 'ok   outbox' in line for line in lines)
+
+
+def test_a_file_as_topdir_fails(setup):
+    shutil.rmtree(setup.topdir)
+    setup.topdir.write_text('')
+    status, lines = setup.lines()
+    assert status == 1
+    assert 'FAIL topdir: %s (--topdir) is not a directory' % setup.topdir in lines
+
+
+# --- what makes every upload fail -----------------------------------------
+
+def test_a_private_log_without_a_key_and_no_trust_on_first_use_fails(setup, rekor):
+    del setup.options['rekor']['log_public_key']
+    status, lines = setup.lines()
+    assert status == 1
+    log, = [line for line in lines if line.startswith(('FAIL log', 'warn log', 'ok   log'))]
+    assert log.startswith('FAIL log: %s: no log key configured or pinned, and '
+                          'trust_on_first_use is off: every upload would fail' % rekor.url)
+
+
+def test_a_private_log_trusted_on_first_use_is_a_warning(setup, rekor):
+    del setup.options['rekor']['log_public_key']
+    setup.options['rekor']['trust_on_first_use'] = 'true'
+    status, lines = setup.lines()
+    assert status == 0, lines
+    assert any(line.startswith('warn log: %s: no log key configured or pinned' % rekor.url)
+               for line in lines)
+
+
+# --- hub.conf and what the hub's user reads --------------------------------
+
+def test_hub_conf_not_loading_the_plugin_fails(setup):
+    setup.hub_conf.write_text('[hub]\nPlugins = protonmsg\nPluginPath = %s\n' % setup.plugins)
+    status, failures = setup.failures()
+    assert (status, failures) == (1, [
+        'FAIL hub.conf: %s: Plugins = protonmsg does not include rekor_log: the hub never '
+        'loads the plugin; add rekor_log to Plugins' % setup.hub_conf])
+
+
+def test_no_plugin_file_in_plugin_path_fails(setup):
+    (setup.plugins / 'rekor_log.py').unlink()
+    status, failures = setup.failures()
+    assert (status, failures) == (1, [
+        'FAIL plugin: no rekor_log.py in PluginPath %s: copy it there' % setup.plugins])
+
+
+def test_a_plugin_file_the_hub_user_cannot_read_fails(setup):
+    setup.options['upload']['hub_user'] = 'nobody'
+    (setup.plugins / 'rekor_log.py').chmod(0o600)
+    status, failures = setup.failures()
+    assert status == 1
+    assert failures[:1] == ['FAIL plugin: %s/rekor_log.py: not readable by the hub user nobody '
+                        '(mode 600, %s:%s), so the hub cannot load it'
+                        % (setup.plugins, ME, grp.getgrgid(os.getgid()).gr_name)]
+
+
+def test_the_configured_hub_user_is_used_when_another_option_is_bad(setup):
+    setup.options['upload']['hub_user'] = 'no-such-user-13'
+    setup.options['rekor']['retries'] = 'never'
+    status, lines = setup.lines()
+    assert status == 1
+    assert 'FAIL rekor-logs: no user no-such-user-13 on this host ([upload] hub_user)' in lines
+
+
+def test_a_log_key_the_hub_user_cannot_read_fails(setup, log_key_file):
+    setup.options['upload']['hub_user'] = 'nobody'
+    setup.run()
+    os.chmod(log_key_file, 0o600)
+    status, out = setup.run_as_is()
+    assert status == 1
+    assert ('FAIL log: [rekor] log_public_key %s: not readable by the hub user nobody'
+            % log_key_file) in out
+
+
+def test_the_topdir_from_a_drop_in_names_that_file(setup, tmp_path):
+    drop_in = tmp_path / 'hub.conf.d' / '10-paths.conf'
+    drop_in.parent.mkdir()
+    drop_in.write_text('[hub]\nKojiDir = %s\n' % setup.topdir)
+    setup.run()
+    status, out = setup.run_as_is(topdir=False)
+    assert status == 0, out
+    assert 'ok   topdir: %s (KojiDir in %s)' % (setup.topdir, drop_in) in out.splitlines()
+    assert 'ok   hub.conf: %s, %s: Plugins includes rekor_log' % (drop_in, setup.hub_conf) \
+        in out.splitlines()

@@ -934,6 +934,8 @@ def test_the_json_report_holds_what_was_checked(monitor, configured_hub, kojihub
 
     assert status == 0
     assert report['rekor_url'] == rekor.url and report['log_id'] == rekor.log.log_id
+    # Where the key came from, as verify and verify-rpm say it.
+    assert report['log_key'].startswith('[rekor] log_public_key ')
     assert report['trees'] == [{'tree_id': str(rekor.log.tree_id), 'active': True, 'size': 1,
                                 'root_hash': rekor.log.root_hash().hex(), 'size_before': 1,
                                 'status': 'unchanged'}]

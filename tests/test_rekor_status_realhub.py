@@ -68,3 +68,35 @@ def test_a_signature_imported_into_a_real_hub_is_reported_logged(hub, tmp_path):
     assert row.split()[:4] == [nvra, hub.rpms['SIGKEY'], 'logged', str(status['log_index'])]
     with pytest.raises(koji.GenericError, match='No such rpm'):
         session.rekorLogStatus('nothing-1.0-1.noarch')
+
+
+def test_verify_rpm_with_the_real_hubs_receipt_with_and_without_configuration(
+        hub, tmp_path, monkeypatch, capsys):
+    """The receipt the real hub wrote names its log; the key comes from the
+    hub's configuration, or the check cannot be made (2), never a verdict."""
+    import json
+
+    import koji_rekor
+    # Not the harness's copy in /etc: "without configuration" means none.
+    monkeypatch.setattr(koji_rekor, 'CONFIG_FILE', str(tmp_path / 'none.conf'))
+    nvra = os.path.basename(hub.rpms['RPM'])[:-len('.rpm')]
+    name, version, rest = nvra.rsplit('-', 2)
+    release, arch = rest.rsplit('.', 1)
+    receipt = os.path.join(hub.topdir, 'rekor-logs', name, version, release, arch,
+                           '%s.%s.json' % (nvra, hub.rpms['SIGKEY'].lower()))
+    if not os.path.exists(receipt):  # this module's first test imports the signature
+        hub.koji('import', '--create-build', hub.rpms['RPM'], check=False)
+        hub.koji('import-sig', hub.rpms['SIGNED_RPM'])
+    argv = ['verify-rpm', hub.rpms['SIGNED_RPM'], '--key', hub.rpms['PUBKEY'], '--receipt',
+            receipt]
+    conf = os.path.join(hub.workdir, 'rekor_log.conf')
+    status = koji_rekor.main(argv + ['--config', conf, '--json'])
+    out, err = capsys.readouterr()
+    (package,) = json.loads(out)['packages']
+    assert (status, package['status']) == (0, 'logged'), out + err
+    assert package['log_key'] == '[rekor] log_public_key %s (%s)' % (
+        os.path.join(hub.workdir, 'rekor.pub'), conf)
+    status = koji_rekor.main(argv)
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, ''), err
+    assert err.startswith('koji-rekor: cannot check %s: no key for the log it names' % receipt)

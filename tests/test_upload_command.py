@@ -2,13 +2,14 @@
 from the command line against the local Rekor-compatible log."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 import koji_rekor
-from conftest import HUB_USER, ROOT
+from conftest import HUB_USER, ROOT, SHARED
 
 ENTRIES = '/api/v1/log/entries'
 
@@ -92,14 +93,58 @@ def test_upload_refuses_before_sending_anything(rekor, conf, signed_rpms, unsign
 
 
 def test_upload_to_plain_http_needs_the_configuration_to_allow_it(rekor, signed_rpms, keys,
-                                                                  tmp_path, capsys):
+                                                                  tmp_path, capsys,
+                                                                  log_key_file):
     conf = tmp_path / 'rekor_log.conf'
-    conf.write_text('[rekor]\ntimeout = 5\n')
+    conf.write_text('[rekor]\ntimeout = 5\nlog_public_key = %s\n[upload]\nhub_user = %s\n'
+                    % (log_key_file, HUB_USER))
     status, out, err = upload(capsys, signed_rpms[('rsa', 'header')], '--key', keys['rsa'].path,
                               '--config', conf, '--url', rekor.url)
     assert status == 2
-    assert err.startswith('koji-rekor: [rekor] url: %s is plain http' % rekor.url)
+    # The user typed --url: the message names the flag, not the file's option.
+    assert err == ('koji-rekor: --url %s is plain http: pass --allow-insecure-http to allow it\n'
+                   % rekor.url)
     assert rekor.count('POST', ENTRIES) == 0
+    status, out, err = upload(capsys, signed_rpms[('rsa', 'header')], '--key', keys['rsa'].path,
+                              '--config', conf, '--url', rekor.url, '--topdir', tmp_path,
+                              '--allow-insecure-http')
+    assert status == 0, err
+    # From the file, the option is named.
+    conf.write_text('[rekor]\nurl = %s\n[upload]\nhub_user = %s\n' % (rekor.url, HUB_USER))
+    status, out, err = upload(capsys, signed_rpms[('rsa', 'header')], '--key', keys['rsa'].path,
+                              '--config', conf)
+    assert status == 2
+    assert err.startswith('koji-rekor: %s: [rekor] url: %s is plain http; set '
+                          'allow_insecure_http = true' % (conf, rekor.url))
+
+
+REAL_RPMS = os.path.join(SHARED, 'rekor-real', 'rpms')
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_RPMS), reason='../shared/rekor-real is absent')
+def test_rpms_own_warnings_are_captured_not_printed(rekor, conf, tmp_path, capfd):
+    # rpm writes "warning: /memfd:... (deleted): ... NOKEY" to the process's
+    # stderr (a real CentOS RPM checked with another key makes it say so);
+    # the user gets the one-line cause only.
+    rpm = os.path.join(REAL_RPMS, 'NetworkManager-bluetooth-1.26.0-8.el8.x86_64.rpm')
+    key = os.path.join(REAL_RPMS, 'test-6b5c00fd2745ac5c.asc')
+    status = koji_rekor.main(['upload', rpm, '--key', key, '--config', conf, '--url', rekor.url,
+                              '--topdir', str(tmp_path)])
+    out, err = capfd.readouterr()
+    assert status == 1
+    assert err == ('koji-rekor: public key %s does not verify '
+                   'NetworkManager-bluetooth-1.26.0-8.el8.x86_64 signed by 8483c65d\n' % key)
+
+
+def test_an_openpgp_key_as_log_public_key_is_one_line(rekor, signed_rpms, keys, tmp_path, capsys):
+    conf = tmp_path / 'rekor_log.conf'
+    conf.write_text('[rekor]\nlog_public_key = %s\n' % keys['rsa'].path)
+    status, out, err = upload(capsys, signed_rpms[('rsa', 'header')], '--key', keys['rsa'].path,
+                              '--config', conf)
+    assert status == 2
+    assert err == ('koji-rekor: %s: [rekor] log_public_key: %s: an OpenPGP key, not a log key: '
+                   "the log's PEM public key is wanted (koji-rekor log-key prints it)\n"
+                   % (conf, keys['rsa'].path))
 
 
 def test_upload_with_a_missing_configuration_file_cannot_start(rekor, signed_rpms, keys, capsys):

@@ -260,13 +260,15 @@ def test_verify_without_log_key_uses_the_shipped_key_for_production_entries(real
     lines = out.splitlines()
     assert lines[0].startswith('OK %s: log index ' % entry_id[16:])
     assert "origin 'rekor.sigstore.dev - " in lines[0]
+    # Where the key came from is said, last.
+    assert lines[-1] == 'log key: built into koji-rekor for rekor.sigstore.dev'
     if name == NO_SET:
         assert '(unsigned)' in lines[0]
-        assert lines[1:] == ['note: no signed entry timestamp: the checkpoint signs the body '
-                             'and its place in the tree, but nothing signs integratedTime or '
-                             'the global log index shown']
+        assert lines[1:-1] == ['note: no signed entry timestamp: the checkpoint signs the body '
+                               'and its place in the tree, but nothing signs integratedTime or '
+                               'the global log index shown']
     else:
-        assert lines[1:] == []
+        assert lines[1:-1] == []
 
 
 def test_verify_staging_entry_with_the_staging_key_file(real, capsys):
@@ -283,7 +285,8 @@ def test_verify_staging_entry_without_log_key_cannot_start(real, capsys):
     status, out, err = run_cli(capsys, 'verify', os.path.join(REAL, STAGING))
     assert (status, out) == (2, '')
     assert one_line(err)
-    assert err.startswith('koji-rekor: no log key for logID d32f30a3c32d639c')
+    assert err.startswith('koji-rekor: cannot check %s: no key for logID d32f30a3c32d639c'
+                          % os.path.join(REAL, STAGING))
     assert 'pass --log-key' in err
 
 
@@ -889,7 +892,8 @@ def receipt(tmp_path, keys):
 def test_receipt_verifies_with_the_receipts_host_as_origin(receipt, capsys):
     status, out, err = receipt.verify(capsys)
     assert (status, err) == (0, '')
-    summary, = out.splitlines()
+    summary, key = out.splitlines()
+    assert key.startswith('log key: --log-key ')
     assert summary.startswith('OK %s: log index 6 (tree %d, index 6 of 8)'
                               % (receipt.entry.uuid, receipt.log.tree_id))
     assert summary.endswith("origin '127.0.0.1 - %d'" % receipt.log.tree_id)
@@ -977,7 +981,10 @@ def test_the_receipts_own_fields_are_checked_against_the_body(receipt, capsys, f
 def test_local_receipt_without_log_key_cannot_start(receipt, capsys):
     status, out, err = run_cli(capsys, 'verify', receipt.path)
     assert (status, out) == (2, '')
-    assert err == 'koji-rekor: no log key for logID %s: pass --log-key\n' % receipt.log.log_id
+    # The receipt names its log (rekor_url); it does not supply the key.
+    assert err == ('koji-rekor: cannot check %s: no key for the log it names, %s: pass '
+                   '--log-key, or --config with [rekor] log_public_key\n'
+                   % (receipt.path, 'http://127.0.0.1:1'))
 
 
 def test_rpm_whose_sha256_was_logged_passes(receipt, capsys):
@@ -1203,3 +1210,10 @@ def test_without_a_set_a_local_entry_is_marked_unsigned(receipt, tmp_path, capsy
     summary = out.splitlines()[0]
     assert 'log index 1 (unsigned)' in summary and summary.count('(unsigned)') == 2
     assert out.splitlines()[1].startswith('note: no signed entry timestamp')
+
+
+def test_an_openpgp_key_as_log_key_is_one_line(receipt, keys, capsys):
+    status, out, err = run_cli(capsys, 'verify', receipt.path, '--log-key', keys['rsa'].path)
+    assert (status, out) == (2, '')
+    assert err == ("koji-rekor: %s: an OpenPGP key, not a log key: the log's PEM public key is "
+                   'wanted (koji-rekor log-key prints it)\n' % keys['rsa'].path)

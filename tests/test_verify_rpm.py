@@ -17,6 +17,13 @@ from conftest import HUB_USER, ROOT, SHARED
 INDEX = '/api/v1/index/retrieve'
 
 
+@pytest.fixture(autouse=True)
+def no_hub_configuration(monkeypatch, tmp_path):
+    """verify-rpm reads the hub's file when there is one (the real hub's
+    harness writes it); the tests use none unless they say --config."""
+    monkeypatch.setattr(koji_rekor, 'CONFIG_FILE', str(tmp_path / 'no-hub-configuration'))
+
+
 @pytest.fixture
 def logged(rekor, log_key_file, signed_rpms, keys, tmp_path, capsys):
     """Log the RSA header-signed RPM with the upload command; returns
@@ -76,9 +83,9 @@ def test_a_logged_rpm_signed_by_a_trusted_key(capsys, rekor, log_key_file, logge
     assert (status, err) == (0, '')
     entry_id = next(iter(json.load(open(receipt))['log_entry']))
     assert out == ('logged %s (hello-1.0-1.noarch): log index 0, integrated %s, signed by %s '
-                   '(trusted: %s), entry %s\n' % (
+                   '(trusted: %s), entry %s\n  log key: --log-key %s\n' % (
                        rpm, out.split('integrated ')[1].split(', signed')[0],
-                       keys['rsa'].fingerprint, keys['rsa'].path, entry_id))
+                       keys['rsa'].fingerprint, keys['rsa'].path, entry_id, log_key_file))
     assert rekor.count('POST', INDEX) == 1
 
     status, (package,), err = as_json(capsys, rekor, log_key_file, rpm, '--key', keys['rsa'].path)
@@ -206,7 +213,7 @@ def test_without_a_signed_entry_timestamp_the_time_is_marked_unsigned(capsys, re
     rekor.faults.tamper = 'no_set'
     status, out, err = verify_rpm(capsys, rekor, log_key_file, rpm, '--key', keys['rsa'].path)
     assert status == 0
-    line, note = out.splitlines()
+    line, note, key = out.splitlines()
     assert line.split(', integrated ')[1].split(', signed by')[0].endswith(
         ' UTC (unsigned: no signed entry timestamp)')
     assert note.startswith('  note: no signed entry timestamp: the checkpoint signs the body')
@@ -230,7 +237,8 @@ def test_what_it_cannot_check(capsys, rekor, log_key_file, signed_rpms, keys, tm
         cause = 'no trusted keys: pass --key FILE, --keys DIR or --rpmdb'
     elif case == 'no log key':
         argv += ['--key', keys['rsa'].path]
-        cause = 'no log key for %s: pass --log-key' % rekor.url
+        cause = ('cannot check: no key for the log %s: pass --log-key, or --config with '
+                 '[rekor] log_public_key' % rekor.url)
     elif case == 'not a key':
         argv += ['--key', str(log_key_file), '--log-key', str(log_key_file)]
         cause = '%s holds no ASCII-armored OpenPGP public key' % log_key_file
@@ -327,3 +335,92 @@ def test_an_entry_the_index_does_not_know_yet_is_not_found_not_absent(
     assert rekor.log.release_index() == 1
     status, (package,), err = as_json(capsys, rekor, log_key_file, rpm, '--key', keys['rsa'].path)
     assert (status, package['status']) == (0, 'logged')
+
+
+# --- one way to find the log's key: flags, configuration, built-in key ------
+
+@pytest.fixture
+def hub_receipt(configured_hub, koji_import, signed_rpms, topdir):
+    """The receipt the hub (hubsim, against the local log) keeps for the RSA
+    header-signed RPM: (rpm, receipt path)."""
+    imported = koji_import(signed_rpms[('rsa', 'header')])
+    configured_hub.sign(imported)
+    receipt, = (topdir / 'rekor-logs' / 'hello').rglob('*.json')
+    return signed_rpms[('rsa', 'header')], str(receipt)
+
+
+def test_the_hubs_receipt_with_the_hubs_configuration(capsys, configured_hub, hub_receipt,
+                                                      keys, log_key_file):
+    rpm, receipt = hub_receipt
+    status = koji_rekor.main(['verify-rpm', rpm, '--key', keys['rsa'].path, '--receipt', receipt,
+                              '--config', str(configured_hub.conf_path), '--json'])
+    out, err = capsys.readouterr()
+    (package,) = json.loads(out)['packages']
+    assert (status, package['status']) == (0, 'logged'), package
+    assert package['log_key'] == '[rekor] log_public_key %s (%s)' % (
+        log_key_file, configured_hub.conf_path)
+
+
+def test_the_hubs_receipt_without_configuration_cannot_be_checked(capsys, rekor, hub_receipt,
+                                                                   keys):
+    # The receipt names its log; it never supplies the key. Without one for
+    # that log this is "could not check" (2), not a verdict on the package.
+    rpm, receipt = hub_receipt
+    status = koji_rekor.main(['verify-rpm', rpm, '--key', keys['rsa'].path, '--receipt', receipt])
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, '')
+    assert err == ('koji-rekor: cannot check %s: no key for the log it names, %s: pass '
+                   '--log-key, or --config with [rekor] log_public_key\n' % (receipt, rekor.url))
+
+
+def test_the_hubs_receipt_with_log_key_states_where_the_key_came_from(capsys, hub_receipt, keys,
+                                                                      log_key_file):
+    rpm, receipt = hub_receipt
+    status = koji_rekor.main(['verify-rpm', rpm, '--key', keys['rsa'].path, '--receipt', receipt,
+                              '--log-key', str(log_key_file)])
+    out, err = capsys.readouterr()
+    assert status == 0, out + err
+    assert '  log key: --log-key %s\n' % log_key_file in out
+
+
+def test_verify_states_where_the_key_came_from(capsys, configured_hub, hub_receipt, log_key_file):
+    rpm, receipt = hub_receipt
+    status = koji_rekor.main(['verify', receipt, '--config', str(configured_hub.conf_path)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert 'log key: [rekor] log_public_key %s (%s)' % (log_key_file, configured_hub.conf_path) \
+        in out
+    # A configuration for the public log does not lend its key to a receipt
+    # of another log, nor does the built-in key apply.
+    public = configured_hub.conf_path.parent / 'public.conf'
+    public.write_text('[upload]\nhub_user = %s\n' % HUB_USER)
+    status = koji_rekor.main(['verify', receipt, '--config', str(public)])
+    out, err = capsys.readouterr()
+    assert status == 2 and err.startswith('koji-rekor: cannot check %s: no key for the log it '
+                                          'names' % receipt)
+
+
+def test_a_receipt_of_another_log_than_the_key_is_not_a_verdict(capsys, hub_receipt, keys,
+                                                                  tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    other = tmp_path / 'other.pub'
+    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    rpm, receipt = hub_receipt
+    status = koji_rekor.main(['verify-rpm', rpm, '--key', keys['rsa'].path, '--receipt', receipt,
+                              '--log-key', str(other), '--json'])
+    (package,) = json.loads(capsys.readouterr()[0])['packages']
+    assert (status, package['status']) == (2, 'not checked')
+    assert package['reason'].startswith('cannot check %s: its entry is from the log with logID '
+                                        % receipt)
+
+
+def test_a_plain_http_url_typed_on_the_command_line_names_the_flag(capsys, rekor, signed_rpms,
+                                                                   keys, log_key_file):
+    status = koji_rekor.main(['verify-rpm', signed_rpms[('rsa', 'header')], '--key',
+                              keys['rsa'].path, '--url', rekor.url, '--log-key',
+                              str(log_key_file)])
+    out, err = capsys.readouterr()
+    assert (status, out, err) == (2, '', 'koji-rekor: --url %s is plain http: pass '
+                                         '--allow-insecure-http to allow it\n' % rekor.url)

@@ -287,6 +287,9 @@ def test_verify_checks_many_receipts_in_one_process_and_names_the_bad_one(world,
     assert failed[0].startswith('FAILED %s: signed entry timestamp' % bad)
     assert 'UNREADABLE %s: %s is not JSON' % (stray, stray) in lines
     assert sum(1 for line in lines if line.startswith('OK ')) == 7
+    # Each says where the log key came from.
+    assert all(line.endswith('(log key: --log-key %s)' % world.log_key_file)
+               for line in lines if line.startswith('OK '))
     # The plugin's own state and outbox are not receipts.
     assert not any('@state' in line or '@outbox' in line for line in lines)
 
