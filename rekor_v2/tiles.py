@@ -22,7 +22,8 @@ import struct
 from collections import OrderedDict
 from typing import Callable, List, Optional, Tuple
 
-from ._compat import VerificationError, hash_children, hash_leaf
+from ._compat import (VerificationError, hash_children, hash_leaf, root_from_inclusion_proof,
+                      verify_consistency)
 
 TILE_WIDTH = 256
 TILE_HEIGHT = 8                     # log2(TILE_WIDTH): tree levels per tile level
@@ -107,15 +108,20 @@ def _split(n: int) -> int:
 class TileReader:
     """Node hashes, entries and proofs of the tree of `size` leaves, read
     through `fetch`. Only tiles of that tree are fetched (widths follow from
-    the size), and at most `cache_tiles` are held at once."""
+    the size). At most `cache_tiles` tiles and `cache_bytes` bytes are held
+    (the newest one always): an entry bundle can be 16 MiB, a hash tile 8 KiB."""
 
-    def __init__(self, fetch: Fetch, size: int, cache_tiles: int = 16):
+    def __init__(self, fetch: Fetch, size: int, cache_tiles: int = 16,
+                 cache_bytes: int = 4 << 20):
         if size < 0:
             raise ValueError('negative tree size')
         self.fetch = fetch
         self.size = size
         self._cache: 'OrderedDict[Tuple, Tuple[bytes, ...]]' = OrderedDict()
         self._cache_tiles = max(1, cache_tiles)
+        self._cache_limit = cache_bytes
+        self._cache_bytes = 0
+        self.fetches = 0                # tiles asked for, for tests and benchmarks
 
     def _get(self, kind, index: int, width: int):
         key = (kind, index, width)
@@ -132,6 +138,7 @@ class TileReader:
             if width < TILE_WIDTH:
                 paths.append(tile_path(kind, index))
         for path in paths:
+            self.fetches += 1
             data = self.fetch(path)
             if data is not None:
                 break
@@ -146,8 +153,11 @@ class TileReader:
         else:
             value = parse_hash_tile(data, width)
         self._cache[key] = value
-        if len(self._cache) > self._cache_tiles:
-            self._cache.popitem(last=False)
+        self._cache_bytes += sum(map(len, value))
+        while len(self._cache) > 1 and (len(self._cache) > self._cache_tiles
+                                        or self._cache_bytes > self._cache_limit):
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= sum(map(len, old))
         return value
 
     def entry(self, index: int) -> bytes:
@@ -245,3 +255,26 @@ class TileReader:
                 m, lo, whole = m - k, lo + k, False
         return list(reversed(out))
 
+
+def prove_inclusion(fetch: Fetch, checkpoint, index: int) -> Tuple[bytes, List[bytes]]:
+    """Entry `index` and its inclusion proof in the tree of a checkpoint
+    that the caller has verified, from tiles, and checked to lead to that
+    checkpoint's root (RFC 9162 section 2.1.3.2): what a 409 answer or a
+    monitor needs. Tiles that disagree with the signed root raise."""
+    reader = TileReader(fetch, checkpoint.size)
+    body = reader.checked_entry(index)
+    proof = reader.inclusion_proof(index)
+    if root_from_inclusion_proof(index, checkpoint.size, hash_leaf(body), proof) \
+            != checkpoint.root_hash:
+        raise TileError('tiles for entry %d do not lead to the root of checkpoint size %d'
+                        % (index, checkpoint.size))
+    return body, proof
+
+
+def prove_consistency(fetch: Fetch, old, new) -> List[bytes]:
+    """A consistency proof from checkpoint `old` to checkpoint `new` (both
+    verified by the caller), from the tiles of `new`, checked (RFC 9162
+    section 2.1.4.2). A log that forked or rewrote its past raises."""
+    proof = TileReader(fetch, new.size).consistency_proof(old.size)
+    verify_consistency(old.size, new.size, old.root_hash, new.root_hash, proof)
+    return proof

@@ -52,13 +52,14 @@ class TrustError(ValueError):
 
 @dataclass(frozen=True)
 class Validity:
-    """A validFor window: start inclusive, end exclusive, either open."""
+    """A validFor window, both ends inclusive and either open, as
+    sigstore-go's Service.ValidAtTime reads it (pkg/root/signing_config.go)."""
     start: Optional[datetime]
     end: Optional[datetime]
 
     def contains(self, when: datetime) -> bool:
         return ((self.start is None or self.start <= when)
-                and (self.end is None or when < self.end))
+                and (self.end is None or when <= self.end))
 
 
 @dataclass(frozen=True)
@@ -276,8 +277,9 @@ def parse_signing_config(data: Union[bytes, str, dict]) -> SigningConfig:
 def select_shards(config: Union[SigningConfig, Tuple[Shard, ...]], now: datetime,
                   api_version: int = 2) -> Tuple[Shard, ...]:
     """The shards of `api_version` valid at `now`, newest (latest start)
-    first: write to [0]; when it answers 405 (frozen), to [1], and so on.
-    Empty when none is valid: the caller says so."""
+    first, as sigstore-go's SelectService orders them: write to [0]; when
+    it answers 405 (frozen), to [1], and so on. Empty when none is valid:
+    the caller says so."""
     if now.tzinfo is None:
         raise ValueError('now must be timezone-aware')
     shards = config.rekor if isinstance(config, SigningConfig) else config

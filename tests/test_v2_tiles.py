@@ -184,3 +184,38 @@ def test_big_log_proofs_levels_and_full_tile_fallback():
     with pytest.raises(Exception):
         verify_consistency(small, n, hashlib.sha256(b'x').digest(), big_root,
                            r_big.consistency_proof(small))
+
+
+@needs_real
+def test_prove_helpers_check_against_signed_checkpoints():
+    cps = verified_checkpoints()
+    fetch = dir_fetch(TILES)
+    for cp in cps[1:]:
+        for i in range(cp.size):
+            body, proof = tiles.prove_inclusion(fetch, cp, i)
+            assert body == WORDS[i].encode()
+    for old in cps:
+        assert isinstance(tiles.prove_consistency(fetch, old, cps[-1]), list)
+    # A checkpoint whose root the tiles do not match: a forked log.
+    import dataclasses
+    forked = dataclasses.replace(cps[7], root_hash=hashlib.sha256(b'fork').digest())
+    with pytest.raises(tiles.TileError, match='do not lead'):
+        tiles.prove_inclusion(fetch, forked, 3)
+    with pytest.raises(tiles.VerificationError):
+        tiles.prove_consistency(fetch, forked, cps[-1])
+    with pytest.raises(tiles.VerificationError):
+        tiles.prove_consistency(fetch, cps[3], forked)
+
+
+def test_cache_is_bounded_in_bytes():
+    big = b'x' * 60000
+    entries = [big] * 600
+    files = {}
+    write_tiles(files, entries, 600)
+    reader = tiles.TileReader(files.get, 600, cache_bytes=1 << 20)
+    for i in (0, 300, 599, 1):
+        assert reader.entry(i) == big
+        assert reader._cache_bytes <= 16 * 1024 * 1024 + 8192
+    # each bundle is ~15 MiB: only the newest is kept, so entry 1 was re-read
+    assert len(reader._cache) == 1
+    assert reader.fetches == 4

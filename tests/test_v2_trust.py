@@ -77,7 +77,8 @@ def test_staging_trusted_root_windows():
     alpha = {lk.origin.split('.')[0]: lk for lk in root.logs}
     assert alpha['log2025-alpha1'].valid == trust.Validity(utc(2025, 4, 16), utc(2025, 9, 4))
     assert alpha['log2025-alpha1'].valid.contains(utc(2025, 6, 9))
-    assert not alpha['log2025-alpha1'].valid.contains(utc(2025, 9, 4))
+    assert alpha['log2025-alpha1'].valid.contains(utc(2025, 9, 4))      # end inclusive
+    assert not alpha['log2025-alpha1'].valid.contains(utc(2025, 9, 4, 0, 0, 1))
     assert alpha['log2025-alpha3'].valid.end is None
 
 
@@ -95,7 +96,10 @@ def test_signing_config_selection():
     assert [s.url.split('//')[1].split('.')[0]
             for s in trust.select_shards(staging, utc(2025, 9, 1))] == ['log2025-alpha2']
     assert [s.url.split('//')[1].split('.')[0]
-            for s in trust.select_shards(staging, utc(2025, 9, 22, 11))] == ['log2025-alpha3']
+            for s in trust.select_shards(staging, utc(2025, 9, 22, 11))] \
+        == ['log2025-alpha3', 'log2025-alpha2']     # the hand-over instant: both
+    assert [s.url.split('//')[1].split('.')[0]
+            for s in trust.select_shards(staging, utc(2026, 12, 4))] == ['log2025-alpha3']
 
 
 def _config(*shards):
