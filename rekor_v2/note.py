@@ -225,8 +225,10 @@ def parse_checkpoint_text(text: bytes) -> Tuple[str, int, bytes, Tuple[str, ...]
         raise NoteError('checkpoint has an empty origin')
     if any(not e for e in extensions):
         raise NoteError('checkpoint has an empty extension line')
-    if not _DECIMAL.match(size_s):
-        raise NoteError('checkpoint size %r is not a decimal number' % size_s[:40])
+    # Sizes are uint64 in tlog-checkpoint; past 2**63 no log will ever be.
+    if not _DECIMAL.match(size_s) or len(size_s) > 19:
+        raise NoteError('checkpoint size %r is not a decimal number below 2**63'
+                        % size_s[:40])
     try:
         root = base64.b64decode(root_s, validate=True)
     except binascii.Error:
