@@ -11,6 +11,7 @@ signed by the log. sigstore-go does the same: pkg/verify/tlog.go finds the
 log by logId.keyId among the TrustedRoot's logs, pkg/tlog/entry.go
 VerifyInclusion checks the checkpoint note with that log's key, then the
 inclusion proof to the checkpoint's root.
+Parsed by hand for the same reason as trust.py: no new runtime dependency.
 """
 
 from __future__ import annotations

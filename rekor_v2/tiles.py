@@ -13,6 +13,9 @@ their results are checked by the RFC 9162 verifiers in rekor_log.py.
 
 I/O only through `fetch(path) -> bytes or None` (None: the file does not
 exist); a small LRU keeps memory bounded at any tree size.
+
+Written by hand: no Python library reads tlog-tiles (the Go ones are
+transparency-dev/tessera's client and golang.org/x/mod/sumdb/tlog).
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ logId.keyId is the full note key hash (rekor-tiles pkg/note KeyHash);
 sigstore-go finds the log of an entry by that keyId.
 
 Pure functions: callers read the files and pass the bytes or JSON.
+Written by hand: sigstore-python parses these, but would be a new runtime
+dependency (with its protobuf stack) for a few dozen lines of JSON reading.
 """
 
 from __future__ import annotations

@@ -177,3 +177,15 @@ def test_log_key_from_pem_for_configuration():
     assert lk.key_details == 'PKIX_ED25519' and lk.note_key.name == 'log.example'
     with pytest.raises(trust.TrustError, match='not a public key'):
         trust.log_key('log.example', b'-----BEGIN PUBLIC KEY-----\nxx\n')
+
+
+def test_times_with_offsets_and_fractions():
+    assert trust.parse_time('2026-01-01T02:30:00+02:30', 'x') == utc(2026, 1, 1)
+    assert trust.parse_time('2025-12-31T19:00:00.5-05:00', 'x') \
+        == datetime(2026, 1, 1, 0, 0, 0, 500000, tzinfo=timezone.utc)
+    assert trust.parse_time('2022-04-13T20:06:15.000Z', 'x') == utc(2022, 4, 13, 20, 6, 15)
+    for bad in ('2026-01-01', '2026-01-01T00:00:00', '2026-01-01 00:00:00Z', 20260101):
+        with pytest.raises(trust.TrustError):
+            trust.parse_time(bad, 'x')
+    with pytest.raises(ValueError):
+        trust.select_shards((), datetime(2026, 1, 1))      # naive time: a bug, not a config
