@@ -25,6 +25,7 @@ from typing import Any, Optional, Tuple, Union
 
 from ._compat import VerificationError, hash_leaf, root_from_inclusion_proof
 from .note import Checkpoint, NoteError, verify_checkpoint
+from .tiles import Fetch, prove_inclusion
 from .trust import LogKey, TrustedRoot, TrustError, find_log
 
 KIND = 'hashedrekord'
@@ -202,3 +203,48 @@ def verify_entry(entry: Union[TransparencyLogEntry, bytes, str, dict], expected_
         raise EntryError('inclusion proof of index %d does not lead to the checkpoint root'
                          % entry.log_index)
     return VerifiedEntry(entry=entry, checkpoint=cp, log=log)
+
+
+def entry_from_tiles(fetch: Fetch, log: LogKey, index: int, expected_body: bytes) -> dict:
+    """The TransparencyLogEntry (protojson, as a 201 carries it) of entry
+    `index`, rebuilt from the shard's static files: what a 409 answer
+    (`x-log-index`) is turned into. The checkpoint must verify with the
+    log's key and origin and cover the index, the logged bytes must be
+    `expected_body`, and the proof from the tiles must lead to the
+    checkpoint's root; verify_entry() then accepts it as it does a 201."""
+    raw = fetch('checkpoint')
+    if raw is None:
+        raise EntryError('the shard has no /checkpoint')
+    try:
+        cp = verify_checkpoint(raw, log.note_key, log.origin)
+    except NoteError as e:
+        raise EntryError('checkpoint: %s' % e)
+    if not 0 <= index < cp.size:
+        raise EntryError('entry %d is not in the latest checkpoint (size %d)'
+                         % (index, cp.size))
+    try:
+        body, proof = prove_inclusion(fetch, cp, index)
+    except VerificationError as e:
+        raise EntryError('from tiles: %s' % e)
+    if body != expected_body:
+        raise EntryError('the logged body at index %d is not the one we sent' % index)
+    # The body names its own kind and version (rekor-tiles canonicalizes
+    # the entry with apiVersion and kind, e.g. hashedrekord 0.0.2).
+    try:
+        doc = json.loads(body)
+        kind, version = doc['kind'], doc['apiVersion']
+    except (ValueError, TypeError, KeyError):
+        raise EntryError('the logged body at index %d names no kind and apiVersion' % index)
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return {
+        'logIndex': str(index),
+        'logId': {'keyId': b64(log.log_id)},
+        'kindVersion': {'kind': kind, 'version': version},
+        'integratedTime': '0',
+        'inclusionPromise': None,
+        'inclusionProof': {
+            'logIndex': str(index), 'rootHash': b64(cp.root_hash), 'treeSize': str(cp.size),
+            'hashes': [b64(h) for h in proof],
+            'checkpoint': {'envelope': cp.raw.decode('utf-8')}},
+        'canonicalizedBody': b64(body),
+    }

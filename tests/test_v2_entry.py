@@ -233,3 +233,63 @@ def test_other_body_with_a_matching_expectation_fails_the_proof(prod):
     bad['canonicalizedBody'] = b64(other)
     with pytest.raises(v2entry.EntryError, match='does not lead'):
         v2entry.verify_entry(bad, other, root)
+
+
+def _tile_log(bodies, priv, origin):
+    """A shard's static files for `bodies`, laid out as tlog-tiles says,
+    with a checkpoint signed by `priv`."""
+    from rekor_v2 import note, tiles
+    size = len(bodies)
+    files = {}
+    level, L = [hash_leaf(b) for b in bodies], 0
+    while level:
+        for t in range(0, len(level), 256):
+            chunk = level[t:t + 256]
+            files[tiles.tile_path(L, t // 256, len(chunk))] = b''.join(chunk)
+        for _ in range(8):
+            level = [hash_children(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        L += 1
+    for t in range(0, size, 256):
+        chunk = bodies[t:t + 256]
+        files[tiles.entries_path(t // 256, len(chunk))] = b''.join(
+            len(b).to_bytes(2, 'big') + b for b in chunk)
+    reader = tiles.TileReader(files.get, size)
+    key = note.note_key(origin, priv.public_key())
+    text = ('%s\n%d\n%s\n' % (origin, size, b64(reader.root()))).encode()
+    files['checkpoint'] = text + ('\n\u2014 %s %s\n' % (
+        origin, b64(key.key_id + priv.sign(text)))).encode()
+    return files
+
+
+def test_entry_from_tiles_is_what_a_201_would_be():
+    priv = ed25519.Ed25519PrivateKey.generate()
+    lk = trust.log_key('log.example', priv.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    bodies = [jcs({'apiVersion': '0.0.2', 'kind': 'hashedrekord', 'spec': {'n': i}})
+              for i in range(300)]
+    files = _tile_log(bodies, priv, 'log.example')
+    for i in (0, 255, 256, 299):
+        e = v2entry.entry_from_tiles(files.get, lk, i, bodies[i])
+        v = v2entry.verify_entry(json.loads(json.dumps(e)), bodies[i], lk)
+        assert (v.entry.log_index, v.checkpoint.size) == (i, 300)
+    with pytest.raises(v2entry.EntryError, match='not the one we sent'):
+        v2entry.entry_from_tiles(files.get, lk, 5, bodies[6])
+    with pytest.raises(v2entry.EntryError, match='not in the latest checkpoint'):
+        v2entry.entry_from_tiles(files.get, lk, 300, bodies[0])
+    # tiles that lie about the body: caught against the signed root
+    lying = dict(files)
+    lying[tiles_entries(1, 44)] = lying[tiles_entries(1, 44)].replace(b'"n":260', b'"n":261')
+    with pytest.raises(v2entry.EntryError, match='from tiles'):
+        v2entry.entry_from_tiles(lying.get, lk, 260, bodies[261])
+    # a checkpoint by another key
+    other = ed25519.Ed25519PrivateKey.generate()
+    forged = _tile_log(bodies, other, 'log.example')
+    with pytest.raises(v2entry.EntryError, match='checkpoint: note has no signature by'):
+        v2entry.entry_from_tiles(forged.get, lk, 3, bodies[3])
+    with pytest.raises(v2entry.EntryError, match='no /checkpoint'):
+        v2entry.entry_from_tiles({}.get, lk, 3, bodies[3])
+
+
+def tiles_entries(index, width):
+    from rekor_v2 import tiles
+    return tiles.entries_path(index, width)
