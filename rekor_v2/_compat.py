@@ -9,3 +9,6 @@ from rekor_log import (  # noqa: F401  (re-exported)
     root_from_inclusion_proof,
     verify_consistency,
 )
+
+__all__ = ['VerificationError', 'hash_children', 'hash_leaf',
+           'root_from_inclusion_proof', 'verify_consistency']

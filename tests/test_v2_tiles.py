@@ -97,7 +97,6 @@ def test_real_log_consistency_between_every_pair():
 
 @needs_real
 def test_real_log_lying_tiles_are_caught():
-    cps = verified_checkpoints()
     real = dir_fetch(TILES)
 
     def lying(path):
