@@ -168,6 +168,12 @@ class Settings:
     hub_user: str = 'apache'
     notify_command: str = None
     topurl: str = None
+    # Which Rekor API the log speaks (1, or 2: rekor-tiles), the v1 entry
+    # kind, and the Sigstore trust files that may name logs and their keys.
+    api: int = 1
+    entry: str = 'rpm'
+    trusted_root: str = None
+    signing_config: str = None
     # Set by load_config: the file it read, and whether that is the original
     # plugin's (a [config] section naming neither a url nor a key elsewhere).
     config_file: str = None
@@ -207,7 +213,14 @@ OPTIONS = [
     (('upload', 'hub_user'), ('hub_user', 'str')),
     (('monitor', 'notify_command'), ('notify_command', 'str')),
     (('koji', 'topurl'), ('topurl', 'str')),
+    (('rekor', 'api'), ('api', 'api')),
+    (('rekor', 'entry'), ('entry', 'entry')),
+    (('rekor', 'trusted_root'), ('trusted_root', 'file')),
+    (('rekor', 'signing_config'), ('signing_config', 'file')),
 ]
+
+# The values of the options that take one of a few words.
+CHOICES = {'api': {'1': 1, '2': 2}, 'entry': {'rpm': 'rpm', 'hashedrekord': 'hashedrekord'}}
 
 BOOLEANS = {'1': True, 'yes': True, 'true': True, 'on': True,
             '0': False, 'no': False, 'false': False, 'off': False}
@@ -299,6 +312,11 @@ def load_config(path):
         check_url(settings)
     except koji.ConfigurationError as e:
         raise koji.ConfigurationError('%s: %s' % (path, e))
+    if settings.api == 2 and settings.entry != 'hashedrekord' and parser.has_option('rekor', 'entry'):
+        raise koji.ConfigurationError('%s: [rekor] entry: Rekor v2 (api = 2) takes hashedrekord '
+                                      'entries only, not %s' % (path, settings.entry))
+    if settings.api == 2:
+        settings.entry = 'hashedrekord'
     if settings.enforce and settings.queue_only:
         raise koji.ConfigurationError('%s: [upload] queue_only: cannot be combined with enforce, '
                                       'which must upload before Koji commits' % path)
@@ -342,6 +360,11 @@ def parse_option(section, option, kind, raw):
             raise koji.ConfigurationError('%s: %r is more than the most that makes sense (%s)'
                                           % (name, raw, limit))
         return value
+    if kind in CHOICES:
+        if raw.lower() not in CHOICES[kind]:
+            raise koji.ConfigurationError('%s: %r is not one of %s' % (
+                name, raw, ', '.join(sorted(CHOICES[kind]))))
+        return CHOICES[kind][raw.lower()]
     if not raw:
         raise koji.ConfigurationError('%s: empty' % name)
     if kind in ('file', 'pem') and not os.path.isfile(raw):
