@@ -69,6 +69,9 @@ BIG_STRING = 64 * 1024             # JSON strings longer than this go to disk
 MAX_SKELETON = 16 * 1024 * 1024    # everything else in a proposed entry
 MAX_SMALL_BODY = 16 * 1024 * 1024  # bodies of the search endpoints
 MAX_KEY_BYTES = 1 << 20
+BUSY_MAX_RATE = 1000.0             # entries a second other clients may append
+BUSY_MAX_ENTRIES = 20000           # and in all, so a forgotten server stays small
+BUSY_RATE = 25.0                   # what the tests' busy logs take (the public log: more)
 LINGER_SECONDS = 2.0               # see _Handler._linger_close
 LINGER_BYTES = 64 << 20
 IMPOSTOR_HOST = "rekor.impostor.test"
@@ -111,6 +114,11 @@ _FAULT_CHECKS = {
     "refuse_header_only": lambda v: isinstance(v, bool),
     "hold_index": lambda v: isinstance(v, bool),
     "tamper": _optional(lambda v: v in TAMPER_MODES),
+    "lagging_count": _nonnegative_int,
+    "queue_count": _nonnegative_int,
+    "queued_lookups": lambda v: _nonnegative_int(v) and 1 <= v <= 1000,
+    "disabled_paths": _optional(lambda v: isinstance(v, (list, tuple))
+                                and all(isinstance(p, str) and p.startswith("/") for p in v)),
 }
 
 
@@ -136,6 +144,16 @@ class Faults:
     refuse_header_only: bool = False
     hold_index: bool = False          # index writes wait for RekorLog.release_index()
     tamper: Optional[str] = None
+    # Several Rekor instances behind one URL: the next lagging_count proof
+    # requests reach an instance that has not seen the newest tree head yet.
+    lagging_count: int = 0
+    # The next queue_count new entries are queued, not integrated, and the
+    # answer lost (the client gave up waiting); the entry integrates once
+    # queued_lookups GETs of it have been made (each one before answers 404).
+    queue_count: int = 0
+    queued_lookups: int = 2
+    # Endpoints an operator turned off (Rekor's --enabled_api_endpoints).
+    disabled_paths: Optional[list] = None
 
     def __setattr__(self, name, value):
         check = _FAULT_CHECKS.get(name)
@@ -170,10 +188,19 @@ class RekorServer:
     new one on the same port with the same log ("Rekor down, then back").
     """
 
-    def __init__(self, log: Optional[RekorLog] = None, host: str = LOOPBACK, port: int = 0):
+    def __init__(self, log: Optional[RekorLog] = None, host: str = LOOPBACK, port: int = 0,
+                 busy: float = 0.0, busy_max: int = BUSY_MAX_ENTRIES):
         if host != LOOPBACK:
             raise ValueError("the test Rekor server only binds to 127.0.0.1")
+        if not (0 <= busy <= BUSY_MAX_RATE and 0 <= busy_max):
+            raise ValueError(f"busy must be 0 to {BUSY_MAX_RATE} entries a second")
         self.log = log if log is not None else RekorLog()
+        # The public log never stands still: with busy, other clients append
+        # that many entries a second (at most busy_max in all) while it serves.
+        self.busy = busy
+        self.busy_max = busy_max
+        self.busy_added = 0
+        self._busy_thread: Optional[threading.Thread] = None
         self.faults = Faults()
         self.requests: list = []               # (method, path, status); status 0 = dropped
         self.delay_started = threading.Event()  # set when a request starts a delay fault
@@ -194,7 +221,19 @@ class RekorServer:
                                         kwargs={"poll_interval": 0.1},
                                         name=f"rekor-server-{self.port}", daemon=True)
         self._thread.start()
+        if self.busy:
+            self._busy_thread = threading.Thread(target=self._other_clients,
+                                                 name=f"rekor-busy-{self.port}", daemon=True)
+            self._busy_thread.start()
         return self
+
+    def _other_clients(self) -> None:
+        """Append other clients' hashedrekord entries at the busy rate until
+        the server stops or busy_max entries were added."""
+        period = 1.0 / self.busy
+        while self.busy_added < self.busy_max and not self._stopping.wait(period):
+            self.log.add_entry(_other_client_body())
+            self.busy_added += 1
 
     def stop(self, timeout: float = STOP_JOIN_SECONDS) -> None:
         """Stop serving; in-flight requests are cut off, not committed."""
@@ -206,6 +245,9 @@ class RekorServer:
         httpd.server_close()
         httpd.close_connections(timeout)
         self._thread.join(timeout)
+        if self._busy_thread is not None:
+            self._busy_thread.join(timeout)
+            self._busy_thread = None
 
     def __enter__(self) -> RekorServer:
         return self.start()
@@ -408,6 +450,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _serve(self, request: _Request) -> None:
         rekor, faults = self.server.rekor, self.server.rekor.faults
         endpoint = self.server.api.route(request)
+        if faults.disabled_paths and any(request.path.startswith(prefix)
+                                         for prefix in faults.disabled_paths):
+            # Rekor leaves the handler of an endpoint not named in
+            # --enabled_api_endpoints unset (restapi/configure_rekor_server.go),
+            # and go-swagger answers an unset handler with 501.
+            self.body.drain()
+            raise ApiError(501, f"operation {endpoint.__name__} has not yet been implemented")
         self._check_body_limit(faults.max_body_bytes)
         targeted = faults.applies_to(request.method, request.path)
         if targeted and not faults.drop_after_commit and rekor.take("drop_count"):
@@ -661,6 +710,18 @@ class _Api:
             body = _lying_body(body, faults.tamper, self.log)
         if self.rekor.stopping:
             raise _Drop  # a dying server does not commit
+        queued = self.log.queued_id(body)
+        if queued is not None:
+            # Trillian deduplicates at QueueLeaf time (ALREADY_EXISTS), before
+            # the leaf is integrated: Rekor answers 409 for an entry that a GET
+            # does not find yet (pkg/api/entries.go createLogEntry;
+            # pkg/trillianclient AddLeaf).
+            raise ApiError(409, "an equivalent entry already exists in the transparency log "
+                                f"with UUID {queued}",
+                           headers={"Location": _entry_location(request, queued)})
+        if self.rekor.take("queue_count"):
+            self.log.queue_entry(body, package_sha256, faults.queued_lookups)
+            raise _Drop  # the client stopped waiting for the integration
         entry, created = self.log.add_entry(body, package_sha256=package_sha256, index=False)
         if created:
             # Rekor writes its search index in a goroutine after answering:
@@ -686,7 +747,7 @@ class _Api:
         if not _ENTRY_ID.fullmatch(entry_id):
             raise ApiError(422, "entryUUID in path should match "
                                 "'^([0-9a-fA-F]{64}|[0-9a-fA-F]{80})$'")
-        entry = self.log.find(entry_id)
+        entry = self.log.find(entry_id) or self.log.integrate_if_due(entry_id)
         if entry is None:
             raise ApiError(404)
         return _json_response(200, self.log.render_entry(entry, self.rekor.faults.tamper)[1])
@@ -781,10 +842,20 @@ class _Api:
             raise ApiError(400, f"firstSize({first}) must be less than lastSize({last})")
         tree_id = self._proof_tree(query)
         size = self.log.tree_size_of(tree_id)
+        if self.rekor.take("lagging_count"):
+            # An instance behind the others: it has not seen the newest head.
+            size = min(size, last - 1)
         if last > size:
+            # Trillian answers a proof past the size it observes with no
+            # proof; Rekor turns that into this 400, also for a tree head it
+            # signed itself on another instance (GetLogProofHandler in
+            # pkg/api/tlog.go, lastSizeGreaterThanKnown).
             raise ApiError(400, f"the tree size requested({last}) was greater than what is "
                                 f"currently observable({size})")
         root, proof = self.log.consistency_proof(first, last, tree_id)
+        # rootHash is the root of the latest tree (the SignedLogRoot Trillian
+        # returns beside the proof), not the root at lastSize: on a live log
+        # the two differ (GetLogProofHandler in pkg/api/tlog.go).
         return _json_response(200, {"rootHash": root.hex(), "hashes": [h.hex() for h in proof]})
 
     def _proof_tree(self, query: dict) -> int:
@@ -921,6 +992,7 @@ class RekorLog:
         self._index: dict = {}            # index key -> [entry IDs]
         self._index_now = True
         self._held_index: list = []       # entries whose index keys wait (hold_index)
+        self._queued: dict = {}           # uuid -> [body, package sha256, lookups left]
         self._impostor: Optional[_Signer] = None
         self._impostor_pgp: Optional[bytes] = None
         self._replaying = False
@@ -1129,10 +1201,39 @@ class RekorLog:
             return tree.merkle.inclusion_proof(tree_index, tree.size if size is None else size)
 
     def consistency_proof(self, first: int, last: int, tree_id: Optional[int] = None) -> tuple:
-        """(root at last, RFC 9162 consistency proof from first to last)."""
+        """(root of the whole tree now, RFC 9162 consistency proof from first
+        to last), as Rekor answers it."""
         with self._lock:
             tree = self._tree(tree_id) if tree_id else self._active
-            return tree.merkle.root(last), tree.merkle.consistency_proof(first, last)
+            return tree.merkle.root(tree.size), tree.merkle.consistency_proof(first, last)
+
+    # queued entries (Trillian's queue, before integration) ---------------------
+
+    def queue_entry(self, body: bytes, package_sha256: str, lookups: int) -> str:
+        """Queue a body without integrating it; its entry ID."""
+        uuid = _leaf_hash(body).hex()
+        with self._lock:
+            self._queued[uuid] = [body, package_sha256, lookups]
+            return f"{self.tree_id:016x}{uuid}"
+
+    def queued_id(self, body: bytes) -> Optional[str]:
+        uuid = _leaf_hash(body).hex()
+        with self._lock:
+            return f"{self.tree_id:016x}{uuid}" if uuid in self._queued else None
+
+    def integrate_if_due(self, entry_id: str) -> Optional[Entry]:
+        """A lookup of a queued entry: None (404) until it has been looked
+        up often enough, then integrated."""
+        uuid = entry_id.lower()[-64:]
+        with self._lock:
+            waiting = self._queued.get(uuid)
+            if waiting is None:
+                return None
+            waiting[2] -= 1
+            if waiting[2] > 0:
+                return None
+            del self._queued[uuid]
+            return self.add_entry(waiting[0], package_sha256=waiting[1])[0]
 
     def checkpoint(self, tree_id: Optional[int] = None) -> str:
         with self._lock:
@@ -1212,6 +1313,18 @@ def _new_tree_id(exclude=()) -> int:
         tree_id = secrets.randbits(63)
         if tree_id and tree_id not in exclude:
             return tree_id
+
+
+def _other_client_body() -> bytes:
+    """A hashedrekord v0.0.1 body, as another client's signing of a blob
+    leaves it in the log (nothing of ours; its key is nobody's)."""
+    return canonical_json({
+        "apiVersion": "0.0.1", "kind": "hashedrekord",
+        "spec": {"data": {"hash": {"algorithm": "sha256", "value": secrets.token_hex(32)}},
+                 "signature": {"content": _b64(secrets.token_bytes(70)),
+                               "publicKey": {"content": _b64(b"-----BEGIN PUBLIC KEY-----\n"
+                                                             b"other client\n"
+                                                             b"-----END PUBLIC KEY-----\n")}}}})
 
 
 def _rewritten_body(body: bytes) -> bytes:
@@ -2306,11 +2419,13 @@ def main(argv=None) -> int:
     parser.add_argument("--tree-id", type=int, help="tree ID of a new log")
     parser.add_argument("--index-offset", type=int, default=0,
                         help="global index of a new log's first entry")
+    parser.add_argument("--busy", type=float, default=0.0, metavar="RATE",
+                        help="other clients append RATE entries a second (as on a live log)")
     args = parser.parse_args(argv)
 
     log = RekorLog(tree_id=args.tree_id, index_offset=args.index_offset,
                    state_dir=args.state_dir)
-    server = RekorServer(log, port=args.port).start()
+    server = RekorServer(log, port=args.port, busy=args.busy).start()
     server.faults.refuse_header_only = args.refuse_header_only
     if args.key_out:
         with open(args.key_out, "wb") as f:
