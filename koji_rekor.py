@@ -106,6 +106,10 @@ def probe_log(settings, topdir, watch, now):
         return True
     if watch and time.time() < outage.next_probe:
         return False
+    if outage.closed:
+        # Its other endpoints still answer: only an entry tells whether it
+        # takes entries again, and the first 501 ends the pass.
+        return True
     client = RekorClient(settings)
     try:
         client.log_info()
@@ -414,7 +418,11 @@ def summary_line(counts, topdir, settings=None):
     if aside:
         line += '; %d set aside in %s' % (aside, rejected)
     outage = read_outage(settings, topdir) if settings else None
-    if outage:
+    if outage and outage.closed:
+        line += '; the log no longer takes entries since %s (%s): set [rekor] url to a log ' \
+            'that does' % (time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(outage.since)),
+                           outage.last_error)
+    elif outage:
         line += '; the log has been failing since %s (%s), next probe %s' % (
             time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(outage.since)),
             outage.last_error,

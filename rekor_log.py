@@ -123,6 +123,17 @@ class RekorUnavailable(RekorLogError):
         self.at_once = at_once
 
 
+class LogBehind(RekorUnavailable):
+    """The log has not caught up with itself: the instance that answered
+    is behind the one that signed a tree head (Rekor's 400 "the tree size
+    requested(N) was greater than what is currently observable(M)"), or an
+    entry is queued but not integrated (409, then 404 for it). Retried
+    with backoff; then the record waits for the next pass. Neither an
+    outage of the log nor a refusal of the record, nor a finding."""
+    about_the_log = False
+    next_pass = True
+
+
 class RekorMisconfigured(RekorUnavailable):
     """The log answered as no Rekor at that URL would (a redirect, refused
     credentials, no entries API): a configuration problem. The record is
@@ -134,6 +145,17 @@ class RekorMisconfigured(RekorUnavailable):
 
 class VerificationError(RekorLogError):
     """Something the log returned does not verify."""
+
+
+class LogClosed(RekorUnavailable):
+    """The log answers 501 for its entries: an operator turned the
+    endpoint off (Rekor's --enabled_api_endpoints; Sigstore turns the v1
+    write path off). The log's state, not the record's: records are kept,
+    and status and doctor say that this log no longer takes entries."""
+    closed = True
+
+    def __init__(self, message):
+        super().__init__(message, at_once=True)
 
 
 class BadRecord(RekorLogError):
@@ -861,6 +883,8 @@ MAX_KEY_ANSWER = 64 * 1024
 # Statuses that mean "the log cannot take it now": retried, and the record
 # waits for the log.
 TRANSIENT_STATUSES = (408, 425, 429)
+# Rekor's lastSizeGreaterThanKnown (pkg/api/error.go), after its number.
+LAGGING_INSTANCE = 'was greater than what is currently observable'
 
 
 def display_url(url):
@@ -1108,7 +1132,7 @@ class RekorClient:
             if answer.status == 201:
                 return single_entry(answer) + (True,)
             if answer.status == 409:
-                return self.fetch_entry(self.conflict_location(answer)) + (False,)
+                return self.fetch_entry(self.conflict_location(answer), queued=True) + (False,)
             raise_for_status(answer, body)
         return self.with_retries('upload', attempt)
 
@@ -1125,10 +1149,16 @@ class RekorClient:
                                      % text_excerpt(display_url(location)))
         return url
 
-    def fetch_entry(self, location):
+    def fetch_entry(self, location, queued=False):
+        """GET an entry; queued: a 409 named it, so a 404 means that it is
+        still in Trillian's queue, which deduplicates before integrating
+        (pkg/trillianclient AddLeaf in sigstore/rekor)."""
         answer = self.request('GET', location, headers={'Accept': 'application/json'})
         if answer.status == 200:
             return single_entry(answer)
+        if queued and answer.status == 404:
+            raise LogBehind('Rekor has the entry queued but not yet in the log (409, then 404 '
+                            'for %s)' % urllib.parse.urlsplit(answer.url).path)
         raise_for_status(answer)
 
     def get_entry(self, location):
@@ -1269,6 +1299,15 @@ def raise_for_status(answer, body=None):
     trouble (kept, retried), a configuration problem (kept), or a refusal
     of this entry (set aside)."""
     status, message = answer.status, rekor_message(answer)
+    if status == 400 and LAGGING_INSTANCE in message:
+        # Several instances serve one log; this one has not seen the tree
+        # head another signed (GetLogProofHandler, sigstore/rekor
+        # pkg/api/tlog.go): it will, so this is no refusal.
+        raise LogBehind('a Rekor instance is behind the log: %s' % message)
+    if status == 501:
+        raise LogClosed('Rekor answered 501 for %s: %s; this log no longer takes entries '
+                        '(point [rekor] url at one that does)'
+                        % (urllib.parse.urlsplit(answer.url).path, message))
     if status >= 500 or status in TRANSIENT_STATUSES:
         raise RekorUnavailable('Rekor answered %d: %s' % (status, message))
     if 300 <= status < 400 or status in (401, 403, 404):
@@ -2221,6 +2260,7 @@ class Outage:
     failures: int
     next_probe: float
     last_error: str
+    closed: bool = False     # the log answers 501 for entries: it takes none any more
 
 
 def read_outage(settings, topdir):
@@ -2242,11 +2282,12 @@ def read_outage(settings, topdir):
             and 0 < failures < 1e6 and isinstance(last_error, str)):
         return None
     return Outage(since, failures, min(next_probe, time.time() + LOG_BACKOFF_MAX),
-                  text_excerpt(last_error, 300))
+                  text_excerpt(last_error, 300), data.get('closed') is True)
 
 
-def record_outage(settings, topdir, cause):
-    """The log failed (again): put off its next probe."""
+def record_outage(settings, topdir, cause, closed=False):
+    """The log failed (again): put off its next probe. closed: it answered
+    501 for entries, so it takes none any more until an operator says so."""
     old = read_outage(settings, topdir)
     now = time.time()
     failures = old.failures + 1 if old else 1
@@ -2254,7 +2295,7 @@ def record_outage(settings, topdir, cause):
         with logs_dir(topdir, (STATE_DIR,)) as fd:
             write_file_at(fd, OUTAGE_FILE, json.dumps({
             'url': display_url(settings.url), 'since': old.since if old else now,
-            'failures': failures, 'last_error': cause,
+            'failures': failures, 'last_error': cause, 'closed': bool(closed),
                 'next_probe': now + min(LOG_BACKOFF * 2 ** min(failures - 1, 20),
                                         LOG_BACKOFF_MAX),
             }, indent=1).encode())
@@ -2783,9 +2824,11 @@ def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None
                 return 'rejected'
         record['attempts'] += 1
         record['last_error'] = cause
-        if getattr(e, 'about_the_log', False):
+        if getattr(e, 'next_pass', False):
+            record['next_attempt'] = 0   # the log catches up with itself: no outage
+        elif getattr(e, 'about_the_log', False):
             record['next_attempt'] = 0
-            record_outage(settings, topdir, cause)
+            record_outage(settings, topdir, cause, getattr(e, 'closed', False))
         else:
             record['next_attempt'] = int(time.time()) + min(
                 OUTBOX_BACKOFF * 2 ** min(record['attempts'] - 1, 30), OUTBOX_BACKOFF_MAX)
@@ -2987,6 +3030,8 @@ def worker_reason(settings, topdir, record, deadline):
         return 'an RPM of %d MiB cannot be sent within the hub budget of %s at [rekor] ' \
             'min_rate' % (size // (1024 * 1024), seconds(settings.hub_budget))
     outage = read_outage(settings, topdir)
+    if outage and outage.closed:
+        return 'the log no longer takes entries (%s)' % outage.last_error
     if outage and time.time() < outage.next_probe:
         return 'the log is failing (%s)' % outage.last_error
 

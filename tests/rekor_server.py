@@ -232,7 +232,7 @@ class RekorServer:
         the server stops or busy_max entries were added."""
         period = 1.0 / self.busy
         while self.busy_added < self.busy_max and not self._stopping.wait(period):
-            self.log.add_entry(_other_client_body())
+            self.log.add_entry(_other_client_body(), other_client=True)
             self.busy_added += 1
 
     def stop(self, timeout: float = STOP_JOIN_SECONDS) -> None:
@@ -993,6 +993,7 @@ class RekorLog:
         self._index_now = True
         self._held_index: list = []       # entries whose index keys wait (hold_index)
         self._queued: dict = {}           # uuid -> [body, package sha256, lookups left]
+        self._other_clients: set = set()  # uuids the busy mode appended
         self._impostor: Optional[_Signer] = None
         self._impostor_pgp: Optional[bytes] = None
         self._replaying = False
@@ -1037,13 +1038,22 @@ class RekorLog:
             return [e for tree in self._trees for e in tree.entries]
 
     @property
+    def submitted(self) -> list:
+        """The entries clients of the test submitted, without those the
+        busy mode's other clients appended."""
+        with self._lock:
+            return [e for tree in self._trees for e in tree.entries
+                    if e.uuid not in self._other_clients]
+
+    @property
     def _active(self) -> _Tree:
         return self._trees[-1]
 
     # changes -----------------------------------------------------------------
 
     def add_entry(self, body: bytes, package_sha256: str = "",
-                  integrated_time: Optional[int] = None, index: bool = True) -> tuple:
+                  integrated_time: Optional[int] = None, index: bool = True,
+                  other_client: bool = False) -> tuple:
         """Append a canonical body; (entry, False) if the active tree has it.
 
         index=False leaves the search index to a later index_entry(), as
@@ -1062,6 +1072,8 @@ class RekorLog:
                 entry = self._apply(record)
             finally:
                 self._index_now = True
+            if other_client:
+                self._other_clients.add(uuid)
             return entry, True
 
     def index_entry(self, entry: Entry, hold: bool = False) -> None:
