@@ -28,7 +28,7 @@ from rekor_log import (
     checkpoint_dir, checkpoint_parts, checkpoint_path, CHUNK_SIZE, claimed, clear_outage,
     COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver, display_url,
     expected_from_header, failure_cause, known_log_key, KOJI_CLIENT_CONFIG, left_subtrees,
-    list_outbox, load_config, load_log_key, locate_signed_rpm, locked_at, LOG, log_key_id,
+    list_outbox, load_config, load_log_key, locate_signed_rpm, locked_at, LOG, LogBehind, log_key_id,
     log_outcome, log_signature, logs_dir, mark_committed, member, nvra_of, openpgp_emails,
     openpgp_fingerprint, openpgp_fingerprints, openpgp_primary_key, OUTBOX_DIR, outbox_dir,
     parse_json, prefix_roots, prove_consistency, public_key_file, PUBLIC_REKOR_HOST,
@@ -1119,7 +1119,22 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
              'entry %s, which it proves at index %d of tree %s' % (
                  index, verified.entry_id, verified.tree_index, verified.tree_id))
         return
-    prove_consistent(view, verified.tree_id, verified.checkpoint)
+    # The tree head the entry comes with must be one history with those
+    # held, or the entry may be in a fork shown to this monitor alone.
+    proved = prove_consistent(view, verified.tree_id, verified.checkpoint)
+    if proved is None:
+        counts['unchecked'] += 1
+        scan.data['pending'].append(index)
+        report.not_checked('log index %d: entry %s comes with a tree head not proved '
+                           'consistent yet: read again next run' % (index, verified.entry_id))
+        return
+    if not proved:
+        # Its tree head is a split view finding already (prove_consistent).
+        counts['unchecked'] += 1
+        report.not_checked('log index %d: entry %s comes with a tree head of size %d that is '
+                           'not one history with the one held: not taken as the log\'s'
+                           % (index, verified.entry_id, verified.checkpoint.size))
+        return
     logged = body_public_keys(verified.body)
     fingerprints = {fp for armored in logged for fp in openpgp_fingerprints(armored)}
     ours = sorted(fingerprints & set(keys.fingerprints))
@@ -1248,26 +1263,37 @@ def check_tree_head(view, tree_id, checkpoint, active):
             check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
                               checkpoint.root_hash, checkpoint.note)
             how = 'an older view, which the log still proves the newer one extends'
-        except (VerificationError, RekorRejected) as e:
+        except (VerificationError, RekorRejected, LogBehind) as e:
+            # LogBehind: after its retries, still an instance that cannot
+            # see the size it signed before; a shrink all the same.
             how = 'and the log cannot prove it consistent with the one seen before: %s' % e
         view.report.finding('tree shrank', 'tree %d shrank: the log signs size %d now, size %d '
                             'was seen before (%s)' % (tree_id, checkpoint.size, before[0], how))
         return
     tree['status'] = ('first seen' if before is None else 'unchanged'
                       if before == (checkpoint.size, checkpoint.root_hash) else 'grew')
-    if not prove_consistent(view, tree_id, checkpoint):
+    proved = prove_consistent(view, tree_id, checkpoint)
+    if proved is None:
+        tree['status'] = 'not checked'
+    elif not proved:
         tree['status'] = 'inconsistent'
 
 
 def prove_consistent(view, tree_id, checkpoint):
     """check_consistency once per tree head and run; a failure is a split
-    view, whether the proof fails or the log refuses to give one."""
+    view, whether the proof fails or the log refuses to give one. None:
+    not checked, an instance behind the log refused the proof after its
+    retries (it catches up; the next run proves it)."""
     head = (tree_id, checkpoint.size, checkpoint.root_hash)
     if head not in view.heads:
         try:
             check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
                               checkpoint.root_hash, checkpoint.note)
             view.heads[head] = True
+        except LogBehind as e:
+            view.heads[head] = None
+            view.report.not_checked('tree %d: the tree head of size %d is not proved consistent '
+                                    'with the one seen before: %s' % (tree_id, checkpoint.size, e))
         except VerificationError as e:
             view.heads[head] = False
             view.report.finding('split view', 'tree %d: %s' % (tree_id, e))
@@ -1534,7 +1560,8 @@ def notify(settings, report):
 TREE_STATUS = {'first seen': 'first seen', 'unchanged': 'unchanged since seen before',
                'grew': 'grew from size %(size_before)s, proved consistent',
                'shrank': 'SHRANK from size %(size_before)s',
-               'inconsistent': 'NOT consistent with the tree head seen before'}
+               'inconsistent': 'NOT consistent with the tree head seen before',
+               'not checked': 'NOT CHECKED: the log did not prove it consistent this run'}
 
 
 def format_report(report):

@@ -84,7 +84,7 @@ TAMPER_MODES = frozenset({
     "proof_hash", "root_hash", "checkpoint_signature", "checkpoint_key",
     "checkpoint_origin", "checkpoint_size", "set", "set_key", "log_id", "log_index",
     "integrated_time", "entry_uuid", "body_hash", "body_key", "no_checkpoint",
-    "no_set", "tree_index",
+    "no_set", "tree_index", "forked_checkpoint",
 })
 
 
@@ -1432,6 +1432,22 @@ def _tamper_view(view: _EntryView, mode: str, log: RekorLog) -> None:
         view.log_id = log.impostor.log_id
     elif mode == "tree_index":
         view.tree_index = view.tree_size
+    elif mode == "forked_checkpoint":
+        # The entry as a fork of the tree shows it: the same leaves up to
+        # it, another last leaf, everything signed; only a consistency
+        # proof against a head of the real tree tells the two apart.
+        fork = MerkleTree()
+        for entry in log._tree(view.tree_id).entries[:view.tree_size]:
+            fork.append(bytes.fromhex(entry.uuid))
+        bogus = hashlib.sha256(b"a leaf only the fork has").digest()
+        if view.tree_index < view.tree_size - 1:
+            fork.replace(view.tree_size - 1, bogus)
+        else:
+            fork.append(bogus)
+        view.tree_size = view.checkpoint_size = len(fork)
+        view.root = view.checkpoint_root = fork.root()
+        view.hashes = fork.inclusion_proof(view.tree_index, len(fork))
+        view.checkpoint = None
     else:
         return
     if mode.startswith(("checkpoint_", "root_")):

@@ -230,6 +230,7 @@ def test_a_tree_seen_before_that_the_log_no_longer_lists_is_a_finding(monitor, t
     assert 'tree %d, seen before at size 2, is not listed' % first.tree_id in finding['message']
 
 
+@pytest.mark.quiet_log  # counts entries and requests: a log only this test writes
 def test_inactive_shards_are_verified_and_proved_consistent(monitor, rekor):
     add_entries(rekor.log, 2)
     assert monitor.run()[0] == 0
@@ -276,6 +277,7 @@ def closed_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.quiet_log  # counts entries and requests: a log only this test writes
 def test_the_first_run_starts_at_the_end_and_each_run_reads_what_is_new(monitor, rekor):
     add_entries(rekor.log, 5)
     status, first = monitor.report()
@@ -317,6 +319,7 @@ class Interrupt(koji_rekor.Progress):
             raise KeyboardInterrupt
 
 
+@pytest.mark.quiet_log  # counts entries and requests: a log only this test writes
 def test_a_scan_stopped_by_ctrl_c_resumes_where_it_stopped(monitor, rekor, topdir):
     add_entries(rekor.log, 100)
     settings = rekor_log.load_config(str(monitor.conf))
@@ -345,6 +348,7 @@ def test_shard_rotation_continues_the_global_index(monitor, rekor):
         4, 9, 5)
 
 
+@pytest.mark.quiet_log  # counts entries and requests: a log only this test writes
 def test_an_entry_the_log_does_not_return_is_asked_for_again(monitor, rekor):
     add_entries(rekor.log, 3)
     assert monitor.run()[0] == 0
@@ -368,6 +372,7 @@ def test_a_first_run_that_cannot_read_the_log_still_starts_at_its_end(monitor, r
     assert status == 0 and report['scan']['from'] == 20 and report['scan']['counts']['read'] == 0
 
 
+@pytest.mark.quiet_log  # counts entries and requests: a log only this test writes
 def test_a_quiet_run_costs_one_request_at_ten_thousand_entries(monitor, rekor):
     for n in range(10000):
         rekor.log.add_entry(b'{"n":%d}' % n)
@@ -430,6 +435,7 @@ def signed_by_koji(hub, kojihub, koji_import, signed):
     return imported
 
 
+@pytest.mark.quiet_log  # counts entries and requests: a log only this test writes
 def test_entries_koji_signed_are_accounted_for(monitor, configured_hub, kojihub, koji_import,
                                                signed_rpms, rekor):
     assert monitor.run()[0] == 0
@@ -926,6 +932,7 @@ def test_an_empty_watchlist_adds_nothing(monitor, tmp_path, rekor):
 
 # --- the report and the exit status ------------------------------------------------------
 
+@pytest.mark.quiet_log  # counts entries and requests: a log only this test writes
 def test_the_json_report_holds_what_was_checked(monitor, configured_hub, kojihub, koji_import,
                                                 signed_rpms, keys, rekor, key_dir):
     signed_by_koji(configured_hub, kojihub, koji_import, signed_rpms[('rsa', 'rpmv3')])
@@ -1015,3 +1022,56 @@ def test_progress_without_a_terminal_prints_now_and_then_and_the_end(monkeypatch
     progress.update('other 1/1', done=True)
     assert stream.getvalue() == 'step 1/4\nstep 4/4\nother 1/1\n'
 
+
+
+# --- a log that never stands still (issue 19) ---------------------------------------
+
+def test_repeated_runs_on_a_busy_log_find_nothing_and_the_kept_head_advances(monitor, rekor):
+    """Other clients append all the time: every run sees a larger tree,
+    proves it against the head kept, and finds nothing."""
+    assert rekor.busy
+    sizes = []
+    for _ in range(3):
+        add_entries(rekor.log, 3)
+        status, report = monitor.report()
+        assert (status, report['findings'], report['not_checked']) == (0, [], [])
+        sizes.append(monitor.kept_head(rekor.log, rekor.log.tree_id)['size'])
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]
+
+
+def test_an_entry_that_comes_with_a_forked_tree_head_is_not_taken_as_the_logs(monitor, rekor):
+    """The log's own tree head is honest; the entries come with heads of a
+    fork. Each entry verifies against its head; only proving that head
+    consistent with the one held tells."""
+    add_entries(rekor.log, 2)
+    assert monitor.run()[0] == 0
+    add_entries(rekor.log, 4)
+    rekor.faults.tamper = 'forked_checkpoint'
+
+    status, report = monitor.report()
+
+    assert status == 1
+    assert {f['kind'] for f in report['findings']} == {'split view'}
+    assert report['scan']['counts']['accounted'] == 0
+    assert any("not taken as the log's" in n for n in report['not_checked'])
+
+
+def test_an_instance_behind_the_log_makes_a_head_not_checked_never_a_finding(monitor, rekor):
+    """Rekor's 400 'the tree size requested(N) was greater than what is
+    currently observable(M)', from an instance that has not seen the head
+    another one signed, past the retries: not checked (exit 2), no finding,
+    and the kept head is not replaced."""
+    add_entries(rekor.log, 2)
+    assert monitor.run()[0] == 0
+    kept = monitor.kept_head(rekor.log, rekor.log.tree_id)
+    add_entries(rekor.log, 3)
+    rekor.faults.lagging_count = 1000
+
+    status, report = monitor.report()
+
+    assert (status, report['findings']) == (2, [])
+    assert trees(report)[rekor.log.tree_id]['status'] == 'not checked'
+    assert monitor.kept_head(rekor.log, rekor.log.tree_id) == kept
+    rekor.faults.lagging_count = 0
+    status, report = monitor.report()
+    assert (status, report['findings']) == (0, [])
