@@ -197,3 +197,59 @@ def test_a_worker_pass_with_four_jobs_on_a_busy_log_logs_everything(world, sigs)
     done = world.retry('--jobs', '4')
     assert (done.returncode, done.summary) == (0, 'logged 8; 0 left in the outbox'), done.stderr
     assert set(world.account(*sigs).values()) == {'receipt'}
+
+
+# ---------------------------------------------------------------------------
+# Transient is transient
+# ---------------------------------------------------------------------------
+
+def outage_file(world):
+    return world.topdir / 'rekor-logs' / '@state' / 'outage.json'
+
+
+def test_a_lagging_instance_leaves_the_record_for_the_next_pass(world, sigs):
+    """The proof of the new head is refused by an instance behind the log
+    past the retries: the record waits for the next pass (never rejected/,
+    never an outage), and the next pass logs it."""
+    world.configure(queue_only=True)
+    world.sign(sigs[0])
+    assert world.retry().summary == 'logged 1; 0 left in the outbox'
+    world.sign(sigs[1])
+    world.rekor.faults.lagging_count = 1000
+
+    done = world.retry()
+
+    assert done.summary.startswith('failed 1; 1 left in the outbox'), done
+    record = world.record(sigs[1])
+    assert 'behind the log' in record['last_error'] and record['next_attempt'] == 0
+    assert world.folder('rejected') == [] and not outage_file(world).exists()
+    world.rekor.faults.lagging_count = 0
+    assert world.retry().summary == 'already in the log 1; 0 left in the outbox'  # 409
+    assert set(world.account(*sigs[:2]).values()) == {'receipt'}
+
+
+def test_a_queued_duplicate_is_waited_for_not_taken_for_a_misconfiguration(world, sigs):
+    """The first POST's answer is lost while Trillian still queues the entry;
+    the retry gets 409 and the GET 404 until it is integrated."""
+    world.configure(retries=3)
+    world.rekor.faults.queue_count = 1
+    world.sign(sigs[0])
+    assert world.outbox() == [] and not outage_file(world).exists()
+    assert world.rekor.count('GET', '/api/v1/log/entries/' + world.entries_of(sigs[0])[0]
+                             .entry_id, 404) == 1
+    assert set(world.account(sigs[0]).values()) == {'receipt'}
+
+
+def test_a_log_that_no_longer_takes_entries_says_so_and_keeps_every_record(world, sigs):
+    world.configure(queue_only=True)
+    world.sign(*sigs[:3])
+    world.rekor.faults.disabled_paths = ['/api/v1/log/entries']
+
+    done = world.retry('--jobs', '2')
+
+    assert done.returncode == 1
+    assert 'the log no longer takes entries' in done.summary, done
+    assert world.folder('rejected') == []
+    assert set(world.account(*sigs[:3]).values()) == {'queued'}
+    outage = json.loads(outage_file(world).read_text())
+    assert outage['closed'] is True and '501' in outage['last_error']
