@@ -230,8 +230,9 @@ class RekorServer:
     def _other_clients(self) -> None:
         """Append other clients' hashedrekord entries at the busy rate until
         the server stops or busy_max entries were added."""
-        period = 1.0 / self.busy
-        while self.busy_added < self.busy_max and not self._stopping.wait(period):
+        # The rate is read each time, so a test can make the log busier.
+        while (self.busy_added < self.busy_max
+               and not self._stopping.wait(1.0 / min(max(self.busy, 0.1), BUSY_MAX_RATE))):
             self.log.add_entry(_other_client_body(), other_client=True)
             self.busy_added += 1
 
