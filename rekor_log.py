@@ -197,8 +197,15 @@ class Settings:
 
     @property
     def origin_host(self):
-        """The host a checkpoint's origin must name."""
-        return self.origin or urllib.parse.urlsplit(self.url).hostname
+        """The host a checkpoint's origin must name, or the hosts it may
+        name (a frozenset): [rekor] origin may list several, comma or space
+        separated, as a private log's replicas each sign with their own
+        host name when rekor_server.hostname is not set (Rekor's default is
+        os.Hostname(), a pod's name on Kubernetes)."""
+        names = (self.origin or '').replace(',', ' ').split()
+        if len(names) > 1:
+            return frozenset(names)
+        return names[0] if names else urllib.parse.urlsplit(self.url).hostname
 
 
 # (section, option) -> (attribute, kind). The [config] section is the
@@ -1550,9 +1557,10 @@ def verify_checkpoint(note, key, origin_host, tree_id):
     if not sep or tree != str(tree_id):
         raise VerificationError('checkpoint: origin %r is not tree %s'
                                 % (checkpoint.origin, tree_id))
-    if origin_host is not None and host != origin_host:
+    allowed = {origin_host} if isinstance(origin_host, str) else set(origin_host or ())
+    if origin_host is not None and host not in allowed:
         raise VerificationError('checkpoint: origin %r is not log %s'
-                                % (checkpoint.origin, origin_host))
+                                % (checkpoint.origin, ' or '.join(sorted(allowed))))
     return checkpoint
 
 

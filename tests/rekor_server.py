@@ -986,7 +986,12 @@ class RekorLog:
     def __init__(self, tree_id: Optional[int] = None, index_offset: int = 0,
                  origin_host: str = LOOPBACK, signing_key=None,
                  checkpoint_extra_lines=(), state_dir: Optional[str] = None):
-        self.origin_host = origin_host
+        # Several hosts: replicas of one log, each signing with its own name.
+        # Rekor signs checkpoints as rekor_server.hostname, whose default is
+        # os.Hostname() (cmd/rekor-server/app/flags.go): a pod's name on
+        # Kubernetes, one per replica, when the chart does not set it.
+        self.origin_hosts = (origin_host,) if isinstance(origin_host, str) else tuple(origin_host)
+        self._next_origin = 0
         self.checkpoint_extra_lines = tuple(checkpoint_extra_lines)
         self._lock = threading.RLock()
         self._trees: list = []            # oldest first; the last one is active
@@ -1012,6 +1017,13 @@ class RekorLog:
                                   "index_offset": index_offset})
 
     # identity --------------------------------------------------------------
+
+    @property
+    def origin_host(self) -> str:
+        """The host the replica answering now signs as (round robin)."""
+        with self._lock:
+            self._next_origin = (self._next_origin + 1) % len(self.origin_hosts)
+            return self.origin_hosts[self._next_origin]
 
     @property
     def public_key_pem(self) -> bytes:

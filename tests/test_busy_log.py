@@ -254,3 +254,36 @@ def test_a_log_that_no_longer_takes_entries_says_so_and_keeps_every_record(world
     assert set(world.account(*sigs[:3]).values()) == {'queued'}
     outage = json.loads(outage_file(world).read_text())
     assert outage['closed'] is True and '501' in outage['last_error']
+
+
+# ---------------------------------------------------------------------------
+# Private deployments
+# ---------------------------------------------------------------------------
+
+def test_several_origins_for_a_log_whose_replicas_sign_with_their_own_names(world, sigs):
+    """Each replica signs as its own host name: [rekor] origin lists them
+    all; a checkpoint naming any other host still fails."""
+    world.rekor.log.origin_hosts = ('rekor-server-0', 'rekor-server-1')
+    conf = world.hub.conf_path.read_text()
+    world.hub.configure(conf.replace('allow_insecure_http = true\n',
+                                     'allow_insecure_http = true\n'
+                                     'origin = rekor-server-0, rekor-server-1\n'))
+    world.sign(*sigs[:3])
+    assert world.outbox() == []
+    assert set(world.account(*sigs[:3]).values()) == {'receipt'}
+
+    world.hub.configure(conf.replace('allow_insecure_http = true\n',
+                                     'allow_insecure_http = true\norigin = rekor-server-0\n'))
+    world.sign(*sigs[3:5])
+    # The replicas answer in turn: one of the two was signed as rekor-server-1.
+    records = [world.record(s) for s in sigs[3:5]]
+    assert any(r and "is not log rekor-server-0" in r['last_error'] for r in records)
+
+
+def test_one_origin_or_none_reads_as_before():
+    settings = rekor_log.Settings(url='https://rekor.example.org:3000')
+    assert settings.origin_host == 'rekor.example.org'
+    settings.origin = 'rekor.internal'
+    assert settings.origin_host == 'rekor.internal'
+    settings.origin = 'a.example, b.example c.example'
+    assert settings.origin_host == frozenset({'a.example', 'b.example', 'c.example'})
