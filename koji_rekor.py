@@ -28,17 +28,17 @@ from rekor_log import (
     checkpoint_dir, checkpoint_parts, checkpoint_path, CHUNK_SIZE, claimed, clear_outage,
     COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver, display_url,
     expected_from_header, failure_cause, known_log_key, KOJI_CLIENT_CONFIG, left_subtrees,
-    list_outbox, load_config, load_log_key, locate_signed_rpm, locked_at, LOG, LogBehind, log_key_id,
-    log_outcome, log_signature, logs_dir, mark_committed, member, nvra_of, openpgp_emails,
-    openpgp_fingerprint, openpgp_fingerprints, openpgp_primary_key, OUTBOX_DIR, outbox_dir,
-    parse_json, prefix_roots, prove_consistency, public_key_file, PUBLIC_REKOR_HOST,
+    list_outbox, load_config, load_log_key, locate_signed_rpm, locked_at, LOG, LogBehind,
+    log_key_id, LogKeys, log_outcome, log_signature, logs_dir, mark_committed, member, nvra_of,
+    openpgp_emails, openpgp_fingerprint, openpgp_fingerprints, openpgp_primary_key, OUTBOX_DIR,
+    outbox_dir, parse_json, pick_log_key, prefix_roots, prove_consistency, public_key_file, PUBLIC_REKOR_HOST,
     PUBLIC_REKOR_KEY, read_file_at, read_json, read_log_key, read_outage, read_public_key,
     read_receipt, read_tree_head, RECEIPT_DIR, receipt_path, record_json, record_name,
     record_outage, RekorClient, RekorLogError, RekorRejected, RekorUnavailable,
     resolve_log_key, RETRIEVE_BATCH, RETRIEVE_PATH, RPM_LOCK, saved_tree_head, set_aside,
     Settings, sha256_of, short_reason, SignatureSourceError, signed_rpm_from_file,
-    SourceGone, STATE_DIR, state_dir, subdir, text, topdir_of_state, UNCOMMITTED,
-    UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
+    SourceGone, split_entry_id, STATE_DIR, state_dir, subdir, text, topdir_of_state, UNCOMMITTED,
+    UnknownLogKey, UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
     verify_log_entry, verify_rpm_body, write_atomic, write_file_at, write_receipt,
 )
 
@@ -791,6 +791,8 @@ class LogView:
     key: object  # the log key
     report: Report
     heads: dict = field(default_factory=dict)  # (tree, size, root) -> proved consistent
+    tree_keys: dict = field(default_factory=dict)  # tree ID -> the key its head verified with
+    skipped: set = field(default_factory=set)      # inactive trees signed by a key not ours
     shards: list = field(default_factory=list)  # (tree ID, signed size or None), oldest first
     fetcher: object = None                      # the scan's Fetcher
 
@@ -1101,6 +1103,9 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
     """Verify one entry (UUID, inclusion proof, checkpoint, SET, its global
     index), then account for it if it was made with one of our keys."""
     report = view.report
+    if tree_of(entry_id) in view.skipped:
+        counts['unchecked'] += 1   # its tree's key is not configured (reported once)
+        return
     try:
         verified = verify_log_entry(entry_id, entry, view.key, view.settings.origin_host)
     except VerificationError as e:
@@ -1121,6 +1126,7 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
         return
     # The tree head the entry comes with must be one history with those
     # held, or the entry may be in a fork shown to this monitor alone.
+    view.tree_keys.setdefault(verified.tree_id, verified.key)
     proved = prove_consistent(view, verified.tree_id, verified.checkpoint)
     if proved is None:
         counts['unchecked'] += 1
@@ -1228,17 +1234,49 @@ def check_tree_heads(view):
         listed.add(tree_id)
         try:
             checkpoint = verify_checkpoint(note, view.key, view.settings.origin_host, tree_id)
+        except UnknownLogKey as e:
+            if active:
+                view.shards.append((tree_id, None))
+                view.report.finding('bad tree head', 'tree %d: its signed tree head does not '
+                                    'verify: %s' % (tree_id, e))
+                continue
+            # An inactive shard signed by a key not configured (a private
+            # log's shards may each have their own): reported and skipped;
+            # its unsigned size only places the trees after it.
+            view.shards.append((tree_id, unsigned_size(shard)))
+            view.skipped.add(tree_id)
+            view.report.not_checked('tree %d: %s; set [rekor] log_public_key to a file holding '
+                                    'its key too: its entries are skipped' % (tree_id, e))
+            continue
         except VerificationError as e:
             view.shards.append((tree_id, None))
             view.report.finding('bad tree head', 'tree %d: its signed tree head does not verify: %s'
                                 % (tree_id, e))
             continue
         view.shards.append((tree_id, checkpoint.size))
+        view.tree_keys[tree_id] = pick_log_key(view.key, note=note)
         check_tree_head(view, tree_id, checkpoint, active)
     for tree_id, size in kept_tree_heads(view.state, view.key):
         if tree_id not in listed:
             view.report.finding('tree missing', 'tree %d, seen before at size %d, is not listed by '
                                 'the log any more, neither active nor inactive' % (tree_id, size))
+
+
+def unsigned_size(shard):
+    size = shard.get('treeSize')
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+
+
+def tree_of(entry_id):
+    try:
+        return split_entry_id(entry_id)[0]
+    except VerificationError:
+        return None
+
+
+def tree_key(view, tree_id):
+    """The log key of a tree: the one its signed head verified with."""
+    return view.tree_keys.get(tree_id) or pick_log_key(view.key)
 
 
 def tree_head_fields(shard):
@@ -1252,7 +1290,7 @@ def tree_head_fields(shard):
 def check_tree_head(view, tree_id, checkpoint, active):
     """A signed tree head against the one kept for its tree: a tree that
     shrank, or one not provably consistent with it, is a finding."""
-    before = saved_tree_head(view.state, view.key, tree_id)
+    before = saved_tree_head(view.state, tree_key(view, tree_id), tree_id)
     tree = {'tree_id': str(tree_id), 'active': active, 'size': checkpoint.size,
             'root_hash': checkpoint.root_hash.hex(), 'size_before': before and before[0]}
     view.report.trees.append(tree)
@@ -1260,8 +1298,8 @@ def check_tree_head(view, tree_id, checkpoint, active):
         tree['status'] = 'shrank'
         view.heads[(tree_id, checkpoint.size, checkpoint.root_hash)] = False
         try:
-            check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
-                              checkpoint.root_hash, checkpoint.note)
+            check_consistency(view.client, view.state, tree_key(view, tree_id), tree_id,
+                              checkpoint.size, checkpoint.root_hash, checkpoint.note)
             how = 'an older view, which the log still proves the newer one extends'
         except (VerificationError, RekorRejected, LogBehind) as e:
             # LogBehind: after its retries, still an instance that cannot
@@ -1287,8 +1325,8 @@ def prove_consistent(view, tree_id, checkpoint):
     head = (tree_id, checkpoint.size, checkpoint.root_hash)
     if head not in view.heads:
         try:
-            check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
-                              checkpoint.root_hash, checkpoint.note)
+            check_consistency(view.client, view.state, tree_key(view, tree_id), tree_id,
+                              checkpoint.size, checkpoint.root_hash, checkpoint.note)
             view.heads[head] = True
         except LogBehind as e:
             view.heads[head] = None
@@ -1307,6 +1345,8 @@ def prove_consistent(view, tree_id, checkpoint):
 
 def kept_tree_heads(state, key):
     """(tree ID, size) of every tree head kept for the log."""
+    if isinstance(key, LogKeys):
+        return [head for one in key for head in kept_tree_heads(state, one)]
     directory = checkpoint_dir(state, key)
     heads = []
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
@@ -2450,7 +2490,8 @@ def check_log(checkup, settings, topdir):
                         'will trust logID %s: set [rekor] log_public_key'
                         % (settings.url, log_key_id(served).hex()))
             trusted = served
-        elif log_key_id(served) != log_key_id(trusted):
+        elif log_key_id(served) not in [log_key_id(one) for one in (
+                trusted if isinstance(trusted, LogKeys) else [trusted])]:
             checkup.add('fail', 'log', '%s serves log key %s, not the trusted %s (%s)' % (
                 settings.url, log_key_id(served).hex(), log_key_id(trusted).hex(), where))
             return
@@ -2956,7 +2997,8 @@ def verify_origin_for(args, settings, receipt, key):
     url = receipt.get('rekor_url') if receipt else None
     if isinstance(url, str) and urllib.parse.urlsplit(url).hostname:
         return urllib.parse.urlsplit(url).hostname
-    if log_key_id(key) == log_key_id(load_log_key(PUBLIC_REKOR_KEY)):
+    if not isinstance(key, LogKeys) and log_key_id(key) == log_key_id(
+            load_log_key(PUBLIC_REKOR_KEY)):
         return PUBLIC_REKOR_HOST
     raise UsageError('no origin to check the checkpoint against: pass --origin or --url')
 

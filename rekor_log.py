@@ -1460,12 +1460,51 @@ def verify_consistency(first_size, second_size, first_root, second_root, proof):
                                 % (first_size, second_size))
 
 
+PEM_PUBLIC_KEY = re.compile(rb'-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----', re.S)
+
+
+class LogKeys(tuple):
+    """Several keys of one log: a private Rekor may sign each shard (tree)
+    with its own key (its sharding configuration's pemPubKey). Each entry
+    is verified with the key its logID names, each tree head with the key
+    its signature's key hint names (pick_log_key)."""
+
+
+class UnknownLogKey(VerificationError):
+    """Signed by a key that is none of those configured for the log."""
+
+
 def load_log_key(pem):
+    """The log key of a PEM file, or LogKeys when it holds several."""
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    blocks = PEM_PUBLIC_KEY.findall(pem) if isinstance(pem, bytes) else []
     try:
+        if len(blocks) > 1:
+            return LogKeys(load_pem_public_key(block) for block in blocks)
         return load_pem_public_key(pem)
     except (ValueError, TypeError) as e:
         raise VerificationError('not a PEM public key: %s' % e)
+
+
+def pick_log_key(key, log_id=None, note=None):
+    """The key of a LogKeys that signed this: the one whose logID (sha256 of
+    its DER) is log_id, or whose key hint a signature of the checkpoint
+    note carries. A single key is returned as it is: its checks say more."""
+    if not isinstance(key, LogKeys):
+        return key
+    if log_id is not None:
+        for one in key:
+            if log_key_id(one).hex() == str(log_id).lower():
+                return one
+        raise UnknownLogKey('logID %s is none of the %d configured log keys' % (log_id, len(key)))
+    try:
+        hints = {hint for _, hint, _ in parse_checkpoint(note)[1]}
+    except VerificationError:
+        hints = set()
+    for one in key:
+        if log_key_id(one)[:4] in hints:
+            return one
+    raise UnknownLogKey('checkpoint: signed by none of the %d configured log keys' % len(key))
 
 
 def read_log_key(path):
@@ -1477,6 +1516,10 @@ def log_key_id(key):
     """SHA-256 of the DER SubjectPublicKeyInfo: Rekor's logID, and (first
     4 bytes) the key hint of its checkpoint signatures."""
     from cryptography.hazmat.primitives import serialization
+    if isinstance(key, LogKeys):
+        # Several keys (one per shard): the name of the set, for the
+        # monitor's state file; each tree head is kept under its own key's.
+        return hashlib.sha256(b''.join(sorted(log_key_id(one) for one in key))).digest()
     der = key.public_bytes(serialization.Encoding.DER,
                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).digest()
@@ -1548,11 +1591,15 @@ def parse_checkpoint(note):
 
 def verify_checkpoint(note, key, origin_host, tree_id):
     """The checkpoint is signed by the log key and names the expected log."""
+    key = pick_log_key(key, note=note)
     checkpoint, signatures = parse_checkpoint(note)
     hint = log_key_id(key)[:4]
     if not any(h == hint and signature_is_valid(key, sig, checkpoint.text.encode())
                for _, h, sig in signatures):
-        raise VerificationError('checkpoint: no valid signature by the log key')
+        # No signature even names the key: another key signed it (a shard
+        # of its own, or a forgery; the monitor tells which by the tree).
+        error = VerificationError if any(h == hint for _, h, _ in signatures) else UnknownLogKey
+        raise error('checkpoint: no valid signature by the log key')
     host, sep, tree = checkpoint.origin.rpartition(' - ')
     if not sep or tree != str(tree_id):
         raise VerificationError('checkpoint: origin %r is not tree %s'
@@ -1623,6 +1670,7 @@ class VerifiedEntry:
     checkpoint: Checkpoint = None
     notes: list = field(default_factory=list)
     signed_time: bool = True  # integratedTime and logIndex are under the SET
+    key: object = None        # the log key that signed it (one of several, maybe)
 
 
 # The largest index, size or time (in seconds) an entry may name: a log of
@@ -1651,13 +1699,14 @@ def verify_log_entry(entry_id, entry, key, origin_host=None, require_set=True, t
         raise VerificationError('entry UUID %s is not the hash of its body' % uuid)
     if entry_tree is not None:
         tree_id = entry_tree
+    key = pick_log_key(key, log_id=entry.get('logID', ''))
     if log_key_id(key).hex() != str(entry.get('logID', '')).lower():
         raise VerificationError('logID %s is not the log key' % entry.get('logID'))
     if root_from_inclusion_proof(proof['logIndex'], proof['treeSize'], leaf, hashes) != root:
         raise VerificationError('inclusion proof does not lead to root hash %s' % proof['rootHash'])
     verified = VerifiedEntry(entry_id, uuid, tree_id, entry['logIndex'], proof['logIndex'],
                              proof['treeSize'], root, entry['integratedTime'],
-                             decode_body(body_bytes))
+                             decode_body(body_bytes), key=key)
     note = proof.get('checkpoint')
     if not note:
         raise VerificationError('no checkpoint: nothing signs the root hash')
@@ -2441,6 +2490,7 @@ def verify_our_entry(settings, client, state, key, entry_id, entry, expected, he
     worker's pass, heads, when there is one)."""
     verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
     verify_rpm_body(verified.body, expected)
+    key = verified.key   # the key of the entry's own tree, when the log has several
     if heads is not None:
         heads.check(client, key, verified, entry)
     elif state:

@@ -833,7 +833,10 @@ class _Api:
         if tree_id and not (tree_id.isdigit() and self.log.has_tree(int(tree_id))):
             raise ApiError(400, f"{tree_id} is not a valid tree ID and doesn't have an "
                                 "associated public key")
-        return Response(200, self.log.public_key_pem, "application/x-pem-file")
+        # Rekor answers the key of the shard asked for, else the active one's
+        # (GetPublicKeyHandler, pkg/api/public_key.go).
+        return Response(200, self.log.public_key_pem_of(int(tree_id) if tree_id else None),
+                        "application/x-pem-file")
 
     def log_proof(self, request: _Request) -> Response:
         query = request.query
@@ -969,6 +972,7 @@ class _Tree:
     entries: list = field(default_factory=list)
     by_uuid: dict = field(default_factory=dict)
     frozen_checkpoint: Optional[str] = None   # set once the shard is inactive
+    signer: Optional[_Signer] = None          # its own key (None: the log's first)
 
     @property
     def size(self) -> int:
@@ -1031,7 +1035,7 @@ class RekorLog:
 
     @property
     def log_id(self) -> str:
-        return self._signer.log_id
+        return self.signer_of().log_id
 
     @property
     def tree_id(self) -> int:
@@ -1106,14 +1110,26 @@ class RekorLog:
             self.index_entry(entry)
         return len(held)
 
-    def rotate_shard(self, new_tree_id: Optional[int] = None) -> int:
-        """Freeze the active tree (it becomes an inactive shard) and start a new one."""
+    def rotate_shard(self, new_tree_id: Optional[int] = None, signing_key=None) -> int:
+        """Freeze the active tree (it becomes an inactive shard) and start a new one,
+        signed with signing_key if given: Rekor's sharding configuration
+        gives each shard its own key (pemPubKey, pkg/sharding/ranges.go)."""
         with self._lock:
             old = self._active
             checkpoint = self._checkpoint(old, old.size)
             new_id = new_tree_id or _new_tree_id(exclude={t.tree_id for t in self._trees})
-            self._apply({"op": "rotate", "tree_id": new_id, "checkpoint": checkpoint})
+            record = {"op": "rotate", "tree_id": new_id, "checkpoint": checkpoint}
+            if signing_key is not None:
+                record["signing_key"] = _Signer(_load_private_key(signing_key)).private_pem.decode()
+            self._apply(record)
             return new_id
+
+    def signer_of(self, tree_id: Optional[int] = None) -> _Signer:
+        tree = self._tree(tree_id) if tree_id else self._active
+        return tree.signer or self._signer
+
+    def public_key_pem_of(self, tree_id: Optional[int] = None) -> bytes:
+        return self.signer_of(tree_id).public_pem
 
     def rewrite_history(self) -> Entry:
         """Lie: replace leaf 0 of the active tree by other data, keeping the size."""
@@ -1148,7 +1164,9 @@ class RekorLog:
     def _apply_rotate(self, record: dict) -> None:
         old = self._active
         old.frozen_checkpoint = record["checkpoint"]
-        self._trees.append(_Tree(record["tree_id"], old.offset + old.size))
+        signer = (_Signer(_load_private_key(record["signing_key"]))
+                  if record.get("signing_key") else None)
+        self._trees.append(_Tree(record["tree_id"], old.offset + old.size, signer=signer))
 
     def _apply_rewrite(self, record: dict) -> Entry:
         tree, body = self._active, base64.b64decode(record["body"])
@@ -1280,7 +1298,7 @@ class RekorLog:
 
     def _checkpoint(self, tree: _Tree, size: int) -> str:
         return signed_checkpoint(self.origin_host, tree.tree_id, size, tree.merkle.root(size),
-                                 self._signer, self.checkpoint_extra_lines)
+                                 tree.signer or self._signer, self.checkpoint_extra_lines)
 
     def render_entry(self, entry: Entry, tamper: Optional[str] = None) -> tuple:
         """(entry ID, {entryID: LogEntry}) with a proof for the tree's current size.
@@ -1303,14 +1321,16 @@ class RekorLog:
         root = tree.merkle.root(tree.size)
         return _EntryView(
             tree_id=tree.tree_id, uuid=current.uuid, body=current.body,
-            integrated_time=current.integrated_time, log_id=self.log_id,
+            integrated_time=current.integrated_time,
+            log_id=(tree.signer or self._signer).log_id,
             log_index=current.global_index, tree_index=current.tree_index,
             tree_size=tree.size, root=root,
             hashes=tree.merkle.inclusion_proof(current.tree_index, tree.size),
             checkpoint=tree.frozen_checkpoint, origin_host=self.origin_host,
             checkpoint_size=tree.size, checkpoint_root=root,
             extra_lines=self.checkpoint_extra_lines,
-            checkpoint_signer=self._signer, set_signer=self._signer)
+            checkpoint_signer=tree.signer or self._signer,
+            set_signer=tree.signer or self._signer)
 
     # keys used to lie -------------------------------------------------------------
 

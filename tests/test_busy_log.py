@@ -287,3 +287,26 @@ def test_one_origin_or_none_reads_as_before():
     assert settings.origin_host == 'rekor.internal'
     settings.origin = 'a.example, b.example c.example'
     assert settings.origin_host == frozenset({'a.example', 'b.example', 'c.example'})
+
+
+def test_a_log_key_file_with_a_key_per_shard_verifies_each_entry_with_its_own(world, sigs):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    old_pem = world.rekor.log.public_key_pem
+    world.sign(sigs[0])                                 # tree 1, the first key
+    world.rekor.log.rotate_shard(signing_key=ec.generate_private_key(ec.SECP256R1()))
+    new_pem = world.rekor.log.public_key_pem_of()
+    world.sign(sigs[1])                                 # the only key: not this shard's
+    assert 'logID' in world.record(sigs[1])['last_error']
+
+    world.log_key_file.write_bytes(old_pem + new_pem)
+    world.configure()
+    world.sign(sigs[2])
+    assert world.retry('--now').summary == 'already in the log 1; 0 left in the outbox'
+    assert set(world.account(*sigs[:3]).values()) == {'receipt'}
+    checked = subprocess.run(
+        [sys.executable, '-m', 'koji_rekor', 'verify', str(world.topdir / 'rekor-logs'),
+         '--log-key', str(world.log_key_file)], cwd=ROOT, capture_output=True, text=True,
+        timeout=60)
+    assert checked.stdout.splitlines()[-1] == 'verified 3, failed 0, unreadable 0', checked

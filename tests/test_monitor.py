@@ -1076,3 +1076,45 @@ def test_an_instance_behind_the_log_makes_a_head_not_checked_never_a_finding(mon
     rekor.faults.lagging_count = 0
     status, report = monitor.report()
     assert (status, report['findings']) == (0, [])
+
+
+# --- a private log whose shards have keys of their own ------------------------------
+
+def test_shards_with_keys_of_their_own_each_verify_with_theirs(monitor, rekor, tmp_path,
+                                                               log_key_file, key_dir, kojihub):
+    """[rekor] log_public_key may hold several keys: each tree head and
+    entry is verified with the key its signature or logID names, and each
+    tree's head kept under that key. A shard whose key is not configured
+    is reported and skipped; the other trees are still read."""
+    add_entries(rekor.log, 3)
+    assert monitor.run()[0] == 0
+    old_tree, old_key = rekor.log.tree_id, rekor.log.public_key_pem
+    rekor.log.rotate_shard(signing_key=new_key())
+    new_pem = rekor.log.public_key_pem_of()
+    assert new_pem != old_key
+    add_entries(rekor.log, 4, tag='new shard')
+
+    both = tmp_path / 'both.pem'
+    both.write_bytes(old_key + new_pem)
+    monitor.configure(rekor.url, both, key_dir, kojihub.url)
+    status, report = monitor.report('--start-index', 0)
+    assert (status, report['findings'], report['not_checked']) == (0, [], [])
+    assert {int(t['tree_id']) for t in report['trees']} == {old_tree, rekor.log.tree_id}
+    new_dir = rekor_log.log_key_id(rekor_log.load_log_key(new_pem)).hex()
+    kept = (monitor.topdir / 'rekor-logs' / '@state' / 'checkpoints' / new_dir
+            / ('%d.json' % rekor.log.tree_id))
+    assert 4 <= json.loads(kept.read_text())['size'] <= rekor.log.tree_size_of(rekor.log.tree_id)
+
+    only_new = tmp_path / 'new.pem'
+    only_new.write_bytes(new_pem)
+    monitor.configure(rekor.url, only_new, key_dir, kojihub.url)
+    status, report = monitor.report('--start-index', 0)
+    assert (status, report['findings']) == (2, [])
+    assert any(n.startswith('tree %d: ' % old_tree) and 'its entries are skipped' in n
+               for n in report['not_checked'])
+    assert trees(report)[rekor.log.tree_id]['status'] in ('first seen', 'grew', 'unchanged')
+    assert report['scan']['counts']['read'] >= 4
+
+
+def new_key():
+    return ec.generate_private_key(ec.SECP256R1())
