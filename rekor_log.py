@@ -1076,9 +1076,11 @@ class RekorClient:
             raise last
         raise type(last)('%s (after %d attempts)' % (last, attempts))
 
-    def request(self, method, path_or_url, cap=MAX_JSON_ANSWER, sent=0, **kws):
+    def request(self, method, path_or_url, cap=MAX_JSON_ANSWER, sent=0, reader=None, **kws):
         """One request, read whole (up to cap bytes) within its deadline:
-        timeout, plus the time to send `sent` bytes at min_rate."""
+        timeout, plus the time to send `sent` bytes at min_rate. reader:
+        reads a 200 answer as a stream instead (its content is what it
+        returns)."""
         url = urllib.parse.urljoin(self.url + '/', path_or_url)
         settings = self.settings
         allowed = settings.timeout + sent / settings.min_rate
@@ -1097,8 +1099,11 @@ class RekorClient:
                         method, url, timeout=(wait, limit), allow_redirects=False, stream=True,
                         verify=self.verify, **kws)
                     with contextlib.closing(response):
+                        content = (reader(self.chunks(response)) if reader is not None
+                                   and response.status_code == 200
+                                   else self.read_capped(response, cap))
                         return Answer(response.status_code, response.reason or '',
-                                      response.headers, self.read_capped(response, cap), url)
+                                      response.headers, content, url)
                 except Exception:
                     if self.watchdog.cut:
                         raise DeadlinePassed
@@ -1115,6 +1120,14 @@ class RekorClient:
                                          else wait)))
             raise RekorUnavailable('cannot reach Rekor at %s: %s' % (
                 self.shown_url, short_reason(e)))
+
+    @staticmethod
+    def chunks(response):
+        while True:
+            chunk = response.raw.read(65536, decode_content=True)
+            if not chunk:
+                return
+            yield chunk
 
     def read_capped(self, response, cap):
         chunks, size = [], 0
@@ -1202,11 +1215,18 @@ class RekorClient:
         return self.json_answer('log info', 'GET', LOG_INFO_PATH, is_object)
 
     def search_index(self, query):
-        """The entry IDs (or bare UUIDs) Rekor's index has for a query."""
-        return self.json_answer(
-            'index search answer', 'POST', INDEX_PATH,
-            lambda found: isinstance(found, list) and all(isinstance(i, str) for i in found),
-            json=query)
+        """The entry IDs (or bare UUIDs) Rekor's index has for a query.
+        Rekor puts no limit on this answer (about 83 bytes an entry: 4 MiB
+        at 50,000 entries of one key), so it is read as a stream, an ID at
+        a time (read_id_array), never held whole: memory grows with the
+        IDs kept, not with the answer."""
+        def attempt():
+            answer = self.request('POST', INDEX_PATH, headers={'Accept': 'application/json'},
+                                  reader=read_id_array, json=query)
+            if answer.status == 200:
+                return answer.content
+            raise_for_status(answer)
+        return self.with_retries('index search answer', attempt)
 
     def retrieve_entries(self, entry_ids):
         """[(entryID, entry)] for at most RETRIEVE_BATCH IDs; Rekor leaves
@@ -1221,6 +1241,46 @@ class RekorClient:
 
 def is_object(value):
     return isinstance(value, dict)
+
+
+# An entry ID is 80 hex digits, a UUID 64: an array item longer than this is
+# no ID, and is refused before it is read whole.
+MAX_ID_CHARS = 128
+ID_ARRAY_TOKEN = re.compile(rb'[ \t\r\n]*(?:([\[\],])|"([0-9a-fA-F]{0,%d})")' % MAX_ID_CHARS)
+
+
+def read_id_array(chunks):
+    """The strings of a JSON array of hex strings (the index search's
+    answer), parsed as the chunks arrive, keeping only an unfinished token
+    between chunks. Hand-written: the standard json module reads only
+    whole documents, and this array is flat and its items hex, so a token
+    pattern and four states read it in bounded memory without a
+    streaming-JSON dependency on the hub."""
+    ids, state, rest = [], 'start', b''   # start, item, after, end
+    for chunk in chunks:
+        data, pos = rest + chunk, 0
+        while True:
+            match = ID_ARRAY_TOKEN.match(data, pos)
+            if match is None:
+                break
+            mark, item = match.groups()
+            if item is not None and state == 'item':
+                ids.append(item.decode('ascii'))
+                state = 'after'
+            elif (state, mark) in (('start', b'['), ('after', b',')):
+                state = 'item'
+            elif mark == b']' and (state == 'after' or (state == 'item' and not ids)):
+                state = 'end'
+            else:
+                raise RekorUnavailable('malformed index search answer from Rekor')
+            pos = match.end()
+        rest = data[pos:]
+        if len(rest) > MAX_ID_CHARS + 64 or (state == 'end' and rest.strip()):
+            raise RekorUnavailable('malformed index search answer from Rekor: an item that is '
+                                   'not an entry ID')
+    if state != 'end' or rest.strip():
+        raise RekorUnavailable('malformed index search answer from Rekor: it ends early')
+    return ids
 
 
 def short_reason(exc):

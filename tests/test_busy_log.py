@@ -310,3 +310,42 @@ def test_a_log_key_file_with_a_key_per_shard_verifies_each_entry_with_its_own(wo
          '--log-key', str(world.log_key_file)], cwd=ROOT, capture_output=True, text=True,
         timeout=60)
     assert checked.stdout.splitlines()[-1] == 'verified 3, failed 0, unreadable 0', checked
+
+
+# ---------------------------------------------------------------------------
+# Answers of any size
+# ---------------------------------------------------------------------------
+
+def test_an_index_search_larger_than_the_answer_cap_is_read_whole(tmp_path):
+    """Rekor's index search has no limit: 60,000 entries of one package
+    answer about 5 MiB, more than the 4 MiB every other answer may have."""
+    log = RekorLog()
+    digest = 'sha256:' + 'ab' * 32
+    ids = ['%016x%064x' % (log.tree_id, n) for n in range(60000)]
+    log._index[digest] = ids     # as if logged: indexing 60,000 RPMs takes minutes
+    settings = rekor_log.Settings(url='http://127.0.0.1', allow_insecure_http=True)
+    with RekorServer(log) as server:
+        settings.url = server.url
+        client = rekor_log.RekorClient(settings)
+        try:
+            found = client.search_index({'hash': digest})
+        finally:
+            client.close()
+    assert len(json.dumps(ids)) > rekor_log.MAX_JSON_ANSWER
+    assert found == ids
+
+
+@pytest.mark.parametrize('answer', [b'', b'[', b'["ab",]', b'["zz"]', b'null', b'{}',
+                                    b'["' + b'a' * 200 + b'"]', b'[] x', b'["a" "b"]',
+                                    b'["a"]]'])
+def test_a_malformed_index_answer_is_refused(answer):
+    with pytest.raises(rekor_log.RekorUnavailable, match='malformed index search answer'):
+        rekor_log.read_id_array(iter([answer[:2], answer[2:]]))
+
+
+def test_an_index_answer_is_read_across_any_chunking():
+    text = b' [ "0a" ,\n"BC", "%s" ]\n' % (b'f' * 80)
+    for size in range(1, len(text) + 1):
+        chunks = [text[i:i + size] for i in range(0, len(text), size)]
+        assert rekor_log.read_id_array(iter(chunks)) == ['0a', 'BC', 'f' * 80]
+    assert rekor_log.read_id_array(iter([b'[]'])) == []

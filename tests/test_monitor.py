@@ -110,6 +110,7 @@ def trees(report):
 
 # --- the log's trees ---------------------------------------------------------------
 
+@pytest.mark.quiet_log  # counts sizes or requests: a log only this test writes
 def test_a_growing_log_is_quiet_and_the_kept_tree_head_advances(monitor, rekor):
     add_entries(rekor.log, 3)
     status, first = monitor.report()
@@ -133,6 +134,7 @@ def test_a_growing_log_is_quiet_and_the_kept_tree_head_advances(monitor, rekor):
     assert signatures.startswith('\u2014 127.0.0.1 ')
 
 
+@pytest.mark.quiet_log  # counts sizes or requests: a log only this test writes
 def test_an_unchanged_log_needs_no_proof(monitor, rekor):
     add_entries(rekor.log, 2)
     assert monitor.run()[0] == 0
@@ -142,6 +144,7 @@ def test_an_unchanged_log_needs_no_proof(monitor, rekor):
     assert rekor.count('GET', PROOF) == 0
 
 
+@pytest.mark.quiet_log  # counts sizes or requests: a log only this test writes
 def test_history_rewritten_under_the_same_key_is_a_split_view(monitor, rekor):
     add_entries(rekor.log, 3)
     assert monitor.run()[0] == 0
@@ -159,6 +162,7 @@ def test_history_rewritten_under_the_same_key_is_a_split_view(monitor, rekor):
     assert monitor.kept_head(rekor.log, rekor.log.tree_id)['size'] == 3
 
 
+@pytest.mark.quiet_log  # counts sizes or requests: a log only this test writes
 def test_the_same_size_with_another_root_is_a_split_view(monitor, rekor):
     add_entries(rekor.log, 3)
     assert monitor.run()[0] == 0
@@ -295,6 +299,7 @@ def test_the_first_run_starts_at_the_end_and_each_run_reads_what_is_new(monitor,
     assert third['scan']['counts']['read'] == 0 and rekor.count('POST', RETRIEVE) == 1
 
 
+@pytest.mark.quiet_log  # counts sizes or requests: a log only this test writes
 def test_start_index_reads_from_there_ten_a_request_several_in_flight(monitor, rekor, monkeypatch):
     monkeypatch.setattr(koji_rekor, 'PROGRESS_INTERVAL', 3600)  # however slow the machine
     add_entries(rekor.log, 93)
@@ -334,6 +339,7 @@ def test_a_scan_stopped_by_ctrl_c_resumes_where_it_stopped(monitor, rekor, topdi
     assert (report['scan']['from'], report['scan']['counts']['read']) == (80, 20)
 
 
+@pytest.mark.quiet_log  # counts sizes or requests: a log only this test writes
 def test_shard_rotation_continues_the_global_index(monitor, rekor):
     add_entries(rekor.log, 4)
     assert monitor.run('--start-index', 0)[0] == 0
@@ -364,6 +370,7 @@ def test_an_entry_the_log_does_not_return_is_asked_for_again(monitor, rekor):
     assert status == 0 and report['scan']['counts']['read'] == 12
 
 
+@pytest.mark.quiet_log  # counts sizes or requests: a log only this test writes
 def test_a_first_run_that_cannot_read_the_log_still_starts_at_its_end(monitor, rekor, topdir):
     add_entries(rekor.log, 20)
     rekor.faults.update({'fail_paths': ['/api/v1/log'], 'fail_count': 2})
@@ -665,9 +672,11 @@ def test_an_entry_that_does_not_verify_is_a_finding(monitor, rekor):
     status, report = monitor.report()
 
     assert status == 1
-    (finding,) = report['findings']
-    assert finding['kind'] == 'unverified entry'
-    assert 'signed entry timestamp: does not verify' in finding['message']
+    # One per entry read: the busy log's other clients may have added more.
+    assert report['findings']
+    for finding in report['findings']:
+        assert finding['kind'] == 'unverified entry'
+        assert 'signed entry timestamp: does not verify' in finding['message']
 
 
 def test_an_entry_proved_at_another_tree_head_is_checked_against_the_kept_one(
@@ -880,6 +889,7 @@ def test_a_key_claiming_a_watched_subject_is_a_finding(monitor, tmp_path, keys, 
     assert report['subjects'] == ['rsa@example.test']
 
 
+@pytest.mark.quiet_log  # counts sizes or requests: a log only this test writes
 def test_history_looks_back_through_the_index_best_effort(monitor, rekor, log_key_file, keys,
                                                           stray_rpms):
     upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
