@@ -2500,6 +2500,11 @@ def check_log(checkup, settings, topdir):
         checkup.add('ok', 'log', '%s: signed tree head of tree %d at size %d verifies with '
                     'logID %s' % (settings.url, tree_id, checkpoint.size,
                                   log_key_id(trusted).hex()))
+        outage = read_outage(settings, topdir) if topdir else None
+        if outage and outage.closed:
+            checkup.add('fail', 'log', '%s no longer takes entries (since %s: %s): set '
+                        '[rekor] url to a log that does; the outbox keeps every signature '
+                        'meanwhile' % (settings.url, utc(outage.since), outage.last_error))
     except VerificationError as e:
         checkup.add('fail', 'log', '%s: its signed tree head does not verify: %s'
                     % (settings.url, e))

@@ -279,3 +279,18 @@ def test_a_key_file_the_hub_user_cannot_read(setup, keys):
         path, ME, grp.getgrgid(os.getgid()).gr_name) in lines
     assert 'ok   key %s/%s.asc: sigkey %s' % (setup.key_dir, keys['ed25519'].sigkey,
                                              keys['ed25519'].sigkey) in lines
+
+
+def test_a_log_that_no_longer_takes_entries(setup, rekor):
+    """The worker met 501 for POST /api/v1/log/entries (the write path
+    turned off): the log answers everything else, and doctor says that it
+    no longer takes entries."""
+    import rekor_log
+    setup.run()
+    settings = rekor_log.load_config(str(setup.conf))
+    rekor_log.record_outage(settings, str(setup.topdir), 'Rekor answered 501 for '
+                            '/api/v1/log/entries: ...; this log no longer takes entries',
+                            closed=True)
+    status, failures = setup.failures()
+    assert status == 1 and len(failures) == 1
+    assert failures[0].startswith('FAIL log: %s no longer takes entries (since ' % rekor.url)
