@@ -10,6 +10,8 @@ backwards, and a fork after an older, smaller head is still caught.
 import json
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 import rekor_log
 from rekor_server import RekorLog, RekorServer
@@ -106,7 +108,7 @@ class LocalProofs:
         return {'rootHash': root.hex(), 'hashes': [h.hex() for h in proof]}
 
 
-def signed_head(log, size, key_pem=None):
+def signed_head(log, size):
     """A verified checkpoint of the log at this size: (size, root, note)."""
     from rekor_server import signed_checkpoint
     root = log.root_hash(size)
@@ -121,8 +123,6 @@ def grown_log(size, tag='n'):
     return log
 
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 KEY_PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
     serialization.NoEncryption())
