@@ -198,6 +198,14 @@ def test_a_worker_pass_with_four_jobs_on_a_busy_log_logs_everything(world, sigs)
     done = world.retry('--jobs', '4')
     assert (done.returncode, done.summary) == (0, 'logged 8; 0 left in the outbox'), done.stderr
     assert set(world.account(*sigs).values()) == {'receipt'}
+    # A proof per tree head the pass met, never two for one (the first has
+    # nothing to be proved against).
+    heads = set()
+    for imported in sigs:
+        (entry,) = world.receipt(imported)['log_entry'].values()
+        proof = entry['verification']['inclusionProof']
+        heads.add((proof['treeSize'], proof['rootHash']))
+    assert world.rekor.count('GET', PROOF) <= len(heads) - 1
 
 
 # ---------------------------------------------------------------------------
