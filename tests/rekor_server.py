@@ -453,9 +453,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         endpoint = self.server.api.route(request)
         if faults.disabled_paths and any(request.path.startswith(prefix)
                                          for prefix in faults.disabled_paths):
-            # Rekor leaves the handler of an endpoint not named in
-            # --enabled_api_endpoints unset (restapi/configure_rekor_server.go),
-            # and go-swagger answers an unset handler with 501.
+            # An endpoint left out of --enabled_api_endpoints (its operationIds,
+            # cmd/rekor-server/app/root.go) has no handler, and go-swagger
+            # answers an operation without one with 501.
             self.body.drain()
             raise ApiError(501, f"operation {endpoint.__name__} has not yet been implemented")
         self._check_body_limit(faults.max_body_bytes)
@@ -992,7 +992,7 @@ class RekorLog:
                  checkpoint_extra_lines=(), state_dir: Optional[str] = None):
         # Several hosts: replicas of one log, each signing with its own name.
         # Rekor signs checkpoints as rekor_server.hostname, whose default is
-        # os.Hostname() (cmd/rekor-server/app/flags.go): a pod's name on
+        # os.Hostname() (cmd/rekor-server/app/root.go): a pod's name on
         # Kubernetes, one per replica, when the chart does not set it.
         self.origin_hosts = (origin_host,) if isinstance(origin_host, str) else tuple(origin_host)
         self._next_origin = 0
