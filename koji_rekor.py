@@ -28,17 +28,17 @@ from rekor_log import (
     checkpoint_dir, checkpoint_parts, checkpoint_path, CHUNK_SIZE, claimed, clear_outage,
     COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver, display_url,
     expected_from_header, failure_cause, known_log_key, KOJI_CLIENT_CONFIG, left_subtrees,
-    list_outbox, load_config, load_log_key, locate_signed_rpm, locked_at, LOG, log_key_id,
-    log_outcome, log_signature, logs_dir, mark_committed, member, nvra_of, openpgp_emails,
-    openpgp_fingerprint, openpgp_fingerprints, openpgp_primary_key, OUTBOX_DIR, outbox_dir,
-    parse_json, prefix_roots, prove_consistency, public_key_file, PUBLIC_REKOR_HOST,
-    PUBLIC_REKOR_KEY, read_file_at, read_json, read_log_key, read_outage, read_public_key,
+    list_outbox, load_config, load_log_key, locate_signed_rpm, locked_at, LOG, LogBehind,
+    log_key_id, LogKeys, log_outcome, log_signature, logs_dir, mark_committed, member, nvra_of,
+    openpgp_emails, openpgp_fingerprint, openpgp_fingerprints, openpgp_primary_key, OUTBOX_DIR,
+    outbox_dir, parse_json, pick_log_key, prefix_roots, prove_consistency, public_key_file,
+    PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY, read_file_at, read_json, read_log_key, read_outage, read_public_key,
     read_receipt, read_tree_head, RECEIPT_DIR, receipt_path, record_json, record_name,
     record_outage, RekorClient, RekorLogError, RekorRejected, RekorUnavailable,
     resolve_log_key, RETRIEVE_BATCH, RETRIEVE_PATH, RPM_LOCK, saved_tree_head, set_aside,
     Settings, sha256_of, short_reason, SignatureSourceError, signed_rpm_from_file,
-    SourceGone, STATE_DIR, state_dir, subdir, text, topdir_of_state, UNCOMMITTED,
-    UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
+    SourceGone, split_entry_id, STATE_DIR, state_dir, subdir, text, topdir_of_state, UNCOMMITTED,
+    UnknownLogKey, UnsafePath, upload_signed_rpm, utc, VerificationError, verify_checkpoint,
     verify_log_entry, verify_rpm_body, write_atomic, write_file_at, write_receipt,
 )
 from rekor_log import counted  # noqa: E402 (apart from the list above: merges)
@@ -107,6 +107,10 @@ def probe_log(settings, topdir, watch, now):
         return True
     if watch and time.time() < outage.next_probe:
         return False
+    if outage.closed:
+        # Its other endpoints still answer: only an entry tells whether it
+        # takes entries again, and the first 501 ends the pass.
+        return True
     client = RekorClient(settings)
     try:
         client.log_info()
@@ -415,7 +419,11 @@ def summary_line(counts, topdir, settings=None):
     if aside:
         line += '; %d set aside in %s' % (aside, rejected)
     outage = read_outage(settings, topdir) if settings else None
-    if outage:
+    if outage and outage.closed:
+        line += '; the log no longer takes entries since %s (%s): set [rekor] url to a log ' \
+            'that does' % (time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(outage.since)),
+                           outage.last_error)
+    elif outage:
         line += '; the log has been failing since %s (%s), next probe %s' % (
             time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(outage.since)),
             outage.last_error,
@@ -786,6 +794,8 @@ class LogView:
     key: object  # the log key
     report: Report
     heads: dict = field(default_factory=dict)  # (tree, size, root) -> proved consistent
+    tree_keys: dict = field(default_factory=dict)  # tree ID -> the key its head verified with
+    skipped: set = field(default_factory=set)      # inactive trees signed by a key not ours
     shards: list = field(default_factory=list)  # (tree ID, signed size or None), oldest first
     fetcher: object = None                      # the scan's Fetcher
 
@@ -1097,6 +1107,9 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
     """Verify one entry (UUID, inclusion proof, checkpoint, SET, its global
     index), then account for it if it was made with one of our keys."""
     report = view.report
+    if tree_of(entry_id) in view.skipped:
+        counts['unchecked'] += 1   # its tree's key is not configured (reported once)
+        return
     try:
         verified = verify_log_entry(entry_id, entry, view.key, view.settings.origin_host)
     except VerificationError as e:
@@ -1115,7 +1128,23 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
              'entry %s, which it proves at index %d of tree %s' % (
                  index, verified.entry_id, verified.tree_index, verified.tree_id))
         return
-    prove_consistent(view, verified.tree_id, verified.checkpoint)
+    # The tree head the entry comes with must be one history with those
+    # held, or the entry may be in a fork shown to this monitor alone.
+    view.tree_keys.setdefault(verified.tree_id, verified.key)
+    proved = prove_consistent(view, verified.tree_id, verified.checkpoint)
+    if proved is None:
+        counts['unchecked'] += 1
+        scan.data['pending'].append(index)
+        report.not_checked('log index %d: entry %s comes with a tree head not proved '
+                           'consistent yet: read again next run' % (index, verified.entry_id))
+        return
+    if not proved:
+        # Its tree head is a split view finding already (prove_consistent).
+        counts['unchecked'] += 1
+        report.not_checked('log index %d: entry %s comes with a tree head of size %d that is '
+                           'not one history with the one held: not taken as the log\'s'
+                           % (index, verified.entry_id, verified.checkpoint.size))
+        return
     logged = body_public_keys(verified.body)
     fingerprints = {fp for armored in logged for fp in openpgp_fingerprints(armored)}
     ours = sorted(fingerprints & set(keys.fingerprints))
@@ -1209,17 +1238,49 @@ def check_tree_heads(view):
         listed.add(tree_id)
         try:
             checkpoint = verify_checkpoint(note, view.key, view.settings.origin_host, tree_id)
+        except UnknownLogKey as e:
+            if active:
+                view.shards.append((tree_id, None))
+                view.report.finding('bad tree head', 'tree %d: its signed tree head does not '
+                                    'verify: %s' % (tree_id, e))
+                continue
+            # An inactive shard signed by a key not configured (a private
+            # log's shards may each have their own): reported and skipped;
+            # its unsigned size only places the trees after it.
+            view.shards.append((tree_id, unsigned_size(shard)))
+            view.skipped.add(tree_id)
+            view.report.not_checked('tree %d: %s; set [rekor] log_public_key to a file holding '
+                                    'its key too: its entries are skipped' % (tree_id, e))
+            continue
         except VerificationError as e:
             view.shards.append((tree_id, None))
             view.report.finding('bad tree head', 'tree %d: its signed tree head does not verify: %s'
                                 % (tree_id, e))
             continue
         view.shards.append((tree_id, checkpoint.size))
+        view.tree_keys[tree_id] = pick_log_key(view.key, note=note)
         check_tree_head(view, tree_id, checkpoint, active)
     for tree_id, size in kept_tree_heads(view.state, view.key):
         if tree_id not in listed:
             view.report.finding('tree missing', 'tree %d, seen before at size %d, is not listed by '
                                 'the log any more, neither active nor inactive' % (tree_id, size))
+
+
+def unsigned_size(shard):
+    size = shard.get('treeSize')
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
+
+
+def tree_of(entry_id):
+    try:
+        return split_entry_id(entry_id)[0]
+    except VerificationError:
+        return None
+
+
+def tree_key(view, tree_id):
+    """The log key of a tree: the one its signed head verified with."""
+    return view.tree_keys.get(tree_id) or pick_log_key(view.key)
 
 
 def tree_head_fields(shard):
@@ -1233,7 +1294,7 @@ def tree_head_fields(shard):
 def check_tree_head(view, tree_id, checkpoint, active):
     """A signed tree head against the one kept for its tree: a tree that
     shrank, or one not provably consistent with it, is a finding."""
-    before = saved_tree_head(view.state, view.key, tree_id)
+    before = saved_tree_head(view.state, tree_key(view, tree_id), tree_id)
     tree = {'tree_id': str(tree_id), 'active': active, 'size': checkpoint.size,
             'root_hash': checkpoint.root_hash.hex(), 'size_before': before and before[0]}
     view.report.trees.append(tree)
@@ -1241,29 +1302,40 @@ def check_tree_head(view, tree_id, checkpoint, active):
         tree['status'] = 'shrank'
         view.heads[(tree_id, checkpoint.size, checkpoint.root_hash)] = False
         try:
-            check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
-                              checkpoint.root_hash, checkpoint.note)
+            check_consistency(view.client, view.state, tree_key(view, tree_id), tree_id,
+                              checkpoint.size, checkpoint.root_hash, checkpoint.note)
             how = 'an older view, which the log still proves the newer one extends'
-        except (VerificationError, RekorRejected) as e:
+        except (VerificationError, RekorRejected, LogBehind) as e:
+            # LogBehind: after its retries, still an instance that cannot
+            # see the size it signed before; a shrink all the same.
             how = 'and the log cannot prove it consistent with the one seen before: %s' % e
         view.report.finding('tree shrank', 'tree %d shrank: the log signs size %d now, size %d '
                             'was seen before (%s)' % (tree_id, checkpoint.size, before[0], how))
         return
     tree['status'] = ('first seen' if before is None else 'unchanged'
                       if before == (checkpoint.size, checkpoint.root_hash) else 'grew')
-    if not prove_consistent(view, tree_id, checkpoint):
+    proved = prove_consistent(view, tree_id, checkpoint)
+    if proved is None:
+        tree['status'] = 'not checked'
+    elif not proved:
         tree['status'] = 'inconsistent'
 
 
 def prove_consistent(view, tree_id, checkpoint):
     """check_consistency once per tree head and run; a failure is a split
-    view, whether the proof fails or the log refuses to give one."""
+    view, whether the proof fails or the log refuses to give one. None:
+    not checked, an instance behind the log refused the proof after its
+    retries (it catches up; the next run proves it)."""
     head = (tree_id, checkpoint.size, checkpoint.root_hash)
     if head not in view.heads:
         try:
-            check_consistency(view.client, view.state, view.key, tree_id, checkpoint.size,
-                              checkpoint.root_hash, checkpoint.note)
+            check_consistency(view.client, view.state, tree_key(view, tree_id), tree_id,
+                              checkpoint.size, checkpoint.root_hash, checkpoint.note)
             view.heads[head] = True
+        except LogBehind as e:
+            view.heads[head] = None
+            view.report.not_checked('tree %d: the tree head of size %d is not proved consistent '
+                                    'with the one seen before: %s' % (tree_id, checkpoint.size, e))
         except VerificationError as e:
             view.heads[head] = False
             view.report.finding('split view', 'tree %d: %s' % (tree_id, e))
@@ -1277,6 +1349,8 @@ def prove_consistent(view, tree_id, checkpoint):
 
 def kept_tree_heads(state, key):
     """(tree ID, size) of every tree head kept for the log."""
+    if isinstance(key, LogKeys):
+        return [head for one in key for head in kept_tree_heads(state, one)]
     directory = checkpoint_dir(state, key)
     heads = []
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
@@ -1530,7 +1604,8 @@ def notify(settings, report):
 TREE_STATUS = {'first seen': 'first seen', 'unchanged': 'unchanged since seen before',
                'grew': 'grew from size %(size_before)s, proved consistent',
                'shrank': 'SHRANK from size %(size_before)s',
-               'inconsistent': 'NOT consistent with the tree head seen before'}
+               'inconsistent': 'NOT consistent with the tree head seen before',
+               'not checked': 'NOT CHECKED: the log did not prove it consistent this run'}
 
 
 def format_report(report):
@@ -2598,7 +2673,8 @@ def check_log(checkup, settings, topdir):
                         'will trust logID %s: set [rekor] log_public_key'
                         % (settings.url, log_key_id(served).hex()))
             trusted = served
-        elif log_key_id(served) != log_key_id(trusted):
+        elif log_key_id(served) not in [log_key_id(one) for one in (
+                trusted if isinstance(trusted, LogKeys) else [trusted])]:
             checkup.add('fail', 'log', '%s serves log key %s, not the trusted %s (%s)' % (
                 settings.url, log_key_id(served).hex(), log_key_id(trusted).hex(), where))
             return
@@ -2607,6 +2683,11 @@ def check_log(checkup, settings, topdir):
         checkup.add('ok', 'log', '%s: signed tree head of tree %d at size %d verifies with '
                     'logID %s' % (settings.url, tree_id, checkpoint.size,
                                   log_key_id(trusted).hex()))
+        outage = read_outage(settings, topdir) if topdir else None
+        if outage and outage.closed:
+            checkup.add('fail', 'log', '%s no longer takes entries (since %s: %s): set '
+                        '[rekor] url to a log that does; the outbox keeps every signature '
+                        'meanwhile' % (settings.url, utc(outage.since), outage.last_error))
     except VerificationError as e:
         checkup.add('fail', 'log', '%s: its signed tree head does not verify: %s'
                     % (settings.url, e))
@@ -3164,7 +3245,8 @@ def verify_origin_for(args, settings, receipt, key):
     url = receipt.get('rekor_url') if receipt else None
     if isinstance(url, str) and urllib.parse.urlsplit(url).hostname:
         return urllib.parse.urlsplit(url).hostname
-    if log_key_id(key) == log_key_id(load_log_key(PUBLIC_REKOR_KEY)):
+    if not isinstance(key, LogKeys) and log_key_id(key) == log_key_id(
+            load_log_key(PUBLIC_REKOR_KEY)):
         return PUBLIC_REKOR_HOST
     raise UsageError('no origin to check the checkpoint against: pass --origin or --url')
 

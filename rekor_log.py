@@ -123,6 +123,17 @@ class RekorUnavailable(RekorLogError):
         self.at_once = at_once
 
 
+class LogBehind(RekorUnavailable):
+    """The log has not caught up with itself: the instance that answered
+    is behind the one that signed a tree head (Rekor's 400 "the tree size
+    requested(N) was greater than what is currently observable(M)"), or an
+    entry is queued but not integrated (409, then 404 for it). Retried
+    with backoff; then the record waits for the next pass. Neither an
+    outage of the log nor a refusal of the record, nor a finding."""
+    about_the_log = False
+    next_pass = True
+
+
 class RekorMisconfigured(RekorUnavailable):
     """The log answered as no Rekor at that URL would (a redirect, refused
     credentials, no entries API): a configuration problem. The record is
@@ -134,6 +145,17 @@ class RekorMisconfigured(RekorUnavailable):
 
 class VerificationError(RekorLogError):
     """Something the log returned does not verify."""
+
+
+class LogClosed(RekorUnavailable):
+    """The log answers 501 for its entries: an operator turned the
+    endpoint off (Rekor's --enabled_api_endpoints; Sigstore turns the v1
+    write path off). The log's state, not the record's: records are kept,
+    and status and doctor say that this log no longer takes entries."""
+    closed = True
+
+    def __init__(self, message):
+        super().__init__(message, at_once=True)
 
 
 class BadRecord(RekorLogError):
@@ -181,8 +203,15 @@ class Settings:
 
     @property
     def origin_host(self):
-        """The host a checkpoint's origin must name."""
-        return self.origin or urllib.parse.urlsplit(self.url).hostname
+        """The host a checkpoint's origin must name, or the hosts it may
+        name (a frozenset): [rekor] origin may list several, comma or space
+        separated, as a private log's replicas each sign with their own
+        host name when rekor_server.hostname is not set (Rekor's default is
+        os.Hostname(), a pod's name on Kubernetes)."""
+        names = (self.origin or '').replace(',', ' ').split()
+        if len(names) > 1:
+            return frozenset(names)
+        return names[0] if names else urllib.parse.urlsplit(self.url).hostname
 
 
 # (section, option) -> (attribute, kind). The [config] section is the
@@ -908,6 +937,8 @@ MAX_KEY_ANSWER = 64 * 1024
 # Statuses that mean "the log cannot take it now": retried, and the record
 # waits for the log.
 TRANSIENT_STATUSES = (408, 425, 429)
+# Rekor's lastSizeGreaterThanKnown (pkg/api/error.go), after its number.
+LAGGING_INSTANCE = 'was greater than what is currently observable'
 
 
 def display_url(url):
@@ -1092,9 +1123,11 @@ class RekorClient:
             raise last
         raise type(last)('%s (after %d attempts)' % (last, attempts))
 
-    def request(self, method, path_or_url, cap=MAX_JSON_ANSWER, sent=0, **kws):
+    def request(self, method, path_or_url, cap=MAX_JSON_ANSWER, sent=0, reader=None, **kws):
         """One request, read whole (up to cap bytes) within its deadline:
-        timeout, plus the time to send `sent` bytes at min_rate."""
+        timeout, plus the time to send `sent` bytes at min_rate. reader:
+        reads a 200 answer as a stream instead (its content is what it
+        returns)."""
         url = urllib.parse.urljoin(self.url + '/', path_or_url)
         settings = self.settings
         allowed = settings.timeout + sent / settings.min_rate
@@ -1113,8 +1146,11 @@ class RekorClient:
                         method, url, timeout=(wait, limit), allow_redirects=False, stream=True,
                         verify=self.verify, **kws)
                     with contextlib.closing(response):
+                        content = (reader(self.chunks(response)) if reader is not None
+                                   and response.status_code == 200
+                                   else self.read_capped(response, cap))
                         return Answer(response.status_code, response.reason or '',
-                                      response.headers, self.read_capped(response, cap), url)
+                                      response.headers, content, url)
                 except Exception:
                     if self.watchdog.cut:
                         raise DeadlinePassed
@@ -1131,6 +1167,14 @@ class RekorClient:
                                          else wait)))
             raise RekorUnavailable('cannot reach Rekor at %s: %s' % (
                 self.shown_url, short_reason(e)))
+
+    @staticmethod
+    def chunks(response):
+        while True:
+            chunk = response.raw.read(65536, decode_content=True)
+            if not chunk:
+                return
+            yield chunk
 
     def read_capped(self, response, cap):
         chunks, size = [], 0
@@ -1155,7 +1199,7 @@ class RekorClient:
             if answer.status == 201:
                 return single_entry(answer) + (True,)
             if answer.status == 409:
-                return self.fetch_entry(self.conflict_location(answer)) + (False,)
+                return self.fetch_entry(self.conflict_location(answer), queued=True) + (False,)
             raise_for_status(answer, body)
         return self.with_retries('upload', attempt)
 
@@ -1172,10 +1216,16 @@ class RekorClient:
                                      % text_excerpt(display_url(location)))
         return url
 
-    def fetch_entry(self, location):
+    def fetch_entry(self, location, queued=False):
+        """GET an entry; queued: a 409 named it, so a 404 means that it is
+        still in Trillian's queue, which deduplicates before integrating
+        (pkg/trillianclient AddLeaf in sigstore/rekor)."""
         answer = self.request('GET', location, headers={'Accept': 'application/json'})
         if answer.status == 200:
             return single_entry(answer)
+        if queued and answer.status == 404:
+            raise LogBehind('Rekor has the entry queued but not yet in the log (409, then 404 '
+                            'for %s)' % urllib.parse.urlsplit(answer.url).path)
         raise_for_status(answer)
 
     def get_entry(self, location):
@@ -1212,11 +1262,18 @@ class RekorClient:
         return self.json_answer('log info', 'GET', LOG_INFO_PATH, is_object)
 
     def search_index(self, query):
-        """The entry IDs (or bare UUIDs) Rekor's index has for a query."""
-        return self.json_answer(
-            'index search answer', 'POST', INDEX_PATH,
-            lambda found: isinstance(found, list) and all(isinstance(i, str) for i in found),
-            json=query)
+        """The entry IDs (or bare UUIDs) Rekor's index has for a query.
+        Rekor puts no limit on this answer (about 83 bytes an entry: 4 MiB
+        at 50,000 entries of one key), so it is read as a stream, an ID at
+        a time (read_id_array), never held whole: memory grows with the
+        IDs kept, not with the answer."""
+        def attempt():
+            answer = self.request('POST', INDEX_PATH, headers={'Accept': 'application/json'},
+                                  reader=read_id_array, json=query)
+            if answer.status == 200:
+                return answer.content
+            raise_for_status(answer)
+        return self.with_retries('index search answer', attempt)
 
     def retrieve_entries(self, entry_ids):
         """[(entryID, entry)] for at most RETRIEVE_BATCH IDs; Rekor leaves
@@ -1236,6 +1293,46 @@ def counted(number, one, many=None):
 
 def is_object(value):
     return isinstance(value, dict)
+
+
+# An entry ID is 80 hex digits, a UUID 64: an array item longer than this is
+# no ID, and is refused before it is read whole.
+MAX_ID_CHARS = 128
+ID_ARRAY_TOKEN = re.compile(rb'[ \t\r\n]*(?:([\[\],])|"([0-9a-fA-F]{0,%d})")' % MAX_ID_CHARS)
+
+
+def read_id_array(chunks):
+    """The strings of a JSON array of hex strings (the index search's
+    answer), parsed as the chunks arrive, keeping only an unfinished token
+    between chunks. Hand-written: the standard json module reads only
+    whole documents, and this array is flat and its items hex, so a token
+    pattern and four states read it in bounded memory without a
+    streaming-JSON dependency on the hub."""
+    ids, state, rest = [], 'start', b''   # start, item, after, end
+    for chunk in chunks:
+        data, pos = rest + chunk, 0
+        while True:
+            match = ID_ARRAY_TOKEN.match(data, pos)
+            if match is None:
+                break
+            mark, item = match.groups()
+            if item is not None and state == 'item':
+                ids.append(item.decode('ascii'))
+                state = 'after'
+            elif (state, mark) in (('start', b'['), ('after', b',')):
+                state = 'item'
+            elif mark == b']' and (state == 'after' or (state == 'item' and not ids)):
+                state = 'end'
+            else:
+                raise RekorUnavailable('malformed index search answer from Rekor')
+            pos = match.end()
+        rest = data[pos:]
+        if len(rest) > MAX_ID_CHARS + 64 or (state == 'end' and rest.strip()):
+            raise RekorUnavailable('malformed index search answer from Rekor: an item that is '
+                                   'not an entry ID')
+    if state != 'end' or rest.strip():
+        raise RekorUnavailable('malformed index search answer from Rekor: it ends early')
+    return ids
 
 
 def short_reason(exc):
@@ -1321,6 +1418,15 @@ def raise_for_status(answer, body=None):
     trouble (kept, retried), a configuration problem (kept), or a refusal
     of this entry (set aside)."""
     status, message = answer.status, rekor_message(answer)
+    if status == 400 and LAGGING_INSTANCE in message:
+        # Several instances serve one log; this one has not seen the tree
+        # head another signed (GetLogProofHandler, sigstore/rekor
+        # pkg/api/tlog.go): it will, so this is no refusal.
+        raise LogBehind('a Rekor instance is behind the log: %s' % message)
+    if status == 501:
+        raise LogClosed('Rekor answered 501 for %s: %s; this log no longer takes entries '
+                        '(point [rekor] url at one that does)'
+                        % (urllib.parse.urlsplit(answer.url).path, message))
     if status >= 500 or status in TRANSIENT_STATUSES:
         raise RekorUnavailable('Rekor answered %d: %s' % (status, message))
     if 300 <= status < 400 or status in (401, 403, 404):
@@ -1466,9 +1572,27 @@ def verify_consistency(first_size, second_size, first_root, second_root, proof):
                                 % (first_size, second_size))
 
 
+PEM_PUBLIC_KEY = re.compile(rb'-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----', re.S)
+
+
+class LogKeys(tuple):
+    """Several keys of one log: a private Rekor may sign each shard (tree)
+    with its own key (its sharding configuration's pemPubKey). Each entry
+    is verified with the key its logID names, each tree head with the key
+    its signature's key hint names (pick_log_key)."""
+
+
+class UnknownLogKey(VerificationError):
+    """Signed by a key that is none of those configured for the log."""
+
+
 def load_log_key(pem):
+    """The log key of a PEM file, or LogKeys when it holds several."""
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    blocks = PEM_PUBLIC_KEY.findall(pem) if isinstance(pem, bytes) else []
     try:
+        if len(blocks) > 1:
+            return LogKeys(load_pem_public_key(block) for block in blocks)
         return load_pem_public_key(pem)
     except (ValueError, TypeError):
         # One cause in the user's terms, not cryptography's message (which
@@ -1481,6 +1605,27 @@ def load_log_key(pem):
         raise VerificationError('not a PEM public key (-----BEGIN PUBLIC KEY-----)')
 
 
+def pick_log_key(key, log_id=None, note=None):
+    """The key of a LogKeys that signed this: the one whose logID (sha256 of
+    its DER) is log_id, or whose key hint a signature of the checkpoint
+    note carries. A single key is returned as it is: its checks say more."""
+    if not isinstance(key, LogKeys):
+        return key
+    if log_id is not None:
+        for one in key:
+            if log_key_id(one).hex() == str(log_id).lower():
+                return one
+        raise UnknownLogKey('logID %s is none of the %d configured log keys' % (log_id, len(key)))
+    try:
+        hints = {hint for _, hint, _ in parse_checkpoint(note)[1]}
+    except VerificationError:
+        hints = set()
+    for one in key:
+        if log_key_id(one)[:4] in hints:
+            return one
+    raise UnknownLogKey('checkpoint: signed by none of the %d configured log keys' % len(key))
+
+
 def read_log_key(path):
     with open(path, 'rb') as fo:
         return load_log_key(fo.read())
@@ -1490,6 +1635,10 @@ def log_key_id(key):
     """SHA-256 of the DER SubjectPublicKeyInfo: Rekor's logID, and (first
     4 bytes) the key hint of its checkpoint signatures."""
     from cryptography.hazmat.primitives import serialization
+    if isinstance(key, LogKeys):
+        # Several keys (one per shard): the name of the set, for the
+        # monitor's state file; each tree head is kept under its own key's.
+        return hashlib.sha256(b''.join(sorted(log_key_id(one) for one in key))).digest()
     der = key.public_bytes(serialization.Encoding.DER,
                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).digest()
@@ -1561,18 +1710,23 @@ def parse_checkpoint(note):
 
 def verify_checkpoint(note, key, origin_host, tree_id):
     """The checkpoint is signed by the log key and names the expected log."""
+    key = pick_log_key(key, note=note)
     checkpoint, signatures = parse_checkpoint(note)
     hint = log_key_id(key)[:4]
     if not any(h == hint and signature_is_valid(key, sig, checkpoint.text.encode())
                for _, h, sig in signatures):
-        raise VerificationError('checkpoint: no valid signature by the log key')
+        # No signature even names the key: another key signed it (a shard
+        # of its own, or a forgery; the monitor tells which by the tree).
+        error = VerificationError if any(h == hint for _, h, _ in signatures) else UnknownLogKey
+        raise error('checkpoint: no valid signature by the log key')
     host, sep, tree = checkpoint.origin.rpartition(' - ')
     if not sep or tree != str(tree_id):
         raise VerificationError('checkpoint: origin %r is not tree %s'
                                 % (checkpoint.origin, tree_id))
-    if origin_host is not None and host != origin_host:
+    allowed = {origin_host} if isinstance(origin_host, str) else set(origin_host or ())
+    if origin_host is not None and host not in allowed:
         raise VerificationError('checkpoint: origin %r is not log %s'
-                                % (checkpoint.origin, origin_host))
+                                % (checkpoint.origin, ' or '.join(sorted(allowed))))
     return checkpoint
 
 
@@ -1635,6 +1789,7 @@ class VerifiedEntry:
     checkpoint: Checkpoint = None
     notes: list = field(default_factory=list)
     signed_time: bool = True  # integratedTime and logIndex are under the SET
+    key: object = None        # the log key that signed it (one of several, maybe)
 
 
 # The largest index, size or time (in seconds) an entry may name: a log of
@@ -1663,13 +1818,14 @@ def verify_log_entry(entry_id, entry, key, origin_host=None, require_set=True, t
         raise VerificationError('entry UUID %s is not the hash of its body' % uuid)
     if entry_tree is not None:
         tree_id = entry_tree
+    key = pick_log_key(key, log_id=entry.get('logID', ''))
     if log_key_id(key).hex() != str(entry.get('logID', '')).lower():
         raise VerificationError('logID %s is not the log key' % entry.get('logID'))
     if root_from_inclusion_proof(proof['logIndex'], proof['treeSize'], leaf, hashes) != root:
         raise VerificationError('inclusion proof does not lead to root hash %s' % proof['rootHash'])
     verified = VerifiedEntry(entry_id, uuid, tree_id, entry['logIndex'], proof['logIndex'],
                              proof['treeSize'], root, entry['integratedTime'],
-                             decode_body(body_bytes))
+                             decode_body(body_bytes), key=key)
     note = proof.get('checkpoint')
     if not note:
         raise VerificationError('no checkpoint: nothing signs the root hash')
@@ -2246,10 +2402,12 @@ def prove_consistency(client, tree_id, old, new):
     proof = []
     if small[0] != large[0] and small[0] > 0:
         answer = client.consistency_proof(small[0], large[0], tree_id)
-        if str(answer.get('rootHash', '')).lower() != large[1].hex():
-            raise VerificationError('split view: Rekor gives root %s for size %d, '
-                                    'its checkpoint signed %s' % (
-                                        answer.get('rootHash'), large[0], large[1].hex()))
+        # The answer's rootHash is not compared: it is the root of the log's
+        # latest tree (the signed log root Trillian returns beside the
+        # proof; GetLogProofHandler, sigstore/rekor pkg/api/tlog.go), which
+        # on a live log is larger than both heads, and it is not signed.
+        # The proof is checked against the two roots the log signed and we
+        # hold (RFC 9162, section 2.1.4.2): nothing else is compared.
         hashes = answer.get('hashes') or []
         if not isinstance(hashes, list):
             raise VerificationError('split view: malformed consistency proof')
@@ -2278,6 +2436,7 @@ class Outage:
     failures: int
     next_probe: float
     last_error: str
+    closed: bool = False     # the log answers 501 for entries: it takes none any more
 
 
 def read_outage(settings, topdir):
@@ -2299,11 +2458,12 @@ def read_outage(settings, topdir):
             and 0 < failures < 1e6 and isinstance(last_error, str)):
         return None
     return Outage(since, failures, min(next_probe, time.time() + LOG_BACKOFF_MAX),
-                  text_excerpt(last_error, 300))
+                  text_excerpt(last_error, 300), data.get('closed') is True)
 
 
-def record_outage(settings, topdir, cause):
-    """The log failed (again): put off its next probe."""
+def record_outage(settings, topdir, cause, closed=False):
+    """The log failed (again): put off its next probe. closed: it answered
+    501 for entries, so it takes none any more until an operator says so."""
     old = read_outage(settings, topdir)
     now = time.time()
     failures = old.failures + 1 if old else 1
@@ -2311,7 +2471,7 @@ def record_outage(settings, topdir, cause):
         with logs_dir(topdir, (STATE_DIR,)) as fd:
             write_file_at(fd, OUTAGE_FILE, json.dumps({
             'url': display_url(settings.url), 'since': old.since if old else now,
-            'failures': failures, 'last_error': cause,
+            'failures': failures, 'last_error': cause, 'closed': bool(closed),
                 'next_probe': now + min(LOG_BACKOFF * 2 ** min(failures - 1, 20),
                                         LOG_BACKOFF_MAX),
             }, indent=1).encode())
@@ -2449,6 +2609,7 @@ def verify_our_entry(settings, client, state, key, entry_id, entry, expected, he
     worker's pass, heads, when there is one)."""
     verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
     verify_rpm_body(verified.body, expected)
+    key = verified.key   # the key of the entry's own tree, when the log has several
     if heads is not None:
         heads.check(client, key, verified, entry)
     elif state:
@@ -2840,9 +3001,11 @@ def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None
                 return 'rejected'
         record['attempts'] += 1
         record['last_error'] = cause
-        if getattr(e, 'about_the_log', False):
+        if getattr(e, 'next_pass', False):
+            record['next_attempt'] = 0   # the log catches up with itself: no outage
+        elif getattr(e, 'about_the_log', False):
             record['next_attempt'] = 0
-            record_outage(settings, topdir, cause)
+            record_outage(settings, topdir, cause, getattr(e, 'closed', False))
         else:
             record['next_attempt'] = int(time.time()) + min(
                 OUTBOX_BACKOFF * 2 ** min(record['attempts'] - 1, 30), OUTBOX_BACKOFF_MAX)
@@ -3046,6 +3209,8 @@ def worker_reason(settings, topdir, record, deadline):
         return 'an RPM of %d MiB cannot be sent within the hub budget of %s at [rekor] ' \
             'min_rate' % (size // (1024 * 1024), seconds(settings.hub_budget))
     outage = read_outage(settings, topdir)
+    if outage and outage.closed:
+        return 'the log no longer takes entries (%s)' % outage.last_error
     if outage and time.time() < outage.next_probe:
         return 'the log is failing (%s)' % outage.last_error
 

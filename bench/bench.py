@@ -130,11 +130,13 @@ def write_request_body(path, rpm_path, armored_key):
 # ---------------------------------------------------------------------------
 
 class LocalRekor:
-    def __init__(self, workdir):
+    def __init__(self, workdir, busy=0.0):
+        """busy: other clients append this many entries a second, as on a
+        live log."""
         self.key = os.path.join(workdir, 'rekor.pub')
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(TESTS, 'rekor_server.py'), '--port', '0',
-             '--key-out', self.key],
+             '--key-out', self.key, '--busy', str(busy)],
             stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + SERVER_START_SECONDS
         line = ''

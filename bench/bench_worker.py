@@ -26,7 +26,7 @@ directly (what postCommit leaves for the worker), a fresh set per run.
    over KEYS copies of them, in one process: receipts a second, with and
    without interpreter start-up.
 
-    python3 bench/bench_worker.py [--count 1000] [--keys 10] [--jobs 1,4]
+    python3 bench/bench_worker.py [--count 1000] [--keys 10] [--jobs 1,4] [--busy RATE]
 """
 
 import argparse
@@ -292,12 +292,12 @@ def child(name, *args):
     return [sys.executable, __file__, '--child', name] + [str(a) for a in args]
 
 
-def batch_run(info, work, what, jobs):
+def batch_run(info, work, what, jobs, busy=0.0):
     """One run on a fresh log: the worker or the bare client."""
     topdir = info['small']
     conf = os.path.join(work, 'rekor_log.conf')
     reset_topdir(topdir, info['signatures'] if what == 'worker' else None)
-    rekor = LocalRekor(work)
+    rekor = LocalRekor(work, busy)
     try:
         write_conf(conf, rekor, info['keydir'])
         cpu = cpu_seconds(rekor.proc.pid)
@@ -404,6 +404,9 @@ def main():
     parser.add_argument('--repeat', type=int, default=2, help='runs of each batch case')
     parser.add_argument('--cache', default=os.path.join(HERE, '.cache', 'worker'))
     parser.add_argument('--skip-backfill', action='store_true')
+    parser.add_argument('--busy', type=float, default=0.0, metavar='RATE',
+                        help='the log takes RATE entries a second from other clients during '
+                             'the batch runs (a live log; every upload then needs a proof)')
     parser.add_argument('--only-backfill', action='store_true')
     parser.add_argument('--child', choices=('worker', 'bare', 'verify'), help=argparse.SUPPRESS)
     parser.add_argument('--topdir', help=argparse.SUPPRESS)
@@ -432,7 +435,7 @@ def main():
         for repeat in range(0 if args.only_backfill else args.repeat):
             for what, jobs in [('bare', 1)] + [(w, j) for j in jobs_list
                                                 for w in ('worker', 'bare') if (w, j) != ('bare', 1)]:
-                report = batch_run(info, work, what, jobs)
+                report = batch_run(info, work, what, jobs, args.busy)
                 runs.setdefault((what, jobs), []).append(report)
                 print('  %d/%d %s N=%d: %.2f s, log CPU %.1f s%s' % (
                     repeat + 1, args.repeat, what, jobs, report['seconds'], report['log_cpu'],
@@ -459,8 +462,9 @@ def main():
 def print_tables(args, rows, bare_1, verifies, backfills):
     count = args.count
     print()
-    print('Batch: %d small signatures, each run on a fresh local log (median of %d runs)'
-          % (count, args.repeat))
+    print('Batch: %d small signatures, each run on a fresh local log%s (median of %d runs)'
+          % (count, ', busy: %g entries a second from other clients' % args.busy
+             if args.busy else '', args.repeat))
     print()
     print('| N | worker (retry --jobs N) | bare client, 1 connection | bare client, N connections '
           '| worker / bare 1 | worker / bare N | log CPU: worker, bare N | receipts verified |')

@@ -15,7 +15,7 @@ import pytest
 
 import hubsim
 import rpmfactory
-from rekor_server import RekorServer
+from rekor_server import BUSY_RATE, RekorServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
@@ -55,9 +55,17 @@ def signed_rpms(tmp_path_factory, keys, unsigned_rpm):
             for algo in KEY_ALGOS for mode in SIGN_MODES}
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'quiet_log: the local log takes no entries of other '
+                            'clients (a test counting what only a quiet log shows)')
+
+
 @pytest.fixture
-def rekor():
-    with RekorServer() as server:
+def rekor(request):
+    """The local log, busy as the real one is (other clients append
+    BUSY_RATE entries a second), unless the test is marked quiet_log."""
+    busy = 0.0 if request.node.get_closest_marker('quiet_log') else BUSY_RATE
+    with RekorServer(busy=busy) as server:
         yield server
 
 

@@ -69,6 +69,9 @@ BIG_STRING = 64 * 1024             # JSON strings longer than this go to disk
 MAX_SKELETON = 16 * 1024 * 1024    # everything else in a proposed entry
 MAX_SMALL_BODY = 16 * 1024 * 1024  # bodies of the search endpoints
 MAX_KEY_BYTES = 1 << 20
+BUSY_MAX_RATE = 1000.0             # entries a second other clients may append
+BUSY_MAX_ENTRIES = 20000           # and in all, so a forgotten server stays small
+BUSY_RATE = 25.0                   # what the tests' busy logs take (the public log: more)
 LINGER_SECONDS = 2.0               # see _Handler._linger_close
 LINGER_BYTES = 64 << 20
 IMPOSTOR_HOST = "rekor.impostor.test"
@@ -81,7 +84,7 @@ TAMPER_MODES = frozenset({
     "proof_hash", "root_hash", "checkpoint_signature", "checkpoint_key",
     "checkpoint_origin", "checkpoint_size", "set", "set_key", "log_id", "log_index",
     "integrated_time", "entry_uuid", "body_hash", "body_key", "no_checkpoint",
-    "no_set", "tree_index",
+    "no_set", "tree_index", "forked_checkpoint",
 })
 
 
@@ -111,6 +114,11 @@ _FAULT_CHECKS = {
     "refuse_header_only": lambda v: isinstance(v, bool),
     "hold_index": lambda v: isinstance(v, bool),
     "tamper": _optional(lambda v: v in TAMPER_MODES),
+    "lagging_count": _nonnegative_int,
+    "queue_count": _nonnegative_int,
+    "queued_lookups": lambda v: _nonnegative_int(v) and 1 <= v <= 1000,
+    "disabled_paths": _optional(lambda v: isinstance(v, (list, tuple))
+                                and all(isinstance(p, str) and p.startswith("/") for p in v)),
 }
 
 
@@ -136,6 +144,16 @@ class Faults:
     refuse_header_only: bool = False
     hold_index: bool = False          # index writes wait for RekorLog.release_index()
     tamper: Optional[str] = None
+    # Several Rekor instances behind one URL: the next lagging_count proof
+    # requests reach an instance that has not seen the newest tree head yet.
+    lagging_count: int = 0
+    # The next queue_count new entries are queued, not integrated, and the
+    # answer lost (the client gave up waiting); the entry integrates once
+    # queued_lookups GETs of it have been made (each one before answers 404).
+    queue_count: int = 0
+    queued_lookups: int = 2
+    # Endpoints an operator turned off (Rekor's --enabled_api_endpoints).
+    disabled_paths: Optional[list] = None
 
     def __setattr__(self, name, value):
         check = _FAULT_CHECKS.get(name)
@@ -170,10 +188,19 @@ class RekorServer:
     new one on the same port with the same log ("Rekor down, then back").
     """
 
-    def __init__(self, log: Optional[RekorLog] = None, host: str = LOOPBACK, port: int = 0):
+    def __init__(self, log: Optional[RekorLog] = None, host: str = LOOPBACK, port: int = 0,
+                 busy: float = 0.0, busy_max: int = BUSY_MAX_ENTRIES):
         if host != LOOPBACK:
             raise ValueError("the test Rekor server only binds to 127.0.0.1")
+        if not (0 <= busy <= BUSY_MAX_RATE and 0 <= busy_max):
+            raise ValueError(f"busy must be 0 to {BUSY_MAX_RATE} entries a second")
         self.log = log if log is not None else RekorLog()
+        # The public log never stands still: with busy, other clients append
+        # that many entries a second (at most busy_max in all) while it serves.
+        self.busy = busy
+        self.busy_max = busy_max
+        self.busy_added = 0
+        self._busy_thread: Optional[threading.Thread] = None
         self.faults = Faults()
         self.requests: list = []               # (method, path, status); status 0 = dropped
         self.delay_started = threading.Event()  # set when a request starts a delay fault
@@ -194,7 +221,20 @@ class RekorServer:
                                         kwargs={"poll_interval": 0.1},
                                         name=f"rekor-server-{self.port}", daemon=True)
         self._thread.start()
+        if self.busy:
+            self._busy_thread = threading.Thread(target=self._other_clients,
+                                                 name=f"rekor-busy-{self.port}", daemon=True)
+            self._busy_thread.start()
         return self
+
+    def _other_clients(self) -> None:
+        """Append other clients' hashedrekord entries at the busy rate until
+        the server stops or busy_max entries were added."""
+        # The rate is read each time, so a test can make the log busier.
+        while (self.busy_added < self.busy_max
+               and not self._stopping.wait(1.0 / min(max(self.busy, 0.1), BUSY_MAX_RATE))):
+            self.log.add_entry(_other_client_body(), other_client=True)
+            self.busy_added += 1
 
     def stop(self, timeout: float = STOP_JOIN_SECONDS) -> None:
         """Stop serving; in-flight requests are cut off, not committed."""
@@ -206,6 +246,9 @@ class RekorServer:
         httpd.server_close()
         httpd.close_connections(timeout)
         self._thread.join(timeout)
+        if self._busy_thread is not None:
+            self._busy_thread.join(timeout)
+            self._busy_thread = None
 
     def __enter__(self) -> RekorServer:
         return self.start()
@@ -408,6 +451,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _serve(self, request: _Request) -> None:
         rekor, faults = self.server.rekor, self.server.rekor.faults
         endpoint = self.server.api.route(request)
+        if faults.disabled_paths and any(request.path.startswith(prefix)
+                                         for prefix in faults.disabled_paths):
+            # An endpoint left out of --enabled_api_endpoints (its operationIds,
+            # cmd/rekor-server/app/root.go) has no handler, and go-swagger
+            # answers an operation without one with 501.
+            self.body.drain()
+            raise ApiError(501, f"operation {endpoint.__name__} has not yet been implemented")
         self._check_body_limit(faults.max_body_bytes)
         targeted = faults.applies_to(request.method, request.path)
         if targeted and not faults.drop_after_commit and rekor.take("drop_count"):
@@ -661,6 +711,18 @@ class _Api:
             body = _lying_body(body, faults.tamper, self.log)
         if self.rekor.stopping:
             raise _Drop  # a dying server does not commit
+        queued = self.log.queued_id(body)
+        if queued is not None:
+            # Trillian deduplicates at QueueLeaf time (ALREADY_EXISTS), before
+            # the leaf is integrated: Rekor answers 409 for an entry that a GET
+            # does not find yet (pkg/api/entries.go createLogEntry;
+            # pkg/trillianclient AddLeaf).
+            raise ApiError(409, "an equivalent entry already exists in the transparency log "
+                                f"with UUID {queued}",
+                           headers={"Location": _entry_location(request, queued)})
+        if self.rekor.take("queue_count"):
+            self.log.queue_entry(body, package_sha256, faults.queued_lookups)
+            raise _Drop  # the client stopped waiting for the integration
         entry, created = self.log.add_entry(body, package_sha256=package_sha256, index=False)
         if created:
             # Rekor writes its search index in a goroutine after answering:
@@ -686,7 +748,7 @@ class _Api:
         if not _ENTRY_ID.fullmatch(entry_id):
             raise ApiError(422, "entryUUID in path should match "
                                 "'^([0-9a-fA-F]{64}|[0-9a-fA-F]{80})$'")
-        entry = self.log.find(entry_id)
+        entry = self.log.find(entry_id) or self.log.integrate_if_due(entry_id)
         if entry is None:
             raise ApiError(404)
         return _json_response(200, self.log.render_entry(entry, self.rekor.faults.tamper)[1])
@@ -771,7 +833,10 @@ class _Api:
         if tree_id and not (tree_id.isdigit() and self.log.has_tree(int(tree_id))):
             raise ApiError(400, f"{tree_id} is not a valid tree ID and doesn't have an "
                                 "associated public key")
-        return Response(200, self.log.public_key_pem, "application/x-pem-file")
+        # Rekor answers the key of the shard asked for, else the active one's
+        # (GetPublicKeyHandler, pkg/api/public_key.go).
+        return Response(200, self.log.public_key_pem_of(int(tree_id) if tree_id else None),
+                        "application/x-pem-file")
 
     def log_proof(self, request: _Request) -> Response:
         query = request.query
@@ -781,10 +846,20 @@ class _Api:
             raise ApiError(400, f"firstSize({first}) must be less than lastSize({last})")
         tree_id = self._proof_tree(query)
         size = self.log.tree_size_of(tree_id)
+        if self.rekor.take("lagging_count"):
+            # An instance behind the others: it has not seen the newest head.
+            size = min(size, last - 1)
         if last > size:
+            # Trillian answers a proof past the size it observes with no
+            # proof; Rekor turns that into this 400, also for a tree head it
+            # signed itself on another instance (GetLogProofHandler in
+            # pkg/api/tlog.go, lastSizeGreaterThanKnown).
             raise ApiError(400, f"the tree size requested({last}) was greater than what is "
                                 f"currently observable({size})")
         root, proof = self.log.consistency_proof(first, last, tree_id)
+        # rootHash is the root of the latest tree (the SignedLogRoot Trillian
+        # returns beside the proof), not the root at lastSize: on a live log
+        # the two differ (GetLogProofHandler in pkg/api/tlog.go).
         return _json_response(200, {"rootHash": root.hex(), "hashes": [h.hex() for h in proof]})
 
     def _proof_tree(self, query: dict) -> int:
@@ -897,6 +972,7 @@ class _Tree:
     entries: list = field(default_factory=list)
     by_uuid: dict = field(default_factory=dict)
     frozen_checkpoint: Optional[str] = None   # set once the shard is inactive
+    signer: Optional[_Signer] = None          # its own key (None: the log's first)
 
     @property
     def size(self) -> int:
@@ -914,13 +990,20 @@ class RekorLog:
     def __init__(self, tree_id: Optional[int] = None, index_offset: int = 0,
                  origin_host: str = LOOPBACK, signing_key=None,
                  checkpoint_extra_lines=(), state_dir: Optional[str] = None):
-        self.origin_host = origin_host
+        # Several hosts: replicas of one log, each signing with its own name.
+        # Rekor signs checkpoints as rekor_server.hostname, whose default is
+        # os.Hostname() (cmd/rekor-server/app/root.go): a pod's name on
+        # Kubernetes, one per replica, when the chart does not set it.
+        self.origin_hosts = (origin_host,) if isinstance(origin_host, str) else tuple(origin_host)
+        self._next_origin = 0
         self.checkpoint_extra_lines = tuple(checkpoint_extra_lines)
         self._lock = threading.RLock()
         self._trees: list = []            # oldest first; the last one is active
         self._index: dict = {}            # index key -> [entry IDs]
         self._index_now = True
         self._held_index: list = []       # entries whose index keys wait (hold_index)
+        self._queued: dict = {}           # uuid -> [body, package sha256, lookups left]
+        self._other_clients: set = set()  # uuids the busy mode appended
         self._impostor: Optional[_Signer] = None
         self._impostor_pgp: Optional[bytes] = None
         self._replaying = False
@@ -940,12 +1023,19 @@ class RekorLog:
     # identity --------------------------------------------------------------
 
     @property
+    def origin_host(self) -> str:
+        """The host the replica answering now signs as (round robin)."""
+        with self._lock:
+            self._next_origin = (self._next_origin + 1) % len(self.origin_hosts)
+            return self.origin_hosts[self._next_origin]
+
+    @property
     def public_key_pem(self) -> bytes:
         return self._signer.public_pem
 
     @property
     def log_id(self) -> str:
-        return self._signer.log_id
+        return self.signer_of().log_id
 
     @property
     def tree_id(self) -> int:
@@ -965,13 +1055,22 @@ class RekorLog:
             return [e for tree in self._trees for e in tree.entries]
 
     @property
+    def submitted(self) -> list:
+        """The entries clients of the test submitted, without those the
+        busy mode's other clients appended."""
+        with self._lock:
+            return [e for tree in self._trees for e in tree.entries
+                    if e.uuid not in self._other_clients]
+
+    @property
     def _active(self) -> _Tree:
         return self._trees[-1]
 
     # changes -----------------------------------------------------------------
 
     def add_entry(self, body: bytes, package_sha256: str = "",
-                  integrated_time: Optional[int] = None, index: bool = True) -> tuple:
+                  integrated_time: Optional[int] = None, index: bool = True,
+                  other_client: bool = False) -> tuple:
         """Append a canonical body; (entry, False) if the active tree has it.
 
         index=False leaves the search index to a later index_entry(), as
@@ -990,6 +1089,8 @@ class RekorLog:
                 entry = self._apply(record)
             finally:
                 self._index_now = True
+            if other_client:
+                self._other_clients.add(uuid)
             return entry, True
 
     def index_entry(self, entry: Entry, hold: bool = False) -> None:
@@ -1009,14 +1110,26 @@ class RekorLog:
             self.index_entry(entry)
         return len(held)
 
-    def rotate_shard(self, new_tree_id: Optional[int] = None) -> int:
-        """Freeze the active tree (it becomes an inactive shard) and start a new one."""
+    def rotate_shard(self, new_tree_id: Optional[int] = None, signing_key=None) -> int:
+        """Freeze the active tree (it becomes an inactive shard) and start a new one,
+        signed with signing_key if given: Rekor's sharding configuration
+        gives each shard its own key (pemPubKey, pkg/sharding/ranges.go)."""
         with self._lock:
             old = self._active
             checkpoint = self._checkpoint(old, old.size)
             new_id = new_tree_id or _new_tree_id(exclude={t.tree_id for t in self._trees})
-            self._apply({"op": "rotate", "tree_id": new_id, "checkpoint": checkpoint})
+            record = {"op": "rotate", "tree_id": new_id, "checkpoint": checkpoint}
+            if signing_key is not None:
+                record["signing_key"] = _Signer(_load_private_key(signing_key)).private_pem.decode()
+            self._apply(record)
             return new_id
+
+    def signer_of(self, tree_id: Optional[int] = None) -> _Signer:
+        tree = self._tree(tree_id) if tree_id else self._active
+        return tree.signer or self._signer
+
+    def public_key_pem_of(self, tree_id: Optional[int] = None) -> bytes:
+        return self.signer_of(tree_id).public_pem
 
     def rewrite_history(self) -> Entry:
         """Lie: replace leaf 0 of the active tree by other data, keeping the size."""
@@ -1051,7 +1164,9 @@ class RekorLog:
     def _apply_rotate(self, record: dict) -> None:
         old = self._active
         old.frozen_checkpoint = record["checkpoint"]
-        self._trees.append(_Tree(record["tree_id"], old.offset + old.size))
+        signer = (_Signer(_load_private_key(record["signing_key"]))
+                  if record.get("signing_key") else None)
+        self._trees.append(_Tree(record["tree_id"], old.offset + old.size, signer=signer))
 
     def _apply_rewrite(self, record: dict) -> Entry:
         tree, body = self._active, base64.b64decode(record["body"])
@@ -1129,10 +1244,39 @@ class RekorLog:
             return tree.merkle.inclusion_proof(tree_index, tree.size if size is None else size)
 
     def consistency_proof(self, first: int, last: int, tree_id: Optional[int] = None) -> tuple:
-        """(root at last, RFC 9162 consistency proof from first to last)."""
+        """(root of the whole tree now, RFC 9162 consistency proof from first
+        to last), as Rekor answers it."""
         with self._lock:
             tree = self._tree(tree_id) if tree_id else self._active
-            return tree.merkle.root(last), tree.merkle.consistency_proof(first, last)
+            return tree.merkle.root(tree.size), tree.merkle.consistency_proof(first, last)
+
+    # queued entries (Trillian's queue, before integration) ---------------------
+
+    def queue_entry(self, body: bytes, package_sha256: str, lookups: int) -> str:
+        """Queue a body without integrating it; its entry ID."""
+        uuid = _leaf_hash(body).hex()
+        with self._lock:
+            self._queued[uuid] = [body, package_sha256, lookups]
+            return f"{self.tree_id:016x}{uuid}"
+
+    def queued_id(self, body: bytes) -> Optional[str]:
+        uuid = _leaf_hash(body).hex()
+        with self._lock:
+            return f"{self.tree_id:016x}{uuid}" if uuid in self._queued else None
+
+    def integrate_if_due(self, entry_id: str) -> Optional[Entry]:
+        """A lookup of a queued entry: None (404) until it has been looked
+        up often enough, then integrated."""
+        uuid = entry_id.lower()[-64:]
+        with self._lock:
+            waiting = self._queued.get(uuid)
+            if waiting is None:
+                return None
+            waiting[2] -= 1
+            if waiting[2] > 0:
+                return None
+            del self._queued[uuid]
+            return self.add_entry(waiting[0], package_sha256=waiting[1])[0]
 
     def checkpoint(self, tree_id: Optional[int] = None) -> str:
         with self._lock:
@@ -1154,7 +1298,7 @@ class RekorLog:
 
     def _checkpoint(self, tree: _Tree, size: int) -> str:
         return signed_checkpoint(self.origin_host, tree.tree_id, size, tree.merkle.root(size),
-                                 self._signer, self.checkpoint_extra_lines)
+                                 tree.signer or self._signer, self.checkpoint_extra_lines)
 
     def render_entry(self, entry: Entry, tamper: Optional[str] = None) -> tuple:
         """(entry ID, {entryID: LogEntry}) with a proof for the tree's current size.
@@ -1177,14 +1321,16 @@ class RekorLog:
         root = tree.merkle.root(tree.size)
         return _EntryView(
             tree_id=tree.tree_id, uuid=current.uuid, body=current.body,
-            integrated_time=current.integrated_time, log_id=self.log_id,
+            integrated_time=current.integrated_time,
+            log_id=(tree.signer or self._signer).log_id,
             log_index=current.global_index, tree_index=current.tree_index,
             tree_size=tree.size, root=root,
             hashes=tree.merkle.inclusion_proof(current.tree_index, tree.size),
             checkpoint=tree.frozen_checkpoint, origin_host=self.origin_host,
             checkpoint_size=tree.size, checkpoint_root=root,
             extra_lines=self.checkpoint_extra_lines,
-            checkpoint_signer=self._signer, set_signer=self._signer)
+            checkpoint_signer=tree.signer or self._signer,
+            set_signer=tree.signer or self._signer)
 
     # keys used to lie -------------------------------------------------------------
 
@@ -1212,6 +1358,18 @@ def _new_tree_id(exclude=()) -> int:
         tree_id = secrets.randbits(63)
         if tree_id and tree_id not in exclude:
             return tree_id
+
+
+def _other_client_body() -> bytes:
+    """A hashedrekord v0.0.1 body, as another client's signing of a blob
+    leaves it in the log (nothing of ours; its key is nobody's)."""
+    return canonical_json({
+        "apiVersion": "0.0.1", "kind": "hashedrekord",
+        "spec": {"data": {"hash": {"algorithm": "sha256", "value": secrets.token_hex(32)}},
+                 "signature": {"content": _b64(secrets.token_bytes(70)),
+                               "publicKey": {"content": _b64(b"-----BEGIN PUBLIC KEY-----\n"
+                                                             b"other client\n"
+                                                             b"-----END PUBLIC KEY-----\n")}}}})
 
 
 def _rewritten_body(body: bytes) -> bytes:
@@ -1307,6 +1465,22 @@ def _tamper_view(view: _EntryView, mode: str, log: RekorLog) -> None:
         view.log_id = log.impostor.log_id
     elif mode == "tree_index":
         view.tree_index = view.tree_size
+    elif mode == "forked_checkpoint":
+        # The entry as a fork of the tree shows it: the same leaves up to
+        # it, another last leaf, everything signed; only a consistency
+        # proof against a head of the real tree tells the two apart.
+        fork = MerkleTree()
+        for entry in log._tree(view.tree_id).entries[:view.tree_size]:
+            fork.append(bytes.fromhex(entry.uuid))
+        bogus = hashlib.sha256(b"a leaf only the fork has").digest()
+        if view.tree_index < view.tree_size - 1:
+            fork.replace(view.tree_size - 1, bogus)
+        else:
+            fork.append(bogus)
+        view.tree_size = view.checkpoint_size = len(fork)
+        view.root = view.checkpoint_root = fork.root()
+        view.hashes = fork.inclusion_proof(view.tree_index, len(fork))
+        view.checkpoint = None
     else:
         return
     if mode.startswith(("checkpoint_", "root_")):
@@ -2306,11 +2480,13 @@ def main(argv=None) -> int:
     parser.add_argument("--tree-id", type=int, help="tree ID of a new log")
     parser.add_argument("--index-offset", type=int, default=0,
                         help="global index of a new log's first entry")
+    parser.add_argument("--busy", type=float, default=0.0, metavar="RATE",
+                        help="other clients append RATE entries a second (as on a live log)")
     args = parser.parse_args(argv)
 
     log = RekorLog(tree_id=args.tree_id, index_offset=args.index_offset,
                    state_dir=args.state_dir)
-    server = RekorServer(log, port=args.port).start()
+    server = RekorServer(log, port=args.port, busy=args.busy).start()
     server.faults.refuse_header_only = args.refuse_header_only
     if args.key_out:
         with open(args.key_out, "wb") as f:

@@ -128,7 +128,7 @@ def sha256_file(path):
 
 def logged_hashes(rekor):
     return sorted(json.loads(e.body)['spec']['package']['hash']['value']
-                  for e in rekor.log.entries)
+                  for e in rekor.log.submitted)
 
 
 def test_each_unlogged_signature_is_logged_once_and_unknown_keys_are_listed(
@@ -208,7 +208,7 @@ def test_three_jobs_log_each_signature_once(backfill, layout, rekor):
 
     assert status == 0
     assert rekor.count('POST', ENTRIES) - posts_before == len(UNLOGGED)
-    assert len(rekor.log.entries) == 1 + len(UNLOGGED)
+    assert len(rekor.log.submitted) == 1 + len(UNLOGGED)
     log_key = rekor_log.load_log_key(rekor.log.public_key_pem)
     for label in UNLOGGED:
         receipt = json.loads(open(layout.receipt(label)).read())

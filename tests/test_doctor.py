@@ -421,3 +421,17 @@ def test_the_topdir_from_a_drop_in_names_that_file(setup, tmp_path):
     assert 'ok   topdir: %s (KojiDir in %s)' % (setup.topdir, drop_in) in out.splitlines()
     assert 'ok   hub.conf: %s, %s: Plugins includes rekor_log' % (drop_in, setup.hub_conf) \
         in out.splitlines()
+
+def test_a_log_that_no_longer_takes_entries(setup, rekor):
+    """The worker met 501 for POST /api/v1/log/entries (the write path
+    turned off): the log answers everything else, and doctor says that it
+    no longer takes entries."""
+    import rekor_log
+    setup.run()
+    settings = rekor_log.load_config(str(setup.conf))
+    rekor_log.record_outage(settings, str(setup.topdir), 'Rekor answered 501 for '
+                            '/api/v1/log/entries: ...; this log no longer takes entries',
+                            closed=True)
+    status, failures = setup.failures()
+    assert status == 1 and len(failures) == 1
+    assert failures[0].startswith('FAIL log: %s no longer takes entries (since ' % rekor.url)

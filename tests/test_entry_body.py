@@ -191,6 +191,7 @@ def test_the_reader_ends_when_the_log_fails_in_the_middle_of_the_body(
         assert 'timed out' in str(failed.value)
 
 
+@pytest.mark.quiet_log  # exact log indexes or tree sizes: a log only this test writes
 def test_the_reader_ends_when_the_rpm_grows_during_the_upload(rekor, large_signed, keys,
                                                               log_key_file):
     body = EntryBody(large_signed, keys['rsa'].armored)

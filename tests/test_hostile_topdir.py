@@ -390,6 +390,7 @@ def test_a_pin_is_never_written_through_a_link(site):
     assert any('symlink' in e for e in site.errors())
 
 
+@pytest.mark.quiet_log  # exact log indexes or tree sizes: a log only this test writes
 def test_a_planted_checkpoint_is_reported_and_never_blocks_uploads(site):
     """A saved tree head of huge size that the log key did not sign: before,
     every later upload was refused for good."""

@@ -285,7 +285,7 @@ class World:
                       and not p.name.startswith('.'))
 
     def entries_of(self, imported):
-        return [e for e in self.rekor.log.entries if e.package_sha256 == imported.sha256]
+        return [e for e in self.rekor.log.submitted if e.package_sha256 == imported.sha256]
 
     def age(self, imported):
         """Make an uncommitted record older than COMMIT_GRACE."""
@@ -523,7 +523,7 @@ def test_the_same_signature_twice_in_one_request_is_logged_once(world, sigs):
         post_commit()
     assert world.posts() == 1
     assert world.account(sigs[0]) == {sigs[0].name: 'receipt'}
-    assert len(world.rekor.log.entries) == 1
+    assert len(world.rekor.log.submitted) == 1
 
 
 def test_a_repeated_signature_does_not_stop_the_rest_of_the_request(world, sigs, plugin_log):
@@ -573,7 +573,7 @@ def test_enforce_fails_the_call_and_keeps_nothing_when_rekor_fails(world, sigs):
     assert 'During handling of the above exception' not in str(info.value)
     assert world.posts() == 2  # retries = 1
     assert world.outbox() == [] and world.receipts() == []
-    assert world.rekor.log.entries == []
+    assert world.rekor.log.submitted == []
 
 
 def test_enforce_then_rollback_keeps_the_receipt_in_the_uncommitted_record(world, sigs,
@@ -722,7 +722,7 @@ def test_a_transient_failure_keeps_the_record_until_retry_succeeds(world, sigs, 
     else:
         assert 60 - 5 <= record['next_attempt'] - time.time() <= 60
         assert not outage.exists()
-    assert len(world.rekor.log.entries) == leftover
+    assert len(world.rekor.log.submitted) == leftover
 
     world.rekor.reset_faults()
     done = world.retry('--now')
@@ -731,7 +731,7 @@ def test_a_transient_failure_keeps_the_record_until_retry_succeeds(world, sigs, 
     outcome = 'already in the log 1' if leftover else 'logged 1'
     assert (done.returncode, done.summary) == (0, outcome + '; 0 left in the outbox')
     assert world.account(imported) == {imported.name: 'receipt'}
-    assert len(world.rekor.log.entries) == 1
+    assert len(world.rekor.log.submitted) == 1
 
 
 def test_rekor_down_then_back_with_the_same_log(world, sigs):
@@ -919,7 +919,7 @@ def test_concurrent_hub_processes_log_each_signature_once(world, sigs):
     results = [p.wait() for p in procs]
     assert [code for code, _, _ in results] == [0] * 7, results
     assert set(world.account(*different, same).values()) == {'receipt'}
-    assert len(world.rekor.log.entries) == 5
+    assert len(world.rekor.log.submitted) == 5
     assert world.posts(201) == 5
 
 
@@ -942,7 +942,7 @@ def test_concurrent_workers_log_each_record_once(world, sigs):
     # receipt. (Whether the workers also stay out of each other's way, and
     # exit cleanly, is pinned down deterministically by the two tests below.)
     assert set(world.account(*sigs).values()) == {'receipt'}
-    assert len(world.rekor.log.entries) == 8
+    assert len(world.rekor.log.submitted) == 8
     # Each package was created once; any other POST of it met the entry (409).
     assert world.posts(201) == 8
     assert world.posts() == world.posts(201) + world.posts(409)
@@ -1017,7 +1017,7 @@ def test_a_hub_killed_during_its_upload_leaves_the_record_for_the_worker(world, 
     done = world.retry('--now')
     assert (done.returncode, done.summary) == (0, 'already in the log 1; 0 left in the outbox')
     assert world.account(imported) == {imported.name: 'receipt'}
-    assert len(world.rekor.log.entries) == 1 and world.posts(409) == 1
+    assert len(world.rekor.log.submitted) == 1 and world.posts(409) == 1
 
 
 def test_a_hub_that_died_before_the_commit_is_resolved_through_koji(world, sigs, koji_hub):
@@ -1064,7 +1064,7 @@ def test_a_hub_killed_during_an_enforced_upload(world, sigs, koji_hub, koji_says
         assert (done.returncode, done.summary) == (0, 'already in the log 1; 0 left in the outbox')
         assert world.account(imported) == {imported.name: 'receipt'}
         assert world.posts(409) == 1
-    assert len(world.rekor.log.entries) == 1
+    assert len(world.rekor.log.submitted) == 1
 
 
 # ---------------------------------------------------------------------------

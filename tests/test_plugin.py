@@ -5,6 +5,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import socket
 
 import koji
@@ -135,7 +136,7 @@ def test_a_repeat_meets_409_and_uses_the_existing_entry(configured_hub, rekor, t
     second = json.loads(receipt_file(topdir, imported).read_text())
     assert list(second['log_entry']) == list(first['log_entry'])
     assert rekor.count('POST', ENTRIES) == 2
-    assert len(rekor.log.entries) == 1
+    assert len(rekor.log.submitted) == 1
     assert 'already in the log hello-1.0-1.noarch' in plugin_log.text
     assert not any(n.startswith('.') for n in os.listdir(receipt_file(topdir, imported).parent))
 
@@ -350,7 +351,7 @@ def test_dropped_connections_are_retried(configured_hub, rekor, topdir, koji_imp
     imported = koji_import(signed_rpms[('rsa', 'header')])
     configured_hub.sign(imported)
     assert receipt_file(topdir, imported).exists()
-    assert len(rekor.log.entries) == 1
+    assert len(rekor.log.submitted) == 1
 
 
 def test_a_malformed_answer_is_retried_and_converges_on_the_entry(configured_hub, rekor, topdir,
@@ -360,7 +361,7 @@ def test_a_malformed_answer_is_retried_and_converges_on_the_entry(configured_hub
     imported = koji_import(signed_rpms[('rsa', 'header')])
     configured_hub.sign(imported)
     assert receipt_file(topdir, imported).exists()
-    assert len(rekor.log.entries) == 1
+    assert len(rekor.log.submitted) == 1
 
 
 def test_a_slow_rekor_times_out(hub, rekor, topdir, koji_import, signed_rpms, key_dir,
@@ -407,7 +408,7 @@ def test_old_rekor_accepts_legacy_signatures(configured_hub, rekor, topdir, koji
     imported = koji_import(signed)
     configured_hub.sign(imported)
     assert rekor.count('POST', ENTRIES, 201) == 1
-    assert len(rekor.log.entries) == 1
+    assert len(rekor.log.submitted) == 1
     receipt = json.loads(receipt_file(topdir, imported).read_text())
     assert receipt['sha256'] == sha256_file(signed)
     (entry_id, entry), = receipt['log_entry'].items()
@@ -435,7 +436,7 @@ TAMPERING = {
     'checkpoint_signature': 'checkpoint: no valid signature by the log key',
     'checkpoint_key': 'checkpoint: no valid signature by the log key',
     'checkpoint_origin': "is not log 127.0.0.1",
-    'checkpoint_size': 'checkpoint is for size 2',
+    'checkpoint_size': re.compile(r'checkpoint is for size (\d+) .*, proof for size (?!\1)\d+'),
     'set': 'signed entry timestamp: does not verify',
     'set_key': 'signed entry timestamp: does not verify',
     'log_id': 'is not the log key',
@@ -446,7 +447,7 @@ TAMPERING = {
     'body_key': 'body records another public key',
     'no_checkpoint': 'no checkpoint: nothing signs the root hash',
     'no_set': 'no signed entry timestamp',
-    'tree_index': 'inclusion proof: index 1 is not below tree size 1',
+    'tree_index': re.compile(r'inclusion proof: index (\d+) is not below tree size \1\b'),
 }
 
 
@@ -458,7 +459,10 @@ def test_a_lying_log_gets_no_receipt(configured_hub, rekor, topdir, koji_import,
         fo.write('enforce = true\n')  # [upload] is the file's last section
     with pytest.raises(koji.CallbackError) as info:
         configured_hub.sign(koji_import(signed_rpms[('rsa', 'header')]))
-    assert TAMPERING[tamper] in str(info.value)
+    expected = TAMPERING[tamper]
+    # The sizes depend on what the busy log's other clients added.
+    assert (expected.search(str(info.value)) if isinstance(expected, re.Pattern)
+            else expected in str(info.value)), str(info.value)
     assert receipts(topdir) == []
     errors = [r.getMessage() for r in plugin_log.records if r.levelname == 'ERROR']
     assert len(errors) == 1 and 'failed hello-1.0-1.noarch' in errors[0]

@@ -3,6 +3,7 @@ from the command line against the local Rekor-compatible log."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -37,7 +38,8 @@ def test_upload_logs_a_signed_rpm_and_writes_the_receipt(rekor, conf, signed_rpm
          '--topdir', str(tmp_path), '--receipt', str(receipt_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.startswith('logged hello-1.0-1.noarch: log index 0, uuid ')
+    # At whatever index the busy log's other clients left it.
+    assert re.match(r'logged hello-1\.0-1\.noarch: log index \d+, uuid ', proc.stderr)
     receipt = json.loads(receipt_path.read_text())
     assert (receipt['nvra'], receipt['sigkey'], receipt['rekor_url']) == (
         'hello-1.0-1.noarch', keys['ed25519'].sigkey, rekor.url)
@@ -69,7 +71,7 @@ def test_upload_again_uses_the_existing_entry(rekor, conf, signed_rpms, keys, tm
     assert entry_id == first_id
     assert {k: entry[k] for k in ('body', 'integratedTime', 'logID', 'logIndex')} == \
         {k: first_entry[k] for k in ('body', 'integratedTime', 'logID', 'logIndex')}
-    assert len(rekor.log.entries) == 1
+    assert len(rekor.log.submitted) == 1
 
 
 @pytest.mark.parametrize('case', ['wrong key', 'unsigned', 'missing'])
