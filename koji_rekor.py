@@ -26,7 +26,7 @@ import koji
 from rekor_log import (
     __version__, BadRecord, check_consistency, check_key_signed_rpm, check_part, check_url,
     checkpoint_dir, checkpoint_parts, checkpoint_path, CHUNK_SIZE, claimed, clear_outage,
-    COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver, display_url,
+    COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver, display_url, escape,
     expected_from_header, failure_cause, known_log_key, KOJI_CLIENT_CONFIG, left_subtrees,
     list_outbox, load_config, load_log_key, locate_signed_rpm, locked_at, LOG, log_key_id,
     log_outcome, log_signature, logs_dir, mark_committed, member, nvra_of, openpgp_emails,
@@ -2611,21 +2611,81 @@ def become_hub_user(settings, topdir):
 def give_back(logs, uid, gid):
     """What root left under rekor-logs/ (an older version, an admin's run)
     goes back to the hub's user, so that the hub can write there again.
-    Links are changed themselves, never followed."""
-    if not os.path.isdir(logs) or os.path.islink(logs):
+    The hub's user owns the tree and can swap any name in it at any moment,
+    so root works from file descriptors only: each directory is opened
+    without following a link (O_NOFOLLOW | O_DIRECTORY), each file is
+    opened by name relative to it and changed through its own descriptor.
+    Only directories and regular files with one link are touched; links,
+    FIFOs, devices and hard links (perhaps to a file outside the tree) are
+    left alone."""
+    try:
+        top = os.open(logs, DIR_FLAGS)
+    except OSError:  # missing, a link, not a directory: nothing to give back
         return
-    fixed = 0
-    for directory, dirs, files in os.walk(logs):
-        for path in [directory] + [os.path.join(directory, n) for n in dirs + files]:
-            try:
-                if os.lstat(path).st_uid == 0:
-                    os.lchown(path, uid, gid)
-                    fixed += 1
-            except OSError:  # gone meanwhile, or a root_squash NFS: nothing to do
-                pass
+    fixed = give_back_fd(top, uid, gid, MAX_DEPTH)
     if fixed:
         LOG.warning('rekor_log: %d files and directories under %s belonged to root; given back '
-                    'to uid %d, the hub\'s user', fixed, logs, uid)
+                    'to uid %d, the hub\'s user', fixed, escape(logs), uid)
+
+
+# os.fwalk would do, but it opens each directory without O_NONBLOCK or
+# O_DIRECTORY: a directory swapped for a FIFO between its stat and its open
+# would hold root up. Hence this small walk of our own.
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+MAX_DEPTH = 16  # rekor-logs/ is a few levels deep; a deeper tree is not ours
+
+
+def give_back_fd(dirfd, uid, gid, depth):
+    """Give back the directory open as dirfd and what it holds; closes dirfd."""
+    import stat
+    fixed = 0
+    try:
+        if os.fstat(dirfd).st_uid == 0:
+            os.fchown(dirfd, uid, gid)
+            fixed += 1
+        subdirs = []
+        with os.scandir(dirfd) as entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    subdirs.append(entry.name)
+                elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == 0:
+                    fixed += give_back_file(dirfd, entry.name, info, uid, gid)
+        for name in subdirs if depth > 0 else ():
+            try:
+                child = os.open(name, DIR_FLAGS, dir_fd=dirfd)
+            except OSError:  # gone, or swapped for a link or something else
+                continue
+            fixed += give_back_fd(child, uid, gid, depth - 1)
+    except OSError:  # gone meanwhile, or a root_squash NFS: nothing to do
+        pass
+    finally:
+        os.close(dirfd)
+    return fixed
+
+
+def give_back_file(dirfd, name, seen, uid, gid):
+    import stat
+    try:
+        fd = os.open(name, FILE_FLAGS, dir_fd=dirfd)
+    except OSError:
+        return 0
+    try:
+        info = os.fstat(fd)
+        # Still the file listed, still regular with one link.
+        if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino) \
+                or not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != 0:
+            return 0
+        os.fchown(fd, uid, gid)
+        return 1
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
 
 def preload():

@@ -1236,6 +1236,19 @@ def utc(when):
         return 'time %r (out of range)' % (when,)
 
 
+def escape(value):
+    """Untrusted text (names from the topdir, the log's answers, records,
+    receipts) as it may reach a terminal, a log line or --json text: every
+    character that is not printable (control characters, so ANSI escape
+    sequences, line breaks; also backslashes, so that an escape cannot be
+    forged) is shown as a Python escape."""
+    text = str(value)
+    if text.isprintable() and '\\' not in text:
+        return text
+    return ''.join(c if c.isprintable() and c != '\\' else c.encode('unicode_escape').decode()
+                   for c in text)
+
+
 def text_excerpt(value, limit=200):
     """A server's text on one short line."""
     text = ' '.join(''.join(c if c.isprintable() else ' ' for c in str(value)).split())
