@@ -2559,6 +2559,36 @@ def default_topdir():
     return DEFAULT_TOPDIR
 
 
+# The one place that decides which commands run as the hub's user: those
+# that may write under rekor-logs/. main() switches before the command runs,
+# so that no command can forget to.
+WRITES_UNDER_LOGS = {
+    'retry': lambda args: True,
+    'backfill': lambda args: True,
+    'monitor': lambda args: True,
+    'outbox': lambda args: bool(args.requeue),
+    'upload': lambda args: bool(args.topdir or args.ack is not None),
+}
+
+
+def switch_for(args):
+    """Started as root, become the hub's user before a command that writes
+    under rekor-logs/ (WRITES_UNDER_LOGS); nothing otherwise."""
+    decide = WRITES_UNDER_LOGS.get(args.command)
+    if decide is None or not decide(args):
+        return
+    topdir = args.topdir or default_topdir()
+    if not os.path.isdir(topdir):
+        return  # the command says so, in its own words
+    # Only root needs hub_user (and so the configuration) to know whom to become.
+    become_hub_user(load_config(args.config) if os.geteuid() == 0 else None, topdir)
+
+
+# Whom a command became (become_hub_user), for the one line an import that
+# fails afterwards gets.
+SWITCHED = []
+
+
 def become_hub_user(settings, topdir):
     """Commands that write under rekor-logs/ run as the hub's user, so that
     nothing they leave there keeps the hub from writing: started as root,
@@ -2598,6 +2628,7 @@ def become_hub_user(settings, topdir):
                 os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
+            SWITCHED.append(name or uid)
             LOG.debug('rekor_log: running as uid %d, the owner of %s', uid, logs)
     if info is None:
         try:
@@ -2697,7 +2728,9 @@ def preload():
                    'cryptography.hazmat.primitives.asymmetric.ed25519',
                    'cryptography.hazmat.primitives.serialization', 'requests',
                    'requests.adapters', 'urllib3.util.ssl_', 'rpm', 'yaml', 'json.decoder',
-                   'concurrent.futures.thread', 'signal'):
+                   'concurrent.futures.thread', 'signal',
+                   # imported lazily by the commands (keep in step with them)
+                   'getpass', 'glob', 'grp', 'pwd', 'shlex', 'shutil', 'stat', 'subprocess'):
         __import__(module)
     # A check of a bad signature loads the rest of cryptography's backend.
     from rekor_log import signature_is_valid
@@ -2710,7 +2743,6 @@ def cmd_retry(args):
     topdir = args.topdir or default_topdir()
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
-    become_hub_user(settings, topdir)
     koji.pathinfo.topdir = topdir
     if not args.watch:
         counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now, jobs=args.jobs)
@@ -2771,7 +2803,6 @@ def cmd_monitor(args):
     settings = load_config(args.config)
     koji.pathinfo.topdir = topdir
     watchlist = read_watchlist(args.watchlist) if args.watchlist else Watchlist()
-    become_hub_user(settings, topdir)
     progress = Progress()
     try:
         report = monitor_log(settings, topdir, watchlist, progress, args.start_index,
@@ -2792,7 +2823,6 @@ def cmd_backfill(args):
     topdir = os.path.abspath(args.topdir or default_topdir())
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
-    become_hub_user(settings, topdir)
     koji.pathinfo.topdir = topdir
     if not settings.record_log_info:
         LOG.warning('rekor_log: [upload] record_log_info is off: no receipts are written, so '
@@ -2878,7 +2908,6 @@ def cmd_upload(args):
             raise UsageError('no such topdir: %s%s' % (
                 topdir, '' if args.topdir else
                 ' (--ack needs the topdir the monitor keeps its state in)'))
-        become_hub_user(settings, topdir)
         state = state_dir(topdir)
     signed = signed_rpm_from_file(args.rpm)
     try:
@@ -3229,6 +3258,9 @@ def build_parser():
     outbox = sub.add_parser('outbox', help='list the records waiting or set aside in the '
                                            'outbox; requeue rejected ones')
     outbox.add_argument('--topdir', help=TOPDIR_HELP)
+    outbox.add_argument('--config', default=CONFIG_FILE,
+                        help="plugin configuration file (for [upload] hub_user, the user "
+                             '--requeue runs as when started as root)')
     outbox.add_argument('--requeue', nargs='+', metavar='NAME',
                         help='move these rejected records (<nvra>.<sigkey>, as listed; "all" '
                              'for every one) back into the outbox, due now')
@@ -3320,6 +3352,10 @@ def exit_status_of(exc):
 
 def error_line(exc):
     """One short line for what stopped a command."""
+    if isinstance(exc, ImportError) and SWITCHED:
+        return ('cannot import %s as the hub\'s user %s, who cannot read the Python '
+                'installation %s: install koji-rekor where that user can read it'
+                % (exc.name, SWITCHED[-1], sys.prefix))
     if isinstance(exc, VerificationError):
         return 'verification failed: %s' % exc
     if isinstance(exc, (RekorLogError, UsageError, koji.ConfigurationError)):
@@ -3334,6 +3370,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format='%(levelname)s: %(message)s')
     try:
+        switch_for(args)
         return args.func(args)
     except KeyboardInterrupt:
         return 130

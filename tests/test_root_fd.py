@@ -167,3 +167,50 @@ def test_links_fifos_and_hard_links_are_left_alone(shared_dir, rekor, log_key_fi
     assert os.lstat(os.path.join(victim, NAMES[1])).st_uid == 0
     assert os.lstat(os.path.join(logs, 'fifo')).st_uid == 0
     assert os.lstat(os.path.join(logs, 'a', NAMES[2])).st_uid == hub.pw_uid
+
+
+def owners(path):
+    found = set()
+    for directory, dirs, files in os.walk(path):
+        for name in [directory] + [os.path.join(directory, n) for n in dirs + files]:
+            found.add(os.lstat(name).st_uid)
+    return found
+
+
+@needs_root
+def test_requeue_and_ack_as_root_leave_nothing_the_hub_cannot_write(shared_dir, rekor,
+                                                                    log_key_file):
+    """outbox --requeue and monitor --ack run as the hub's user too: root
+    left root-owned records and state, and every later worker pass (as the
+    hub's user) then stopped on them."""
+    hub = unprivileged()
+    topdir = os.path.join(shared_dir, 'koji')
+    logs = os.path.join(topdir, 'rekor-logs')
+    rejected = os.path.join(logs, '@outbox', 'rejected')
+    os.makedirs(rejected)
+    with open(os.path.join(rejected, 'foo-1-1.noarch.abcd1234.json'), 'w') as fo:
+        fo.write('{"set_aside": "rejected"}\n')
+    for directory, dirs, files in os.walk(topdir):
+        for name in [directory] + [os.path.join(directory, n) for n in dirs + files]:
+            os.lchown(name, hub.pw_uid, hub.pw_gid)
+    conf = config(shared_dir, rekor, log_key_file, hub)
+    for argv in (['outbox', '--requeue', 'foo-1-1.noarch.abcd1234'],
+                 ['monitor', '--ack', 'ab' * 32, '--reason', 'logged by hand']):
+        done = subprocess.run([sys.executable, '-m', 'koji_rekor'] + argv
+                              + ['--config', conf, '--topdir', topdir],
+                              cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
+        assert done.returncode == 0, done.stderr
+        assert owners(logs) == {hub.pw_uid}, argv
+    assert os.path.exists(os.path.join(logs, '@outbox', 'foo-1-1.noarch.abcd1234.json'))
+
+
+def test_an_import_the_hub_user_cannot_read_is_one_line_naming_the_installation():
+    import koji_rekor
+    koji_rekor.SWITCHED.append('nobody')
+    try:
+        line = koji_rekor.error_line(ModuleNotFoundError("No module named 'glob'", name='glob'))
+    finally:
+        koji_rekor.SWITCHED.pop()
+    assert line == ("cannot import glob as the hub's user nobody, who cannot read the Python "
+                    'installation %s: install koji-rekor where that user can read it'
+                    % sys.prefix)
