@@ -803,6 +803,19 @@ SCAN_JOBS = 4             # retrieve requests in flight
 MONITOR_PARTS = (STATE_DIR, MONITOR_DIR)
 
 
+def monitor_home(settings):
+    """[monitor] state_dir, created 0700 if missing. Inside, the state is
+    laid out as under a topdir (rekor-logs/@state/...), so that the same
+    link-refusing readers and writers keep it."""
+    home = settings.monitor_state_dir
+    try:
+        os.makedirs(home, 0o700, exist_ok=True)
+    except OSError as e:
+        raise UsageError('cannot create the monitor\'s state directory %s ([monitor] '
+                         'state_dir): %s' % (home, e.strerror or e))
+    return home
+
+
 def monitor_dir(topdir):
     return os.path.join(state_dir(topdir), MONITOR_DIR)
 
@@ -894,7 +907,11 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
     run, and account for each one made with our keys."""
     report = Report(display_url(settings.url), topdir, progress)
     keys = our_keys(settings, watchlist, report)
-    state = state_dir(topdir)
+    # Its memory (positions, findings, acknowledgements, tree heads, the
+    # log's key) is in [monitor] state_dir, never under the shared topdir:
+    # whoever writes there could otherwise silence a finding.
+    home = monitor_home(settings)
+    state = state_dir(home)
     client = RekorClient(settings)
     try:
         try:
@@ -904,8 +921,8 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
             return report
         report.log_id = log_key_id(log_key).hex()
         scan_name = '%s.json' % report.log_id
-        with state_locked(topdir, scan_name):
-            scan = Scan(topdir, scan_name, read_state_file(topdir, scan_name, valid_scan_state))
+        with state_locked(home, scan_name):
+            scan = Scan(home, scan_name, read_state_file(home, scan_name, valid_scan_state))
             view = LogView(client, settings, state, log_key, report, fetcher=Fetcher(settings))
             koji_view = KojiView(settings, topdir)
             try:
@@ -923,7 +940,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
                 scan.save()
                 koji_view.close()
                 view.fetcher.close()
-            collect_findings(report, scan, read_acks(topdir))
+            collect_findings(report, scan, read_acks(home))
     finally:
         client.close()
     return report
@@ -2565,7 +2582,6 @@ def default_topdir():
 WRITES_UNDER_LOGS = {
     'retry': lambda args: True,
     'backfill': lambda args: True,
-    'monitor': lambda args: True,
     'outbox': lambda args: bool(args.requeue),
     'upload': lambda args: bool(args.topdir or args.ack is not None),
 }
@@ -2574,6 +2590,9 @@ WRITES_UNDER_LOGS = {
 def switch_for(args):
     """Started as root, become the hub's user before a command that writes
     under rekor-logs/ (WRITES_UNDER_LOGS); nothing otherwise."""
+    if args.command == 'monitor':
+        # It writes only its own state_dir: root stays root unless told.
+        return become_monitor_user(load_config(args.config))
     decide = WRITES_UNDER_LOGS.get(args.command)
     if decide is None or not decide(args):
         return
@@ -2587,6 +2606,38 @@ def switch_for(args):
 # Whom a command became (become_hub_user), for the one line an import that
 # fails afterwards gets.
 SWITCHED = []
+
+
+def become_monitor_user(settings):
+    """Started as root with [monitor] user set, become that user, owner of
+    a state_dir it is given when it is new or root's."""
+    import pwd
+    if os.geteuid() != 0 or not settings.monitor_user:
+        return
+    try:
+        user = pwd.getpwnam(settings.monitor_user)
+    except KeyError:
+        raise UsageError('no such user: %s ([monitor] user)' % settings.monitor_user)
+    home = monitor_home(settings)
+    fd = os.open(home, DIR_FLAGS)
+    try:
+        if os.fstat(fd).st_uid == 0:
+            os.fchown(fd, user.pw_uid, user.pw_gid)
+    finally:
+        os.close(fd)
+    switch_user(user.pw_name, user.pw_uid, user.pw_gid)
+
+
+def switch_user(name, uid, gid):
+    """The switch itself, after loading what the new user may not read."""
+    preload()
+    if name:
+        os.initgroups(name, gid)
+    else:
+        os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    SWITCHED.append(name or uid)
 
 
 def become_hub_user(settings, topdir):
@@ -2621,14 +2672,7 @@ def become_hub_user(settings, topdir):
             uid, gid, name = user.pw_uid, user.pw_gid, user.pw_name
         if uid != 0:
             give_back(logs, uid, gid)
-            preload()
-            if name:
-                os.initgroups(name, gid)
-            else:
-                os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            SWITCHED.append(name or uid)
+            switch_user(name, uid, gid)
             LOG.debug('rekor_log: running as uid %d, the owner of %s', uid, logs)
     if info is None:
         try:
@@ -2794,7 +2838,7 @@ def cmd_monitor(args):
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
     if args.ack:
-        ids = acknowledge(topdir, args.ack, args.reason)
+        ids = acknowledge(monitor_home(load_config(args.config)), args.ack, args.reason)
         reason = ' '.join(args.reason.split())
         return emit(args, 0, {'acknowledged': ids, 'reason': reason},
                     '\n'.join('acknowledged %s: %s' % (uuid, reason) for uuid in ids))
@@ -2923,7 +2967,7 @@ def cmd_upload(args):
         outcome.verified.log_index, outcome.verified.uuid)
     # Logged by hand, not by Koji: the monitor reports it until acknowledged.
     if args.ack is not None:
-        acknowledge(topdir, [outcome.verified.uuid], args.ack)
+        acknowledge(monitor_home(settings), [outcome.verified.uuid], args.ack)
         ack_line = 'acknowledged for koji-rekor monitor: %s' % ' '.join(args.ack.split())
     else:
         ack_line = ('koji-rekor monitor reports this entry until it is acknowledged: %s'

@@ -167,6 +167,10 @@ class Settings:
     hub_budget: float = 10.0
     hub_user: str = 'apache'
     notify_command: str = None
+    # The monitor's memory, off the shared topdir; and whom it runs as when
+    # started as root (None: root).
+    monitor_state_dir: str = '/var/lib/koji-rekor'
+    monitor_user: str = None
     topurl: str = None
     # Set by load_config: the file it read, and whether that is the original
     # plugin's (a [config] section naming neither a url nor a key elsewhere).
@@ -206,6 +210,8 @@ OPTIONS = [
     (('upload', 'hub_budget'), ('hub_budget', 'seconds')),
     (('upload', 'hub_user'), ('hub_user', 'str')),
     (('monitor', 'notify_command'), ('notify_command', 'str')),
+    (('monitor', 'state_dir'), ('monitor_state_dir', 'str')),
+    (('monitor', 'user'), ('monitor_user', 'str')),
     (('koji', 'topurl'), ('topurl', 'str')),
 ]
 

@@ -37,6 +37,7 @@ class Monitor:
     def __init__(self, tmp_path, topdir, capsys, caplog):
         self.conf = tmp_path / 'monitor.conf'
         self.topdir = topdir
+        self.state = tmp_path / 'monitor-state'
         self.capsys = capsys
         self.caplog = caplog
 
@@ -49,6 +50,12 @@ class Monitor:
         # a closed port unless a test gives a hub: Koji can never be asked by accident
         text += '[koji]\nserver = %s\n' % (koji_url or 'http://127.0.0.1:%d/kojihub'
                                             % closed_port())
+        # Its memory off the topdir, private to the test.
+        state = 'state_dir = %s\n' % self.state
+        if '[monitor]\n' in extra:
+            extra = extra.replace('[monitor]\n', '[monitor]\n' + state, 1)
+        else:
+            extra += '\n[monitor]\n' + state
         self.conf.write_text(text + extra)
         self.args = (url, log_key_file, key_dir, koji_url)
 
@@ -74,8 +81,8 @@ class Monitor:
                 if r.levelname == 'ERROR' and 'rekor_log: finding: ' in r.getMessage()]
 
     def kept_head(self, log, tree_id):
-        """The tree head kept under @state, as the plugin keeps it."""
-        path = (self.topdir / 'rekor-logs' / '@state' / 'checkpoints' / log.log_id
+        """The tree head the monitor keeps in its state_dir."""
+        path = (self.state / 'rekor-logs' / '@state' / 'checkpoints' / log.log_id
                 / ('%d.json' % tree_id))
         return json.loads(path.read_text())
 
@@ -731,9 +738,41 @@ def test_findings_persist_until_acknowledged(monitor, rekor, log_key_file, keys,
     assert status == 0 and out == 'acknowledged %s: test build by hand\n' % stolen.verified.uuid
     status, report = monitor.report()
     assert status == 0 and report['findings'] == [] and report['acknowledged'] == 1
-    acks = json.loads((topdir / 'rekor-logs' / '@state' / 'monitor' / 'acknowledged.json')
-                      .read_text())
+    acks = json.loads((monitor.state / 'rekor-logs' / '@state' / 'monitor' /
+                       'acknowledged.json').read_text())
     assert acks[stolen.verified.uuid]['reason'] == 'test build by hand'
+    assert not (topdir / 'rekor-logs' / '@state' / 'monitor').exists()
+
+
+def plant_state(topdir, name, data):
+    """What whoever writes the topdir (the hub's user) can leave where older
+    versions kept the monitor's state."""
+    folder = topdir / 'rekor-logs' / '@state' / 'monitor'
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(data))
+
+
+def test_a_planted_acknowledgement_silences_nothing(monitor, rekor, log_key_file, keys,
+                                                    stray_rpms, topdir):
+    assert monitor.run()[0] == 0
+    stolen = upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+    plant_state(topdir, 'acknowledged.json',
+                {stolen.verified.uuid: {'reason': 'nothing to see', 'by': 'root', 'at': 0}})
+    status, report = monitor.report()
+    assert status == 1
+    assert [f['id'] for f in report['findings']] == [stolen.verified.uuid]
+    assert report['acknowledged'] == 0
+
+
+def test_a_planted_scan_position_silences_nothing(monitor, rekor, log_key_file, keys,
+                                                  stray_rpms, topdir):
+    assert monitor.run()[0] == 0
+    stolen = upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+    plant_state(topdir, '%s.json' % rekor.log.log_id,
+                {'next_index': stolen.verified.log_index + 100, 'pending': [], 'findings': {}})
+    status, report = monitor.report()
+    assert status == 1
+    assert [f['id'] for f in report['findings']] == [stolen.verified.uuid]
 
 
 def test_acknowledging_needs_a_reason_and_a_uuid(monitor, topdir):
@@ -935,8 +974,8 @@ def test_the_json_report_holds_what_was_checked(monitor, configured_hub, kojihub
     assert status == 0
     assert report['rekor_url'] == rekor.url and report['log_id'] == rekor.log.log_id
     assert report['trees'] == [{'tree_id': str(rekor.log.tree_id), 'active': True, 'size': 1,
-                                'root_hash': rekor.log.root_hash().hex(), 'size_before': 1,
-                                'status': 'unchanged'}]
+                                'root_hash': rekor.log.root_hash().hex(), 'size_before': None,
+                                'status': 'first seen'}]  # the hub's head is not its memory
     assert {'fingerprint': keys['rsa'].fingerprint,
             'from': '%s.asc' % keys['rsa'].sigkey} in report['keys']
     assert report['scan']['counts']['accounted'] == 1
@@ -966,7 +1005,7 @@ def test_a_broken_key_in_the_key_dir_cannot_be_checked(monitor, rekor, key_dir):
 
 def test_a_monitor_state_that_is_not_ours_stops_the_run(monitor, rekor, topdir):
     assert monitor.run()[0] == 0
-    (state,) = (topdir / 'rekor-logs' / '@state' / 'monitor').glob('*.json')
+    (state,) = (monitor.state / 'rekor-logs' / '@state' / 'monitor').glob('*.json')
     state.write_text('{"next_index": "0"}')
     status, out, err = monitor.run()
     assert status == 2 and 'is not a monitor state file' in err

@@ -110,8 +110,9 @@ def config(shared_dir, rekor, log_key_file, hub):
     conf = os.path.join(shared_dir, 'rekor_log.conf')
     with open(conf, 'w') as fo:
         fo.write('[rekor]\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
-                 '[upload]\nhub_user = %s\n' % (rekor.url, os.path.join(shared_dir, 'log.pub'),
-                                               hub.pw_name))
+                 '[upload]\nhub_user = %s\n[monitor]\nstate_dir = %s\n'
+                 % (rekor.url, os.path.join(shared_dir, 'log.pub'), hub.pw_name,
+                    os.path.join(shared_dir, 'monitor-state')))
     os.chmod(conf, 0o644)
     return conf
 
@@ -138,10 +139,15 @@ def test_a_directory_swapped_for_a_link_while_root_gives_back(shared_dir, rekor,
     subprocess.run([sys.executable, '-m', 'koji_rekor'] + ROOT_COMMANDS[command]
                    + ['--config', conf, '--topdir', topdir],
                    cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
+    if command == 'monitor':
+        # It writes nothing under rekor-logs/ and gives nothing back: `a` is never listed.
+        os.close(os.open(os.path.join(logs, 'a'), os.O_RDONLY))
     attacker.join(WAIT)
-    assert attacker.swapped.is_set()  # the walk did list `a`
+    assert attacker.swapped.is_set()
     given = [n for n in NAMES if os.lstat(os.path.join(victim, n)).st_uid != 0]
     assert given == []
+    if command == 'monitor':
+        return
     # What root left inside the tree did go back to the hub's user.
     real = os.path.join(logs, 'swap')
     assert os.lstat(real).st_uid == hub.pw_uid
@@ -214,3 +220,29 @@ def test_an_import_the_hub_user_cannot_read_is_one_line_naming_the_installation(
     assert line == ("cannot import glob as the hub's user nobody, who cannot read the Python "
                     'installation %s: install koji-rekor where that user can read it'
                     % sys.prefix)
+
+
+@needs_root
+def test_the_monitor_keeps_root_unless_told_and_its_state_private(shared_dir, rekor,
+                                                                   log_key_file):
+    """Started as root, the monitor stays root (the hub's user is whom it
+    watches) and creates its state_dir 0700; [monitor] user names another."""
+    hub = unprivileged()
+    topdir = os.path.join(shared_dir, 'koji')
+    os.makedirs(os.path.join(topdir, 'rekor-logs'))
+    os.chown(os.path.join(topdir, 'rekor-logs'), hub.pw_uid, hub.pw_gid)
+    conf = config(shared_dir, rekor, log_key_file, hub)
+    state = os.path.join(shared_dir, 'monitor-state')
+    argv = [sys.executable, '-m', 'koji_rekor', 'monitor', '--config', conf, '--topdir', topdir]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    info = os.stat(state)
+    assert (info.st_uid, info.st_mode & 0o777) == (0, 0o700)
+    assert owners(state) == {0}
+    assert os.listdir(os.path.join(topdir, 'rekor-logs')) == []
+    shutil.rmtree(state)
+    with open(conf, 'a') as fo:
+        fo.write('user = %s\n' % hub.pw_name)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    assert owners(state) == {hub.pw_uid}
