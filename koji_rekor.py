@@ -2599,8 +2599,9 @@ def switch_for(args):
     topdir = args.topdir or default_topdir()
     if not os.path.isdir(topdir):
         return  # the command says so, in its own words
-    # Only root needs hub_user (and so the configuration) to know whom to become.
-    become_hub_user(load_config(args.config) if os.geteuid() == 0 else None, topdir)
+    # Only root needs hub_user, and only when rekor-logs/ does not say whom
+    # to become (missing, or root's): the configuration is read then.
+    become_hub_user(lambda: load_config(args.config), topdir)
 
 
 # Whom a command became (become_hub_user), for the one line an import that
@@ -2664,6 +2665,7 @@ def become_hub_user(settings, topdir):
             except KeyError:
                 name = None
         else:
+            settings = settings() if callable(settings) else settings
             try:
                 user = pwd.getpwnam(settings.hub_user)
             except KeyError:

@@ -2677,6 +2677,17 @@ def set_aside_as_is(out, name, reason):
               name, reason)
 
 
+def still_named(dirfd, name, fd):
+    """Whether name in dirfd is still the file open as fd: updates replace a
+    record's file, so the lock taken on an older one claims nothing."""
+    try:
+        now = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
 @contextlib.contextmanager
 def claimed(path):
     """Hold a record against every other hub process and worker; yields the
@@ -2717,14 +2728,11 @@ def claimed(path):
                 except OSError:
                     yield None
                     return
-                try:
-                    same = os.stat(name, dir_fd=out, follow_symlinks=False).st_ino \
-                        == os.fstat(fd).st_ino
-                except FileNotFoundError:
-                    same = False
-                if not same:
+                if not still_named(out, name, fd):
                     yield None
                     return
+                held = os.fstat(fd)
+                CLAIMS[path] = (held.st_dev, held.st_ino)
                 try:
                     # Read through the descriptor that holds the lock: closing
                     # any other one of the file would drop this process's locks.
@@ -2734,6 +2742,7 @@ def claimed(path):
                     raise BadRecord('%s: %s' % (name, e))
                 yield record
             finally:
+                CLAIMS.pop(path, None)
                 os.close(fd)
         finally:
             os.close(out)
@@ -2750,11 +2759,36 @@ def list_outbox(topdir, folder=None):
         return []
 
 
+# path -> (st_dev, st_ino) of the record file this process holds in claimed():
+# the thread lock makes the holder of an entry its only user.
+CLAIMS = {}
+
+
 def remove_record(path):
+    """Remove a record; one claimed (claimed()) only if it is still the file
+    claimed: a signature queued again during its upload replaces the file,
+    and that newer record must stay for the next pass."""
     topdir, name = outbox_location(path)
+    held = CLAIMS.get(path)
     with contextlib.suppress(FileNotFoundError), \
             logs_dir(topdir, (OUTBOX_DIR,), create=False) as out:
-        os.unlink(name, dir_fd=out)
+        if held is None:
+            os.unlink(name, dir_fd=out)
+            return
+        # Take whatever the name holds now, atomically, then look at it: a
+        # stat then an unlink by name would remove a record renamed in between.
+        # (A dot name: no worker or listing takes it for a record.)
+        aside = '.%s.%s.done' % (name, os.urandom(4).hex())
+        os.rename(name, aside, src_dir_fd=out, dst_dir_fd=out)
+        try:
+            info = os.stat(aside, dir_fd=out, follow_symlinks=False)
+            if (info.st_dev, info.st_ino) != held:
+                # Queued again meanwhile: put it back, unless a still newer one is there.
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, name, src_dir_fd=out, dst_dir_fd=out, follow_symlinks=False)
+        finally:
+            os.unlink(aside, dir_fd=out)
+            os.fsync(out)
 
 
 def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None,
