@@ -933,9 +933,20 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
                     report.not_checked('the entries added since log index %s, since the log '
                                        'does not answer' % (scan.data['next_index'] or 0))
                 else:
+                    # A first run looks up, through the index, the entries made with
+                    # our keys before it (a key stolen before the monitor was set up);
+                    # until that search has finished once, each run does it again.
+                    first = scan.first and start_index is None
+                    if first:
+                        scan.data['history'] = 'pending'
                     scan_log(view, keys, koji_view, scan, start_index)
-                    if history:
+                    if history or first or scan.data.get('history') == 'pending':
+                        unchecked = len(report.unchecked)
+                        LOG.info('rekor_log: looking up the entries the index lists for our '
+                                 'keys, before log index %s', scan.data['next_index'])
                         look_back(view, keys, koji_view, scan)
+                        if len(report.unchecked) == unchecked:
+                            scan.data.pop('history', None)
             finally:
                 scan.save()
                 koji_view.close()
@@ -1003,8 +1014,9 @@ def scan_log(view, keys, koji_view, scan, start_index):
         scan.data['next_index'] = start_index
     elif scan.first:
         scan.data['next_index'] = end
-        report.note('first run: reading the log from its current end, log index %d; '
-                    '--start-index N reads from N, --history looks back (best-effort)' % end)
+        report.note('first run: reading the log from its current end, log index %d, and '
+                    "before it what Rekor's index lists for our keys (best-effort); "
+                    '--start-index N reads from N instead' % end)
     start = scan.data['next_index']
     pending = sorted(set(scan.data['pending']))
     scan.data['pending'] = []

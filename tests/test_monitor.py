@@ -917,13 +917,31 @@ def test_history_looks_back_through_the_index_best_effort(monitor, rekor, log_ke
                                                           stray_rpms):
     upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
     add_entries(rekor.log, 2)
-    assert monitor.run()[0] == 0   # starts after it
+    assert monitor.run('--start-index', 3)[0] == 0   # starts after it, told to
 
     status, report = monitor.report('--history')
 
     assert status == 1
     assert report['history']['counts']['read'] == 1 and 'best-effort' in report['history']['note']
     assert [f['kind'] for f in report['findings']] == ['not in Koji']
+
+
+def test_a_monitor_set_up_after_the_theft_finds_it(monitor, rekor, log_key_file, keys,
+                                                   stray_rpms):
+    """No state yet: the first run looks up the entries made with our keys
+    before it, through the index, and checks them."""
+    stolen = upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+    add_entries(rekor.log, 2)
+
+    status, report = monitor.report()
+
+    assert status == 1
+    assert [f['id'] for f in report['findings']] == [stolen.verified.uuid]
+    assert report['scan']['from'] == 3 and report['history']['counts']['read'] == 1
+    # Done once: the next run reads only what is new, and still reports it.
+    status, again = monitor.report()
+    assert (status, again['history']) == (1, None)
+    assert [f['id'] for f in again['findings']] == [stolen.verified.uuid]
 
 
 @pytest.mark.parametrize('text, line, cause', [
