@@ -1440,14 +1440,26 @@ class KojiView:
             return sha256_of(fo)
 
 
+# Bounds on what [koji] topurl serves: a signature header is a few KiB
+# (Koji's own sigcache files), and the whole fetch of one copy has a deadline
+# besides requests' per-read timeout, which a server dripping bytes never trips.
+TOPURL_MAX_SIGHDR = 1024 * 1024
+TOPURL_DEADLINE = 1800.0
+RPM_HEADER_MAGIC = b'\x8e\xad\xe8\x01'
+
+
 def topurl_sha256(settings, build, rpminfo, sigkey, sighash):
     """The sha256 of Koji's signed copy read over HTTP from [koji] topurl:
     the signed copy if Koji wrote one, else the unsigned RPM with the
     signature header from the sigcache put in place of its own, streamed
-    (it costs one download of the RPM per new signature)."""
+    (it costs one download of the RPM per new signature). As strict as the
+    mounted topdir: the signature header must be the one Koji recorded
+    (its sighash), whichever way it comes."""
     import requests
     pathinfo = koji.PathInfo(topdir=settings.topurl.rstrip('/'))
     base = pathinfo.build(build)
+    where = '%s by %s at %s' % (nvra_of(rpminfo), sigkey, base)
+    deadline = time.monotonic() + TOPURL_DEADLINE
     session = requests.Session()
     session.verify = settings.ca_bundle or True
 
@@ -1461,28 +1473,56 @@ def topurl_sha256(settings, build, rpminfo, sigkey, sighash):
             raise KojiUnavailable('%s/%s: HTTP %d' % (base, path, response.status_code))
         return response if response.status_code == 200 else None
 
+    def read(stream, size):
+        data = stream.read(size)
+        if time.monotonic() > deadline:
+            raise KojiUnavailable('reading %s took longer than %d s' % (where, TOPURL_DEADLINE))
+        return data
+
+    def header(stream):
+        """The signature header as Koji rips it (padded to 8 bytes), bounded."""
+        intro = read(stream, 16)
+        if len(intro) != 16 or intro[:4] != RPM_HEADER_MAGIC:
+            raise KojiUnavailable('no RPM signature header in the copy of %s' % where)
+        count, size = int.from_bytes(intro[8:12], 'big'), int.from_bytes(intro[12:16], 'big')
+        length = 16 * count + size
+        length += -(16 + length) % 8
+        if length > TOPURL_MAX_SIGHDR:
+            raise KojiUnavailable('the signature header of %s is too large (%d bytes)'
+                                  % (where, length))
+        rest = read(stream, length)
+        if len(rest) != length:
+            raise KojiUnavailable('the copy of %s ends inside its signature header' % where)
+        return intro + rest
+
+    def recorded(sighdr):
+        return sighash and hashlib.md5(sighdr).hexdigest() == sighash  # noqa: S324
+
     digest = hashlib.sha256()
     try:
         response = get(pathinfo.signed(rpminfo, sigkey))
         if response is not None:
-            for chunk in response.iter_content(CHUNK_SIZE):
-                digest.update(chunk)
-            return digest.hexdigest()
-        response = get(pathinfo.sighdr(rpminfo, sigkey))
-        sighdr = response.content[:16 * 1024 * 1024] if response is not None else None
-        if not sighdr or (sighash and hashlib.md5(sighdr).hexdigest() != sighash):  # noqa: S324
-            raise KojiUnavailable('no signature header of %s by %s at %s matches the one '
-                                  'Koji recorded' % (nvra_of(rpminfo), sigkey, base))
-        response = get(pathinfo.rpm(rpminfo))
-        if response is None:
-            raise KojiUnavailable('no %s/%s' % (base, pathinfo.rpm(rpminfo)))
-        stream = response.raw
-        lead, intro = stream.read(96), stream.read(16)
-        count, size = int.from_bytes(intro[8:12], 'big'), int.from_bytes(intro[12:16], 'big')
-        skip = 16 * count + size
-        stream.read(skip + (-(16 + skip) % 8))
-        digest.update(lead + sighdr)
-        for chunk in iter(lambda: stream.read(CHUNK_SIZE), b''):
+            stream = response.raw
+            lead = read(stream, 96)
+            sighdr = header(stream)
+            if not recorded(sighdr):
+                raise KojiUnavailable('the signature header of the signed copy of %s is not '
+                                      'the one Koji recorded' % where)
+            digest.update(lead + sighdr)
+        else:
+            response = get(pathinfo.sighdr(rpminfo, sigkey))
+            sighdr = read(response.raw, TOPURL_MAX_SIGHDR + 1) if response is not None else None
+            if not sighdr or not recorded(sighdr):
+                raise KojiUnavailable('no signature header of %s matches the one Koji '
+                                      'recorded' % where)
+            response = get(pathinfo.rpm(rpminfo))
+            if response is None:
+                raise KojiUnavailable('no %s/%s' % (base, pathinfo.rpm(rpminfo)))
+            stream = response.raw
+            lead = read(stream, 96)
+            header(stream)  # the unsigned RPM's own, replaced
+            digest.update(lead + sighdr)
+        for chunk in iter(lambda: read(stream, CHUNK_SIZE), b''):
             digest.update(chunk)
         return digest.hexdigest()
     except requests.RequestException as e:

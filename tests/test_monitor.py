@@ -430,8 +430,8 @@ def sha256_file(path):
         return hashlib.sha256(fo.read()).hexdigest()
 
 
-def signed_by_koji(hub, kojihub, koji_import, signed):
-    imported = koji_import(signed)
+def signed_by_koji(hub, kojihub, koji_import, signed, **kws):
+    imported = koji_import(signed, **kws)
     hub.sign(imported)
     kojihub.add(imported)
     return imported
@@ -562,6 +562,49 @@ def test_without_the_topdir_koji_s_copy_is_read_from_topurl(
     assert any(p.endswith(('/signed/%s/noarch/hello-1.0-1.noarch.rpm' if signed_copy else
                            '/sigcache/%s/noarch/hello-1.0-1.noarch.rpm.sig') % imported.sigkey)
                for p in served), served
+
+
+@pytest.mark.parametrize('where', ['mounted', 'topurl signed copy', 'topurl sigcache'])
+def test_a_thief_s_copy_in_the_topdir_is_not_koji_s(
+        monitor, configured_hub, kojihub, koji_import, signed_rpms, keys, topdir, tmp_path,
+        rekor, log_key_file, where):
+    """Whoever writes the topdir (or the web server behind topurl) puts the
+    thief's copy, signed with the stolen key, where Koji's signed copy and
+    signature header go: its signature header is not the one Koji recorded
+    (sighash), so it accounts for nothing."""
+    import functools
+    import http.server
+    import threading
+    assert monitor.run()[0] == 0
+    imported = signed_by_koji(configured_hub, kojihub, koji_import,
+                              signed_rpms[('rsa', 'header')], write_signed_copy=True)
+    thief = signed_rpms[('rsa', 'rpmv3')]
+    upload_by_hand(rekor, log_key_file, thief, keys['rsa'].path)
+    with open(imported.sighdr_path, 'wb') as fo:
+        fo.write(koji.rip_rpm_sighdr(thief))
+    if where != 'topurl sigcache':
+        shutil.copy(thief, imported.signed_path)
+    else:
+        os.unlink(imported.signed_path)
+    web = None
+    if where != 'mounted':
+        web = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(
+            http.server.SimpleHTTPRequestHandler, directory=str(topdir)))
+        web.RequestHandlerClass.log_message = lambda *args: None
+        threading.Thread(target=web.serve_forever, kwargs={'poll_interval': 0.1},
+                         daemon=True).start()
+        elsewhere = tmp_path / 'monitor-host'
+        elsewhere.mkdir()
+        monitor.topdir = elsewhere
+        monitor.reconfigure('topurl = http://127.0.0.1:%d/\n' % web.server_address[1])
+    try:
+        status, report = monitor.report()
+    finally:
+        if web:
+            web.shutdown()
+            web.server_close()
+
+    assert status != 0 and report['scan']['counts']['accounted'] == 0, report
 
 
 def test_a_signature_deleted_in_koji_is_its_own_kind(monitor, configured_hub, kojihub,
