@@ -3127,7 +3127,7 @@ def cmd_verify(args):
         verified.uuid, verified.log_index, unsigned, verified.tree_id, verified.tree_index,
         verified.tree_size, utc(verified.integrated_time),
         unsigned, verified.checkpoint.origin)]
-    lines += ['note: %s' % note for note in verified.notes]
+    lines = [escape(lines[0])] + ['note: %s' % escape(note) for note in verified.notes]
     return emit(args, 0, {
         'file': args.files[0], 'entry_id': verified.entry_id, 'uuid': verified.uuid,
         'log_index': verified.log_index, 'tree_id': verified.tree_id,
@@ -3213,11 +3213,11 @@ def verify_many(args, settings):
                 keys[which] = verify_key_for(args, settings, receipt, entry)
             verify_entry_file(args, settings, receipt, entry_id, entry, keys[which])
         except VerificationError as e:
-            result(path, 'failed', 'FAILED %s: %s' % (path, e), str(e))
+            result(path, 'failed', 'FAILED %s: %s' % (escape(path), escape(e)), str(e))
         except UsageError as e:
-            result(path, 'unreadable', 'UNREADABLE %s: %s' % (path, e), str(e))
+            result(path, 'unreadable', 'UNREADABLE %s: %s' % (escape(path), escape(e)), str(e))
         else:
-            result(path, 'verified', 'OK %s' % path)
+            result(path, 'verified', 'OK %s' % escape(path))
     if not any(counts.values()):
         raise UsageError('no receipts in %s' % ', '.join(args.files))
     summary = ', '.join('%s %d' % item for item in counts.items())
@@ -3463,10 +3463,20 @@ def error_line(exc):
     return failure_cause(exc)
 
 
+class EscapingFormatter(logging.Formatter):
+    """Log lines carry names and answers from the topdir and the log: each
+    line is escaped (a traceback keeps its line breaks)."""
+
+    def formatMessage(self, record):
+        return escape(super().formatMessage(record))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format='%(levelname)s: %(message)s')
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(EscapingFormatter('%(levelname)s: %(message)s'))
     try:
         switch_for(args)
         return args.func(args)
@@ -3477,7 +3487,7 @@ def main(argv=None):
         if args.debug and not isinstance(e, (RekorLogError, UsageError,
                                              koji.ConfigurationError)):
             LOG.exception('rekor_log: %s', line)
-        print('koji-rekor: %s' % line, file=sys.stderr)
+        print('koji-rekor: %s' % escape(line), file=sys.stderr)
         if getattr(args, 'json', False):
             sys.stdout.write(json.dumps({'error': line, 'exit_status': status}, indent=2,
                                         sort_keys=True) + '\n')

@@ -1984,11 +1984,22 @@ def parse_json(data, what):
 
 def read_json(path):
     """A JSON file anywhere (not under rekor-logs/); None when missing."""
+    # Only a regular file, no link followed, and no wait: a FIFO or a device
+    # planted where a receipt is expected would hold the reader forever.
     try:
-        with open(path, 'rb') as fo:
-            data = fo.read(MAX_FILE + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                     | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePath('%s is a symlink: not followed' % path)
+        raise
+    with open(fd, 'rb') as fo:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePath('%s is not a regular file (a FIFO, device or directory): not read'
+                             % path)
+        data = fo.read(MAX_FILE + 1)
     if len(data) > MAX_FILE:
         raise UnsafePath('%s is larger than %d bytes' % (path, MAX_FILE))
     return parse_json(data, path)
