@@ -2635,7 +2635,7 @@ WRITES_UNDER_LOGS = {
     'retry': lambda args: True,
     'backfill': lambda args: True,
     'outbox': lambda args: bool(args.requeue),
-    'upload': lambda args: bool(args.topdir or args.ack is not None),
+    'upload': lambda args: bool(args.topdir),
 }
 
 
@@ -2997,15 +2997,13 @@ def cmd_upload(args):
     if args.ack is not None and not args.ack.strip():
         raise UsageError('--ack REASON: say why this package is logged by hand')
     state = topdir = None
-    # The tree heads seen before and the monitor's acknowledgements live
-    # under the topdir; without --topdir (or --ack) nothing is written under
-    # any rekor-logs/.
-    if args.topdir or args.ack is not None:
-        topdir = args.topdir or default_topdir()
+    # The tree heads seen before live under the topdir; without --topdir
+    # nothing is written under any rekor-logs/ (--ack writes the monitor's
+    # own [monitor] state_dir).
+    if args.topdir:
+        topdir = args.topdir
         if not os.path.isdir(topdir):
-            raise UsageError('no such topdir: %s%s' % (
-                topdir, '' if args.topdir else
-                ' (--ack needs the topdir the monitor keeps its state in)'))
+            raise UsageError('no such topdir: %s' % topdir)
         state = state_dir(topdir)
     signed = signed_rpm_from_file(args.rpm)
     try:
