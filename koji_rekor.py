@@ -924,6 +924,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
         with state_locked(home, scan_name):
             scan = Scan(home, scan_name, read_state_file(home, scan_name, valid_scan_state))
             view = LogView(client, settings, state, log_key, report, fetcher=Fetcher(settings))
+            view.topdir = topdir  # the hub's tree heads there: evidence to add, never memory
             koji_view = KojiView(settings, topdir)
             try:
                 try:
@@ -1278,6 +1279,31 @@ def check_tree_head(view, tree_id, checkpoint, active):
                       if before == (checkpoint.size, checkpoint.root_hash) else 'grew')
     if not prove_consistent(view, tree_id, checkpoint):
         tree['status'] = 'inconsistent'
+    check_hub_tree_head(view, tree_id, checkpoint)
+
+
+def check_hub_tree_head(view, tree_id, checkpoint):
+    """The tree head the hub kept under the topdir may only add evidence: one
+    the log signed that does not fit this one is a finding; it is read (with
+    its signature verified), never written, never the monitor's memory."""
+    topdir = getattr(view, 'topdir', None)
+    if topdir is None:
+        return
+    try:
+        with logs_dir(topdir, checkpoint_parts(view.key), create=False) as fd:
+            hub = read_tree_head(fd, view.key, tree_id)
+    except (OSError, RekorLogError):  # none kept there, or not readable: no evidence
+        return
+    if hub is None or hub == (checkpoint.size, checkpoint.root_hash):
+        return
+    try:
+        prove_consistency(view.client, tree_id, hub, (checkpoint.size, checkpoint.root_hash))
+    except (VerificationError, RekorRejected) as e:
+        view.report.finding('split view', 'tree %d: the tree head of size %d the hub kept, '
+                            'signed by the log, does not fit the one it signs now (size %d): %s'
+                            % (tree_id, hub[0], checkpoint.size, e))
+    except RekorLogError as e:
+        view.report.not_checked('tree %d: the tree head the hub kept: %s' % (tree_id, e))
 
 
 def prove_consistent(view, tree_id, checkpoint):

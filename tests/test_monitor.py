@@ -787,6 +787,23 @@ def test_findings_persist_until_acknowledged(monitor, rekor, log_key_file, keys,
     assert not (topdir / 'rekor-logs' / '@state' / 'monitor').exists()
 
 
+def test_the_hub_s_tree_heads_add_evidence_only(monitor, configured_hub, kojihub, koji_import,
+                                                signed_rpms, rekor, topdir):
+    """The hub's tree head under the topdir is not the monitor's memory, but
+    one the log signed that does not fit what it signs now is a finding."""
+    signed_by_koji(configured_hub, kojihub, koji_import, signed_rpms[('rsa', 'header')])
+    add_entries(rekor.log, 2)
+    rekor.log.rewrite_history()   # leaf 0, which the hub's head covers, is replaced
+
+    status, report = monitor.report('--start-index', 3)
+
+    assert status == 1
+    assert [f['kind'] for f in report['findings']] == ['split view']
+    assert 'the tree head of size 1 the hub kept' in report['findings'][0]['message']
+    # Read, never written, and the monitor's own head is in its state_dir.
+    assert monitor.kept_head(rekor.log, rekor.log.tree_id)['size'] == 3
+
+
 def plant_state(topdir, name, data):
     """What whoever writes the topdir (the hub's user) can leave where older
     versions kept the monitor's state."""
