@@ -26,7 +26,7 @@ import koji
 from rekor_log import (
     __version__, BadRecord, check_consistency, check_key_signed_rpm, check_part, check_url,
     checkpoint_dir, checkpoint_parts, checkpoint_path, CHUNK_SIZE, claimed, clear_outage,
-    COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver, display_url,
+    COMMIT_GRACE, COMMITTED, CONFIG_FILE, DEFAULT_URL, deliver, display_url, escape,
     expected_from_header, failure_cause, known_log_key, KOJI_CLIENT_CONFIG, left_subtrees,
     list_outbox, load_config, load_log_key, locate_signed_rpm, locked_at, LOG, LogBehind,
     log_key_id, LogKeys, log_outcome, log_signature, logs_dir, mark_committed, member, nvra_of,
@@ -816,6 +816,19 @@ SCAN_JOBS = 4             # retrieve requests in flight
 MONITOR_PARTS = (STATE_DIR, MONITOR_DIR)
 
 
+def monitor_home(settings):
+    """[monitor] state_dir, created 0700 if missing. Inside, the state is
+    laid out as under a topdir (rekor-logs/@state/...), so that the same
+    link-refusing readers and writers keep it."""
+    home = settings.monitor_state_dir
+    try:
+        os.makedirs(home, 0o700, exist_ok=True)
+    except OSError as e:
+        raise UsageError('cannot create the monitor\'s state directory %s ([monitor] '
+                         'state_dir): %s' % (home, e.strerror or e))
+    return home
+
+
 def monitor_dir(topdir):
     return os.path.join(state_dir(topdir), MONITOR_DIR)
 
@@ -907,7 +920,11 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
     run, and account for each one made with our keys."""
     report = Report(display_url(settings.url), topdir, progress)
     keys = our_keys(settings, watchlist, report)
-    state = state_dir(topdir)
+    # Its memory (positions, findings, acknowledgements, tree heads, the
+    # log's key) is in [monitor] state_dir, never under the shared topdir:
+    # whoever writes there could otherwise silence a finding.
+    home = monitor_home(settings)
+    state = state_dir(home)
     client = RekorClient(settings)
     try:
         try:
@@ -918,9 +935,10 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
         report.log_id = log_key_id(log_key).hex()
         report.log_key = log_key_source(settings, state)
         scan_name = '%s.json' % report.log_id
-        with state_locked(topdir, scan_name):
-            scan = Scan(topdir, scan_name, read_state_file(topdir, scan_name, valid_scan_state))
+        with state_locked(home, scan_name):
+            scan = Scan(home, scan_name, read_state_file(home, scan_name, valid_scan_state))
             view = LogView(client, settings, state, log_key, report, fetcher=Fetcher(settings))
+            view.topdir = topdir  # the hub's tree heads there: evidence to add, never memory
             koji_view = KojiView(settings, topdir)
             try:
                 try:
@@ -930,14 +948,25 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
                     report.not_checked('the entries added since log index %s, since the log '
                                        'does not answer' % (scan.data['next_index'] or 0))
                 else:
+                    # A first run looks up, through the index, the entries made with
+                    # our keys before it (a key stolen before the monitor was set up);
+                    # until that search has finished once, each run does it again.
+                    first = scan.first and start_index is None
+                    if first:
+                        scan.data['history'] = 'pending'
                     scan_log(view, keys, koji_view, scan, start_index)
-                    if history:
+                    if history or first or scan.data.get('history') == 'pending':
+                        unchecked = len(report.unchecked)
+                        LOG.info('rekor_log: looking up the entries the index lists for our '
+                                 'keys, before log index %s', scan.data['next_index'])
                         look_back(view, keys, koji_view, scan)
+                        if len(report.unchecked) == unchecked:
+                            scan.data.pop('history', None)
             finally:
                 scan.save()
                 koji_view.close()
                 view.fetcher.close()
-            collect_findings(report, scan, read_acks(topdir))
+            collect_findings(report, scan, read_acks(home))
     finally:
         client.close()
     return report
@@ -1000,8 +1029,9 @@ def scan_log(view, keys, koji_view, scan, start_index):
         scan.data['next_index'] = start_index
     elif scan.first:
         scan.data['next_index'] = end
-        report.note('first run: reading the log from its current end, log index %d; '
-                    '--start-index N reads from N, --history looks back (best-effort)' % end)
+        report.note('first run: reading the log from its current end, log index %d, and '
+                    "before it what Rekor's index lists for our keys (best-effort); "
+                    '--start-index N reads from N instead' % end)
     start = scan.data['next_index']
     pending = sorted(set(scan.data['pending']))
     scan.data['pending'] = []
@@ -1319,6 +1349,31 @@ def check_tree_head(view, tree_id, checkpoint, active):
         tree['status'] = 'not checked'
     elif not proved:
         tree['status'] = 'inconsistent'
+    check_hub_tree_head(view, tree_id, checkpoint)
+
+
+def check_hub_tree_head(view, tree_id, checkpoint):
+    """The tree head the hub kept under the topdir may only add evidence: one
+    the log signed that does not fit this one is a finding; it is read (with
+    its signature verified), never written, never the monitor's memory."""
+    topdir = getattr(view, 'topdir', None)
+    if topdir is None:
+        return
+    try:
+        with logs_dir(topdir, checkpoint_parts(view.key), create=False) as fd:
+            hub = read_tree_head(fd, view.key, tree_id)
+    except (OSError, RekorLogError):  # none kept there, or not readable: no evidence
+        return
+    if hub is None or hub == (checkpoint.size, checkpoint.root_hash):
+        return
+    try:
+        prove_consistency(view.client, tree_id, hub, (checkpoint.size, checkpoint.root_hash))
+    except (VerificationError, RekorRejected) as e:
+        view.report.finding('split view', 'tree %d: the tree head of size %d the hub kept, '
+                            'signed by the log, does not fit the one it signs now (size %d): %s'
+                            % (tree_id, hub[0], checkpoint.size, e))
+    except RekorLogError as e:
+        view.report.not_checked('tree %d: the tree head the hub kept: %s' % (tree_id, e))
 
 
 def prove_consistent(view, tree_id, checkpoint):
@@ -1489,14 +1544,26 @@ class KojiView:
             return sha256_of(fo)
 
 
+# Bounds on what [koji] topurl serves: a signature header is a few KiB
+# (Koji's own sigcache files), and the whole fetch of one copy has a deadline
+# besides requests' per-read timeout, which a server dripping bytes never trips.
+TOPURL_MAX_SIGHDR = 1024 * 1024
+TOPURL_DEADLINE = 1800.0
+RPM_HEADER_MAGIC = b'\x8e\xad\xe8\x01'
+
+
 def topurl_sha256(settings, build, rpminfo, sigkey, sighash):
     """The sha256 of Koji's signed copy read over HTTP from [koji] topurl:
     the signed copy if Koji wrote one, else the unsigned RPM with the
     signature header from the sigcache put in place of its own, streamed
-    (it costs one download of the RPM per new signature)."""
+    (it costs one download of the RPM per new signature). As strict as the
+    mounted topdir: the signature header must be the one Koji recorded
+    (its sighash), whichever way it comes."""
     import requests
     pathinfo = koji.PathInfo(topdir=settings.topurl.rstrip('/'))
     base = pathinfo.build(build)
+    where = '%s by %s at %s' % (nvra_of(rpminfo), sigkey, base)
+    deadline = time.monotonic() + TOPURL_DEADLINE
     session = requests.Session()
     session.verify = settings.ca_bundle or True
 
@@ -1510,28 +1577,56 @@ def topurl_sha256(settings, build, rpminfo, sigkey, sighash):
             raise KojiUnavailable('%s/%s: HTTP %d' % (base, path, response.status_code))
         return response if response.status_code == 200 else None
 
+    def read(stream, size):
+        data = stream.read(size)
+        if time.monotonic() > deadline:
+            raise KojiUnavailable('reading %s took longer than %d s' % (where, TOPURL_DEADLINE))
+        return data
+
+    def header(stream):
+        """The signature header as Koji rips it (padded to 8 bytes), bounded."""
+        intro = read(stream, 16)
+        if len(intro) != 16 or intro[:4] != RPM_HEADER_MAGIC:
+            raise KojiUnavailable('no RPM signature header in the copy of %s' % where)
+        count, size = int.from_bytes(intro[8:12], 'big'), int.from_bytes(intro[12:16], 'big')
+        length = 16 * count + size
+        length += -(16 + length) % 8
+        if length > TOPURL_MAX_SIGHDR:
+            raise KojiUnavailable('the signature header of %s is too large (%d bytes)'
+                                  % (where, length))
+        rest = read(stream, length)
+        if len(rest) != length:
+            raise KojiUnavailable('the copy of %s ends inside its signature header' % where)
+        return intro + rest
+
+    def recorded(sighdr):
+        return sighash and hashlib.md5(sighdr).hexdigest() == sighash  # noqa: S324
+
     digest = hashlib.sha256()
     try:
         response = get(pathinfo.signed(rpminfo, sigkey))
         if response is not None:
-            for chunk in response.iter_content(CHUNK_SIZE):
-                digest.update(chunk)
-            return digest.hexdigest()
-        response = get(pathinfo.sighdr(rpminfo, sigkey))
-        sighdr = response.content[:16 * 1024 * 1024] if response is not None else None
-        if not sighdr or (sighash and hashlib.md5(sighdr).hexdigest() != sighash):  # noqa: S324
-            raise KojiUnavailable('no signature header of %s by %s at %s matches the one '
-                                  'Koji recorded' % (nvra_of(rpminfo), sigkey, base))
-        response = get(pathinfo.rpm(rpminfo))
-        if response is None:
-            raise KojiUnavailable('no %s/%s' % (base, pathinfo.rpm(rpminfo)))
-        stream = response.raw
-        lead, intro = stream.read(96), stream.read(16)
-        count, size = int.from_bytes(intro[8:12], 'big'), int.from_bytes(intro[12:16], 'big')
-        skip = 16 * count + size
-        stream.read(skip + (-(16 + skip) % 8))
-        digest.update(lead + sighdr)
-        for chunk in iter(lambda: stream.read(CHUNK_SIZE), b''):
+            stream = response.raw
+            lead = read(stream, 96)
+            sighdr = header(stream)
+            if not recorded(sighdr):
+                raise KojiUnavailable('the signature header of the signed copy of %s is not '
+                                      'the one Koji recorded' % where)
+            digest.update(lead + sighdr)
+        else:
+            response = get(pathinfo.sighdr(rpminfo, sigkey))
+            sighdr = read(response.raw, TOPURL_MAX_SIGHDR + 1) if response is not None else None
+            if not sighdr or not recorded(sighdr):
+                raise KojiUnavailable('no signature header of %s matches the one Koji '
+                                      'recorded' % where)
+            response = get(pathinfo.rpm(rpminfo))
+            if response is None:
+                raise KojiUnavailable('no %s/%s' % (base, pathinfo.rpm(rpminfo)))
+            stream = response.raw
+            lead = read(stream, 96)
+            header(stream)  # the unsigned RPM's own, replaced
+            digest.update(lead + sighdr)
+        for chunk in iter(lambda: read(stream, CHUNK_SIZE), b''):
             digest.update(chunk)
         return digest.hexdigest()
     except requests.RequestException as e:
@@ -2826,6 +2921,71 @@ def default_topdir():
     return DEFAULT_TOPDIR
 
 
+# The one place that decides which commands run as the hub's user: those
+# that may write under rekor-logs/. main() switches before the command runs,
+# so that no command can forget to.
+WRITES_UNDER_LOGS = {
+    'retry': lambda args: True,
+    'backfill': lambda args: True,
+    'outbox': lambda args: bool(args.requeue),
+    'upload': lambda args: bool(args.topdir),
+}
+
+
+def switch_for(args):
+    """Started as root, become the hub's user before a command that writes
+    under rekor-logs/ (WRITES_UNDER_LOGS); nothing otherwise."""
+    if args.command == 'monitor':
+        # It writes only its own state_dir: root stays root unless told.
+        return become_monitor_user(load_config(args.config))
+    decide = WRITES_UNDER_LOGS.get(args.command)
+    if decide is None or not decide(args):
+        return
+    topdir = args.topdir or default_topdir()
+    if not os.path.isdir(topdir):
+        return  # the command says so, in its own words
+    # Only root needs hub_user, and only when rekor-logs/ does not say whom
+    # to become (missing, or root's): the configuration is read then.
+    become_hub_user(lambda: load_config(args.config), topdir)
+
+
+# Whom a command became (become_hub_user), for the one line an import that
+# fails afterwards gets.
+SWITCHED = []
+
+
+def become_monitor_user(settings):
+    """Started as root with [monitor] user set, become that user, owner of
+    a state_dir it is given when it is new or root's."""
+    import pwd
+    if os.geteuid() != 0 or not settings.monitor_user:
+        return
+    try:
+        user = pwd.getpwnam(settings.monitor_user)
+    except KeyError:
+        raise UsageError('no such user: %s ([monitor] user)' % settings.monitor_user)
+    home = monitor_home(settings)
+    fd = os.open(home, WALK_DIR_FLAGS)
+    try:
+        if os.fstat(fd).st_uid == 0:
+            os.fchown(fd, user.pw_uid, user.pw_gid)
+    finally:
+        os.close(fd)
+    switch_user(user.pw_name, user.pw_uid, user.pw_gid)
+
+
+def switch_user(name, uid, gid):
+    """The switch itself, after loading what the new user may not read."""
+    preload()
+    if name:
+        os.initgroups(name, gid)
+    else:
+        os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    SWITCHED.append(name or uid)
+
+
 def become_hub_user(settings, topdir):
     """Commands that write under rekor-logs/ run as the hub's user, so that
     nothing they leave there keeps the hub from writing: started as root,
@@ -2850,6 +3010,7 @@ def become_hub_user(settings, topdir):
             except KeyError:
                 name = None
         else:
+            settings = settings() if callable(settings) else settings
             try:
                 user = pwd.getpwnam(settings.hub_user)
             except KeyError:
@@ -2858,13 +3019,7 @@ def become_hub_user(settings, topdir):
             uid, gid, name = user.pw_uid, user.pw_gid, user.pw_name
         if uid != 0:
             give_back(logs, uid, gid)
-            preload()
-            if name:
-                os.initgroups(name, gid)
-            else:
-                os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
+            switch_user(name, uid, gid)
             LOG.debug('rekor_log: running as uid %d, the owner of %s', uid, logs)
     if info is None:
         try:
@@ -2878,22 +3033,83 @@ def become_hub_user(settings, topdir):
 def give_back(logs, uid, gid):
     """What root left under rekor-logs/ (an older version, an admin's run)
     goes back to the hub's user, so that the hub can write there again.
-    Links are changed themselves, never followed."""
-    if not os.path.isdir(logs) or os.path.islink(logs):
+    The hub's user owns the tree and can swap any name in it at any moment,
+    so root works from file descriptors only: each directory is opened
+    without following a link (O_NOFOLLOW | O_DIRECTORY), each file is
+    opened by name relative to it and changed through its own descriptor.
+    Only directories and regular files with one link are touched; links,
+    FIFOs, devices and hard links (perhaps to a file outside the tree) are
+    left alone."""
+    try:
+        top = os.open(logs, WALK_DIR_FLAGS)
+    except OSError:  # missing, a link, not a directory: nothing to give back
         return
-    fixed = 0
-    for directory, dirs, files in os.walk(logs):
-        for path in [directory] + [os.path.join(directory, n) for n in dirs + files]:
-            try:
-                if os.lstat(path).st_uid == 0:
-                    os.lchown(path, uid, gid)
-                    fixed += 1
-            except OSError:  # gone meanwhile, or a root_squash NFS: nothing to do
-                pass
+    fixed = give_back_fd(top, uid, gid, MAX_DEPTH)
     if fixed:
         LOG.warning('rekor_log: %s under %s belonged to root; given back '
                     'to uid %d, the hub\'s user',
-                    counted(fixed, 'file or directory', 'files and directories'), logs, uid)
+                    counted(fixed, 'file or directory', 'files and directories'),
+                    escape(logs), uid)
+
+
+# os.fwalk would do, but it opens each directory without O_NONBLOCK or
+# O_DIRECTORY: a directory swapped for a FIFO between its stat and its open
+# would hold root up. Hence this small walk of our own.
+WALK_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+WALK_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+MAX_DEPTH = 16  # rekor-logs/ is a few levels deep; a deeper tree is not ours
+
+
+def give_back_fd(dirfd, uid, gid, depth):
+    """Give back the directory open as dirfd and what it holds; closes dirfd."""
+    import stat
+    fixed = 0
+    try:
+        if os.fstat(dirfd).st_uid == 0:
+            os.fchown(dirfd, uid, gid)
+            fixed += 1
+        subdirs = []
+        with os.scandir(dirfd) as entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    subdirs.append(entry.name)
+                elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == 0:
+                    fixed += give_back_file(dirfd, entry.name, info, uid, gid)
+        for name in subdirs if depth > 0 else ():
+            try:
+                child = os.open(name, WALK_DIR_FLAGS, dir_fd=dirfd)
+            except OSError:  # gone, or swapped for a link or something else
+                continue
+            fixed += give_back_fd(child, uid, gid, depth - 1)
+    except OSError:  # gone meanwhile, or a root_squash NFS: nothing to do
+        pass
+    finally:
+        os.close(dirfd)
+    return fixed
+
+
+def give_back_file(dirfd, name, seen, uid, gid):
+    import stat
+    try:
+        fd = os.open(name, WALK_FILE_FLAGS, dir_fd=dirfd)
+    except OSError:
+        return 0
+    try:
+        info = os.fstat(fd)
+        # Still the file listed, still regular with one link.
+        if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino) \
+                or not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != 0:
+            return 0
+        os.fchown(fd, uid, gid)
+        return 1
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
 
 
 def preload():
@@ -2905,7 +3121,9 @@ def preload():
                    'cryptography.hazmat.primitives.asymmetric.ed25519',
                    'cryptography.hazmat.primitives.serialization', 'requests',
                    'requests.adapters', 'urllib3.util.ssl_', 'rpm', 'yaml', 'json.decoder',
-                   'concurrent.futures.thread', 'signal'):
+                   'concurrent.futures.thread', 'signal',
+                   # imported lazily by the commands (keep in step with them)
+                   'getpass', 'glob', 'grp', 'pwd', 'shlex', 'shutil', 'stat', 'subprocess'):
         __import__(module)
     # A check of a bad signature loads the rest of cryptography's backend.
     from rekor_log import signature_is_valid
@@ -2918,7 +3136,6 @@ def cmd_retry(args):
     topdir = args.topdir or default_topdir()
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
-    become_hub_user(settings, topdir)
     koji.pathinfo.topdir = topdir
     if not args.watch:
         counts = drain_outbox(settings, topdir, limit=args.limit, now=args.now, jobs=args.jobs)
@@ -2970,7 +3187,7 @@ def cmd_monitor(args):
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
     if args.ack:
-        ids = acknowledge(topdir, args.ack, args.reason)
+        ids = acknowledge(monitor_home(load_config(args.config)), args.ack, args.reason)
         reason = ' '.join(args.reason.split())
         return emit(args, 0, {'acknowledged': ids, 'reason': reason},
                     '\n'.join('acknowledged %s: %s' % (uuid, reason) for uuid in ids))
@@ -2979,7 +3196,6 @@ def cmd_monitor(args):
     settings = load_config(args.config)
     koji.pathinfo.topdir = topdir
     watchlist = read_watchlist(args.watchlist) if args.watchlist else Watchlist()
-    become_hub_user(settings, topdir)
     progress = Progress()
     try:
         report = monitor_log(settings, topdir, watchlist, progress, args.start_index,
@@ -3000,7 +3216,6 @@ def cmd_backfill(args):
     topdir = os.path.abspath(args.topdir or default_topdir())
     if not os.path.isdir(topdir):
         raise UsageError('no such topdir: %s' % topdir)
-    become_hub_user(settings, topdir)
     koji.pathinfo.topdir = topdir
     if not settings.record_log_info:
         LOG.warning('rekor_log: [upload] record_log_info is off: no receipts are written, so '
@@ -3091,16 +3306,13 @@ def cmd_upload(args):
     if args.ack is not None and not args.ack.strip():
         raise UsageError('--ack REASON: say why this package is logged by hand')
     state = topdir = None
-    # The tree heads seen before and the monitor's acknowledgements live
-    # under the topdir; without --topdir (or --ack) nothing is written under
-    # any rekor-logs/.
-    if args.topdir or args.ack is not None:
-        topdir = args.topdir or default_topdir()
+    # The tree heads seen before live under the topdir; without --topdir
+    # nothing is written under any rekor-logs/ (--ack writes the monitor's
+    # own [monitor] state_dir).
+    if args.topdir:
+        topdir = args.topdir
         if not os.path.isdir(topdir):
-            raise UsageError('no such topdir: %s%s' % (
-                topdir, '' if args.topdir else
-                ' (--ack needs the topdir the monitor keeps its state in)'))
-        become_hub_user(settings, topdir)
+            raise UsageError('no such topdir: %s' % topdir)
         state = state_dir(topdir)
     signed = signed_rpm_from_file(args.rpm)
     try:
@@ -3116,7 +3328,7 @@ def cmd_upload(args):
         outcome.verified.log_index, outcome.verified.uuid)
     # Logged by hand, not by Koji: the monitor reports it until acknowledged.
     if args.ack is not None:
-        acknowledge(topdir, [outcome.verified.uuid], args.ack)
+        acknowledge(monitor_home(settings), [outcome.verified.uuid], args.ack)
         ack_line = 'acknowledged for koji-rekor monitor: %s' % ' '.join(args.ack.split())
     else:
         ack_line = ('koji-rekor monitor reports this entry until it is acknowledged: %s'
@@ -3265,8 +3477,8 @@ def cmd_verify(args):
         verified.uuid, verified.log_index, unsigned, verified.tree_id, verified.tree_index,
         verified.tree_size, utc(verified.integrated_time),
         unsigned, verified.checkpoint.origin)]
-    lines += ['note: %s' % note for note in verified.notes]
-    lines += ['log key: %s' % key_source]
+    lines = [escape(lines[0])] + ['note: %s' % escape(note) for note in verified.notes]
+    lines += ['log key: %s' % escape(key_source)]
     return emit(args, 0, {
         'file': args.files[0], 'log_key': key_source,
         'entry_id': verified.entry_id, 'uuid': verified.uuid,
@@ -3349,11 +3561,12 @@ def verify_many(args, settings):
             key, source = find_log_key(args, settings, receipt, entry, path)
             verify_entry_file(args, settings, receipt, entry_id, entry, key)
         except VerificationError as e:
-            result(path, 'failed', 'FAILED %s: %s' % (path, e), str(e))
+            result(path, 'failed', 'FAILED %s: %s' % (escape(path), escape(e)), str(e))
         except UsageError as e:
-            result(path, 'unreadable', 'UNREADABLE %s: %s' % (path, e), str(e))
+            result(path, 'unreadable', 'UNREADABLE %s: %s' % (escape(path), escape(e)), str(e))
         else:
-            result(path, 'verified', 'OK %s (log key: %s)' % (path, source), source=source)
+            result(path, 'verified', 'OK %s (log key: %s)' % (escape(path), escape(source)),
+                   source=source)
     if not any(counts.values()):
         raise UsageError('no receipts in %s' % ', '.join(args.files))
     summary = ', '.join('%s %d' % item for item in counts.items())
@@ -3578,6 +3791,9 @@ def build_parser():
     outbox = sub.add_parser('outbox', help='list the records waiting or set aside in the '
                                            'outbox; requeue rejected ones')
     outbox.add_argument('--topdir', help=TOPDIR_HELP)
+    outbox.add_argument('--config', default=CONFIG_FILE,
+                        help="plugin configuration file (for [upload] hub_user, the user "
+                             '--requeue runs as when started as root)')
     outbox.add_argument('--requeue', nargs='+', metavar='NAME',
                         help='move these rejected records (<nvra>.<sigkey>, as listed; "all" '
                              'for every one) back into the outbox, due now')
@@ -3672,6 +3888,10 @@ def exit_status_of(exc):
 
 def error_line(exc):
     """One short line for what stopped a command."""
+    if isinstance(exc, ImportError) and SWITCHED:
+        return ('cannot import %s as the hub\'s user %s, who cannot read the Python '
+                'installation %s: install koji-rekor where that user can read it'
+                % (exc.name, SWITCHED[-1], sys.prefix))
     if isinstance(exc, VerificationError):
         return 'verification failed: %s' % exc
     if isinstance(exc, (RekorLogError, UsageError, koji.ConfigurationError)):
@@ -3681,13 +3901,24 @@ def error_line(exc):
     return failure_cause(exc)
 
 
+class EscapingFormatter(logging.Formatter):
+    """Log lines carry names and answers from the topdir and the log: each
+    line is escaped (a traceback keeps its line breaks)."""
+
+    def formatMessage(self, record):
+        return escape(super().formatMessage(record))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.json_first:
         args.json = True
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format='%(levelname)s: %(message)s')
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(EscapingFormatter('%(levelname)s: %(message)s'))
     try:
+        switch_for(args)
         return args.func(args)
     except KeyboardInterrupt:
         return 130
@@ -3696,7 +3927,7 @@ def main(argv=None):
         if args.debug and not isinstance(e, (RekorLogError, UsageError,
                                              koji.ConfigurationError)):
             LOG.exception('rekor_log: %s', line)
-        print('koji-rekor: %s' % line, file=sys.stderr)
+        print('koji-rekor: %s' % escape(line), file=sys.stderr)
         if getattr(args, 'json', False):
             sys.stdout.write(json.dumps({'error': line, 'exit_status': status}, indent=2,
                                         sort_keys=True) + '\n')

@@ -189,6 +189,10 @@ class Settings:
     hub_budget: float = 10.0
     hub_user: str = 'apache'
     notify_command: str = None
+    # The monitor's memory, off the shared topdir; and whom it runs as when
+    # started as root (None: root).
+    monitor_state_dir: str = '/var/lib/koji-rekor'
+    monitor_user: str = None
     topurl: str = None
     # Which Rekor API the log speaks (1, or 2: rekor-tiles), the v1 entry
     # kind, and the Sigstore trust files that may name logs and their keys.
@@ -241,6 +245,8 @@ OPTIONS = [
     (('upload', 'hub_budget'), ('hub_budget', 'seconds')),
     (('upload', 'hub_user'), ('hub_user', 'str')),
     (('monitor', 'notify_command'), ('notify_command', 'str')),
+    (('monitor', 'state_dir'), ('monitor_state_dir', 'str')),
+    (('monitor', 'user'), ('monitor_user', 'str')),
     (('koji', 'topurl'), ('topurl', 'str')),
     (('rekor', 'api'), ('api', 'api')),
     (('rekor', 'entry'), ('entry', 'entry')),
@@ -1385,6 +1391,19 @@ def utc(when):
         return 'time %r (out of range)' % (when,)
 
 
+def escape(value):
+    """Untrusted text (names from the topdir, the log's answers, records,
+    receipts) as it may reach a terminal, a log line or --json text: every
+    character that is not printable (control characters, so ANSI escape
+    sequences, line breaks; also backslashes, so that an escape cannot be
+    forged) is shown as a Python escape."""
+    text = str(value)
+    if text.isprintable() and '\\' not in text:
+        return text
+    return ''.join(c if c.isprintable() and c != '\\' else c.encode('unicode_escape').decode()
+                   for c in text)
+
+
 def text_excerpt(value, limit=200):
     """A server's text on one short line."""
     text = ' '.join(''.join(c if c.isprintable() else ' ' for c in str(value)).split())
@@ -2180,11 +2199,22 @@ def parse_json(data, what):
 
 def read_json(path):
     """A JSON file anywhere (not under rekor-logs/); None when missing."""
+    # Only a regular file, no link followed, and no wait: a FIFO or a device
+    # planted where a receipt is expected would hold the reader forever.
     try:
-        with open(path, 'rb') as fo:
-            data = fo.read(MAX_FILE + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                     | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePath('%s is a symlink: not followed' % path)
+        raise
+    with open(fd, 'rb') as fo:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePath('%s is not a regular file (a FIFO, device or directory): not read'
+                             % path)
+        data = fo.read(MAX_FILE + 1)
     if len(data) > MAX_FILE:
         raise UnsafePath('%s is larger than %d bytes' % (path, MAX_FILE))
     return parse_json(data, path)
@@ -2878,6 +2908,17 @@ def set_aside_as_is(out, name, reason):
               name, reason)
 
 
+def still_named(dirfd, name, fd):
+    """Whether name in dirfd is still the file open as fd: updates replace a
+    record's file, so the lock taken on an older one claims nothing."""
+    try:
+        now = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
 @contextlib.contextmanager
 def claimed(path):
     """Hold a record against every other hub process and worker; yields the
@@ -2918,14 +2959,11 @@ def claimed(path):
                 except OSError:
                     yield None
                     return
-                try:
-                    same = os.stat(name, dir_fd=out, follow_symlinks=False).st_ino \
-                        == os.fstat(fd).st_ino
-                except FileNotFoundError:
-                    same = False
-                if not same:
+                if not still_named(out, name, fd):
                     yield None
                     return
+                held = os.fstat(fd)
+                CLAIMS[path] = (held.st_dev, held.st_ino)
                 try:
                     # Read through the descriptor that holds the lock: closing
                     # any other one of the file would drop this process's locks.
@@ -2935,6 +2973,7 @@ def claimed(path):
                     raise BadRecord('%s: %s' % (name, e))
                 yield record
             finally:
+                CLAIMS.pop(path, None)
                 os.close(fd)
         finally:
             os.close(out)
@@ -2951,11 +2990,36 @@ def list_outbox(topdir, folder=None):
         return []
 
 
+# path -> (st_dev, st_ino) of the record file this process holds in claimed():
+# the thread lock makes the holder of an entry its only user.
+CLAIMS = {}
+
+
 def remove_record(path):
+    """Remove a record; one claimed (claimed()) only if it is still the file
+    claimed: a signature queued again during its upload replaces the file,
+    and that newer record must stay for the next pass."""
     topdir, name = outbox_location(path)
+    held = CLAIMS.get(path)
     with contextlib.suppress(FileNotFoundError), \
             logs_dir(topdir, (OUTBOX_DIR,), create=False) as out:
-        os.unlink(name, dir_fd=out)
+        if held is None:
+            os.unlink(name, dir_fd=out)
+            return
+        # Take whatever the name holds now, atomically, then look at it: a
+        # stat then an unlink by name would remove a record renamed in between.
+        # (A dot name: no worker or listing takes it for a record.)
+        aside = '.%s.%s.done' % (name, os.urandom(4).hex())
+        os.rename(name, aside, src_dir_fd=out, dst_dir_fd=out)
+        try:
+            info = os.stat(aside, dir_fd=out, follow_symlinks=False)
+            if (info.st_dev, info.st_ino) != held:
+                # Queued again meanwhile: put it back, unless a still newer one is there.
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, name, src_dir_fd=out, dst_dir_fd=out, follow_symlinks=False)
+        finally:
+            os.unlink(aside, dir_fd=out)
+            os.fsync(out)
 
 
 def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None,

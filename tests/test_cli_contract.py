@@ -33,7 +33,8 @@ def conf(tmp_path, rekor, log_key_file, key_dir):
     path = tmp_path / 'rekor_log.conf'
     path.write_text('[rekor]\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
                     'retries = 0\ntimeout = 5\n[signing]\npublic_key_dir = %s\n'
-                    '[upload]\nhub_user = %s\n' % (rekor.url, log_key_file, key_dir, HUB_USER))
+                    '[upload]\nhub_user = %s\n[monitor]\nstate_dir = %s\n'
+                    % (rekor.url, log_key_file, key_dir, HUB_USER, tmp_path / 'monitor-state'))
     return path
 
 

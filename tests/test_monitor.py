@@ -37,6 +37,7 @@ class Monitor:
     def __init__(self, tmp_path, topdir, capsys, caplog):
         self.conf = tmp_path / 'monitor.conf'
         self.topdir = topdir
+        self.state = tmp_path / 'monitor-state'
         self.capsys = capsys
         self.caplog = caplog
 
@@ -49,6 +50,12 @@ class Monitor:
         # a closed port unless a test gives a hub: Koji can never be asked by accident
         text += '[koji]\nserver = %s\n' % (koji_url or 'http://127.0.0.1:%d/kojihub'
                                             % closed_port())
+        # Its memory off the topdir, private to the test.
+        state = 'state_dir = %s\n' % self.state
+        if '[monitor]\n' in extra:
+            extra = extra.replace('[monitor]\n', '[monitor]\n' + state, 1)
+        else:
+            extra += '\n[monitor]\n' + state
         self.conf.write_text(text + extra)
         self.args = (url, log_key_file, key_dir, koji_url)
 
@@ -74,8 +81,8 @@ class Monitor:
                 if r.levelname == 'ERROR' and 'rekor_log: finding: ' in r.getMessage()]
 
     def kept_head(self, log, tree_id):
-        """The tree head kept under @state, as the plugin keeps it."""
-        path = (self.topdir / 'rekor-logs' / '@state' / 'checkpoints' / log.log_id
+        """The tree head the monitor keeps in its state_dir."""
+        path = (self.state / 'rekor-logs' / '@state' / 'checkpoints' / log.log_id
                 / ('%d.json' % tree_id))
         return json.loads(path.read_text())
 
@@ -435,8 +442,8 @@ def sha256_file(path):
         return hashlib.sha256(fo.read()).hexdigest()
 
 
-def signed_by_koji(hub, kojihub, koji_import, signed):
-    imported = koji_import(signed)
+def signed_by_koji(hub, kojihub, koji_import, signed, **kws):
+    imported = koji_import(signed, **kws)
     hub.sign(imported)
     kojihub.add(imported)
     return imported
@@ -568,6 +575,49 @@ def test_without_the_topdir_koji_s_copy_is_read_from_topurl(
     assert any(p.endswith(('/signed/%s/noarch/hello-1.0-1.noarch.rpm' if signed_copy else
                            '/sigcache/%s/noarch/hello-1.0-1.noarch.rpm.sig') % imported.sigkey)
                for p in served), served
+
+
+@pytest.mark.parametrize('where', ['mounted', 'topurl signed copy', 'topurl sigcache'])
+def test_a_thief_s_copy_in_the_topdir_is_not_koji_s(
+        monitor, configured_hub, kojihub, koji_import, signed_rpms, keys, topdir, tmp_path,
+        rekor, log_key_file, where):
+    """Whoever writes the topdir (or the web server behind topurl) puts the
+    thief's copy, signed with the stolen key, where Koji's signed copy and
+    signature header go: its signature header is not the one Koji recorded
+    (sighash), so it accounts for nothing."""
+    import functools
+    import http.server
+    import threading
+    assert monitor.run()[0] == 0
+    imported = signed_by_koji(configured_hub, kojihub, koji_import,
+                              signed_rpms[('rsa', 'header')], write_signed_copy=True)
+    thief = signed_rpms[('rsa', 'rpmv3')]
+    upload_by_hand(rekor, log_key_file, thief, keys['rsa'].path)
+    with open(imported.sighdr_path, 'wb') as fo:
+        fo.write(koji.rip_rpm_sighdr(thief))
+    if where != 'topurl sigcache':
+        shutil.copy(thief, imported.signed_path)
+    else:
+        os.unlink(imported.signed_path)
+    web = None
+    if where != 'mounted':
+        web = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(
+            http.server.SimpleHTTPRequestHandler, directory=str(topdir)))
+        web.RequestHandlerClass.log_message = lambda *args: None
+        threading.Thread(target=web.serve_forever, kwargs={'poll_interval': 0.1},
+                         daemon=True).start()
+        elsewhere = tmp_path / 'monitor-host'
+        elsewhere.mkdir()
+        monitor.topdir = elsewhere
+        monitor.reconfigure('topurl = http://127.0.0.1:%d/\n' % web.server_address[1])
+    try:
+        status, report = monitor.report()
+    finally:
+        if web:
+            web.shutdown()
+            web.server_close()
+
+    assert status != 0 and report['scan']['counts']['accounted'] == 0, report
 
 
 def test_a_signature_deleted_in_koji_is_its_own_kind(monitor, configured_hub, kojihub,
@@ -746,9 +796,58 @@ def test_findings_persist_until_acknowledged(monitor, rekor, log_key_file, keys,
     assert status == 0 and out == 'acknowledged %s: test build by hand\n' % stolen.verified.uuid
     status, report = monitor.report()
     assert status == 0 and report['findings'] == [] and report['acknowledged'] == 1
-    acks = json.loads((topdir / 'rekor-logs' / '@state' / 'monitor' / 'acknowledged.json')
-                      .read_text())
+    acks = json.loads((monitor.state / 'rekor-logs' / '@state' / 'monitor' /
+                       'acknowledged.json').read_text())
     assert acks[stolen.verified.uuid]['reason'] == 'test build by hand'
+    assert not (topdir / 'rekor-logs' / '@state' / 'monitor').exists()
+
+
+def test_the_hub_s_tree_heads_add_evidence_only(monitor, configured_hub, kojihub, koji_import,
+                                                signed_rpms, rekor, topdir):
+    """The hub's tree head under the topdir is not the monitor's memory, but
+    one the log signed that does not fit what it signs now is a finding."""
+    signed_by_koji(configured_hub, kojihub, koji_import, signed_rpms[('rsa', 'header')])
+    add_entries(rekor.log, 2)
+    rekor.log.rewrite_history()   # leaf 0, which the hub's head covers, is replaced
+
+    status, report = monitor.report('--start-index', 3)
+
+    assert status == 1
+    assert [f['kind'] for f in report['findings']] == ['split view']
+    assert 'the tree head of size 1 the hub kept' in report['findings'][0]['message']
+    # Read, never written, and the monitor's own head is in its state_dir.
+    assert monitor.kept_head(rekor.log, rekor.log.tree_id)['size'] == 3
+
+
+def plant_state(topdir, name, data):
+    """What whoever writes the topdir (the hub's user) can leave where older
+    versions kept the monitor's state."""
+    folder = topdir / 'rekor-logs' / '@state' / 'monitor'
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(data))
+
+
+def test_a_planted_acknowledgement_silences_nothing(monitor, rekor, log_key_file, keys,
+                                                    stray_rpms, topdir):
+    assert monitor.run()[0] == 0
+    stolen = upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+    plant_state(topdir, 'acknowledged.json',
+                {stolen.verified.uuid: {'reason': 'nothing to see', 'by': 'root', 'at': 0}})
+    status, report = monitor.report()
+    assert status == 1
+    assert [f['id'] for f in report['findings']] == [stolen.verified.uuid]
+    assert report['acknowledged'] == 0
+
+
+def test_a_planted_scan_position_silences_nothing(monitor, rekor, log_key_file, keys,
+                                                  stray_rpms, topdir):
+    assert monitor.run()[0] == 0
+    stolen = upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+    plant_state(topdir, '%s.json' % rekor.log.log_id,
+                {'next_index': stolen.verified.log_index + 100, 'pending': [], 'findings': {}})
+    status, report = monitor.report()
+    assert status == 1
+    assert [f['id'] for f in report['findings']] == [stolen.verified.uuid]
 
 
 def test_acknowledging_needs_a_reason_and_a_uuid(monitor, topdir):
@@ -894,13 +993,31 @@ def test_history_looks_back_through_the_index_best_effort(monitor, rekor, log_ke
                                                           stray_rpms):
     upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
     add_entries(rekor.log, 2)
-    assert monitor.run()[0] == 0   # starts after it
+    assert monitor.run('--start-index', 3)[0] == 0   # starts after it, told to
 
     status, report = monitor.report('--history')
 
     assert status == 1
     assert report['history']['counts']['read'] == 1 and 'best-effort' in report['history']['note']
     assert [f['kind'] for f in report['findings']] == ['not in Koji']
+
+
+def test_a_monitor_set_up_after_the_theft_finds_it(monitor, rekor, log_key_file, keys,
+                                                   stray_rpms):
+    """No state yet: the first run looks up the entries made with our keys
+    before it, through the index, and checks them."""
+    stolen = upload_by_hand(rekor, log_key_file, stray_rpms['rsa'], keys['rsa'].path)
+    add_entries(rekor.log, 2)
+
+    status, report = monitor.report()
+
+    assert status == 1
+    assert [f['id'] for f in report['findings']] == [stolen.verified.uuid]
+    assert report['scan']['from'] == 3 and report['history']['counts']['read'] == 1
+    # Done once: the next run reads only what is new, and still reports it.
+    status, again = monitor.report()
+    assert (status, again['history']) == (1, None)
+    assert [f['id'] for f in again['findings']] == [stolen.verified.uuid]
 
 
 @pytest.mark.parametrize('text, line, cause', [
@@ -954,8 +1071,8 @@ def test_the_json_report_holds_what_was_checked(monitor, configured_hub, kojihub
     # Where the key came from, as verify and verify-rpm say it.
     assert report['log_key'].startswith('[rekor] log_public_key ')
     assert report['trees'] == [{'tree_id': str(rekor.log.tree_id), 'active': True, 'size': 1,
-                                'root_hash': rekor.log.root_hash().hex(), 'size_before': 1,
-                                'status': 'unchanged'}]
+                                'root_hash': rekor.log.root_hash().hex(), 'size_before': None,
+                                'status': 'first seen'}]  # the hub's head is not its memory
     assert {'fingerprint': keys['rsa'].fingerprint,
             'from': '%s.asc' % keys['rsa'].sigkey} in report['keys']
     assert report['scan']['counts']['accounted'] == 1
@@ -985,7 +1102,7 @@ def test_a_broken_key_in_the_key_dir_cannot_be_checked(monitor, rekor, key_dir):
 
 def test_a_monitor_state_that_is_not_ours_stops_the_run(monitor, rekor, topdir):
     assert monitor.run()[0] == 0
-    (state,) = (topdir / 'rekor-logs' / '@state' / 'monitor').glob('*.json')
+    (state,) = (monitor.state / 'rekor-logs' / '@state' / 'monitor').glob('*.json')
     state.write_text('{"next_index": "0"}')
     status, out, err = monitor.run()
     assert status == 2 and 'is not a monitor state file' in err

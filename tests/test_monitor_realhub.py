@@ -41,7 +41,8 @@ def run_monitor(hub, capsys, *args):
     with open(os.path.join(hub.workdir, 'rekor_log.conf')) as fo:
         text = fo.read()
     with open(conf, 'w') as fo:
-        fo.write(text + '[koji]\nserver = %s\n[upload]\nhub_user = %s\n' % (hub.url, HUB_USER))
+        fo.write(text + '[koji]\nserver = %s\n[upload]\nhub_user = %s\n[monitor]\nstate_dir = %s\n'
+                 % (hub.url, HUB_USER, os.path.join(hub.workdir, 'monitor-state')))
     status = koji_rekor.main(['monitor', '--json', '--config', conf, '--topdir', hub.topdir]
                              + list(args))
     out, err = capsys.readouterr()

@@ -1097,3 +1097,67 @@ def test_watch_uploads_what_is_queued_and_stops_on_sigterm(world, sigs, tmp_path
     assert world.posts() == 3
     assert 'Traceback' not in log
     assert len(re.findall(r'rekor_log: logged \S+ sigkey ', log)) == 3
+
+
+# --- the claim: one holder per record, and it removes only what it claimed -----------
+
+def test_a_record_queued_again_during_its_upload_is_not_removed(world, sigs):
+    """The hub queues the signature again while the worker uploads it (the
+    hub's rename replaces the file): the worker's removal after its upload
+    must leave the newer record for the next pass."""
+    rekor_log = world.module
+    world.configure(queue_only=True)
+    world.sign(sigs[0])
+    path = str(world.outbox_dir / (sigs[0].name + '.json'))
+    with rekor_log.claimed(path) as record:
+        assert record is not None
+        world.sign(sigs[0])  # queued again: a new file under the same name
+        again = os.stat(path).st_ino
+        rekor_log.remove_record(path)  # what deliver() does once its upload is done
+        assert os.stat(path).st_ino == again
+    assert world.outbox() == [sigs[0].name + '.json']
+    # Unchanged, the claimed record is removed.
+    with rekor_log.claimed(path) as record:
+        assert record is not None
+        rekor_log.remove_record(path)
+    assert world.outbox() == []
+    assert not [n for n in os.listdir(world.outbox_dir) if n.endswith('.done')]
+
+
+def test_a_record_is_claimed_by_one_thread_of_a_process(world, sigs):
+    """fcntl locks belong to the process: a second thread of the same worker
+    (--jobs) must not take a record the first one holds."""
+    rekor_log = world.module
+    world.configure(queue_only=True)
+    world.sign(sigs[0])
+    path = str(world.outbox_dir / (sigs[0].name + '.json'))
+    seen = []
+    with rekor_log.claimed(path) as record:
+        assert record is not None
+
+        def other():
+            with rekor_log.claimed(path) as again:
+                seen.append(again)
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(30)
+    assert seen == [None]
+
+
+def test_a_record_replaced_after_it_was_opened_is_not_claimed(world, sigs):
+    """A worker that opened and locked the file a name held before: the
+    record now under that name is another's to deliver (the same-inode check
+    claimed() makes after its lock)."""
+    rekor_log = world.module
+    world.configure(queue_only=True)
+    world.sign(sigs[0])
+    path = str(world.outbox_dir / (sigs[0].name + '.json'))
+    old = os.open(path, os.O_RDWR)
+    out = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        assert rekor_log.still_named(out, os.path.basename(path), old) is True
+        world.sign(sigs[0])  # the name now holds a new file
+        assert rekor_log.still_named(out, os.path.basename(path), old) is False
+    finally:
+        os.close(old)
+        os.close(out)

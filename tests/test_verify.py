@@ -10,6 +10,7 @@ import base64
 import copy
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import random
@@ -1220,3 +1221,48 @@ def test_an_openpgp_key_as_log_key_is_one_line(receipt, keys, capsys):
     assert (status, out) == (2, '')
     assert err == ("koji-rekor: %s: an OpenPGP key, not a log key: the log's PEM public key is "
                    'wanted (koji-rekor log-key prints it)\n' % keys['rsa'].path)
+
+
+# ---------------------------------------------------------------------------
+# Planted files: a FIFO, a link, a name that writes to the terminal
+
+def test_verify_refuses_a_fifo_and_a_link_without_blocking(tmp_path):
+    """A FIFO planted among the receipts held verify forever; a link was
+    followed. Each is one UNREADABLE line now (a subprocess, so that a hang
+    is a failure, not a stuck run)."""
+    os.mkfifo(str(tmp_path / 'planted.json'))
+    os.symlink('/etc/passwd', str(tmp_path / 'link.json'))
+    done = subprocess.run([sys.executable, '-m', 'koji_rekor', 'verify', str(tmp_path),
+                           '--url', 'http://127.0.0.1:9', '--origin', 'x'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    lines = done.stdout.splitlines()
+    assert 'UNREADABLE %s: %s is a symlink: not followed' % (
+        tmp_path / 'link.json', tmp_path / 'link.json') in lines
+    assert 'UNREADABLE %s: %s is not a regular file (a FIFO, device or directory): not read' % (
+        tmp_path / 'planted.json', tmp_path / 'planted.json') in lines
+    done = subprocess.run([sys.executable, '-m', 'koji_rekor', 'verify',
+                           str(tmp_path / 'planted.json'), '--url', 'http://127.0.0.1:9',
+                           '--origin', 'x'], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and done.stderr.count('\n') == 1
+    assert 'not a regular file' in done.stderr
+
+
+def test_a_planted_name_cannot_write_a_fake_verified_line(tmp_path, capsys):
+    name = 'x\x1b[2K\rOK all fine\n.json'
+    (tmp_path / name).write_text('{}')
+    status, out, err = run_cli(capsys, 'verify', tmp_path, '--url', 'http://127.0.0.1:9',
+                               '--origin', 'x')
+    assert status == 2
+    assert '\x1b' not in out and '\r' not in out
+    assert out.splitlines()[0].startswith('UNREADABLE %s/x\\x1b[2K\\rOK all fine\\n.json: '
+                                          % tmp_path)
+
+
+def test_log_lines_are_escaped():
+    record = logging.LogRecord('koji.plugin.rekor_log', logging.WARNING, __file__, 1,
+                               'rekor_log: %s', ('bad\x1b[31mname\nOK',), None)
+    line = koji_rekor.EscapingFormatter('%(levelname)s: %(message)s').format(record)
+    assert line == 'WARNING: rekor_log: bad\\x1b[31mname\\nOK'

@@ -173,7 +173,7 @@ def test_a_tree_head_off_the_history_fails_its_record_and_keeps_no_receipt(world
 # ---------------------------------------------------------------------------
 
 def outbox(world, *args):
-    return cli('outbox', '--topdir', world.topdir, *args)
+    return cli('outbox', '--topdir', world.topdir, '--config', world.hub.conf_path, *args)
 
 
 def test_the_outbox_lists_pending_rejected_and_rolled_back_records(world, sigs, koji_hub):
