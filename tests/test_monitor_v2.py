@@ -1,0 +1,284 @@
+"""koji-rekor monitor with api = 2: a Rekor v2 shard read from its tiles
+(the local v2 log on 127.0.0.1): checkpoints verified and proved
+consistent from tiles, entry bundles read one at a time from the saved
+position, entries made with our keys accounted for with what Koji
+recorded. And the v1 monitor finding a hashedrekord made with our key."""
+
+import base64
+import hashlib
+import json
+
+import pytest
+
+import koji_rekor
+import rpmfactory
+from conftest import HUB_USER
+from kojidouble import KojiDouble
+from rekor_server import canonical_json
+from rekor_v2 import hashedrekord, upload
+from rekor_v2.client import ClientSettings
+from rekor_v2_server import RekorV2Server, Tree, leaf_hash
+from test_monitor import Monitor, closed_port
+from test_v2w_hashedrekord import sign
+
+
+@pytest.fixture
+def v2log():
+    with RekorV2Server(interval=0.05) as log:
+        yield log
+
+
+@pytest.fixture
+def kojihub():
+    double = KojiDouble().start()
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def v2key_file(tmp_path, v2log):
+    path = tmp_path / 'v2log.pub'
+    path.write_bytes(v2log.key.public_pem)
+    return path
+
+
+class V2Monitor(Monitor):
+    def configure(self, url, log_key_file, key_dir=None, koji_url=None, extra=''):
+        text = ('[rekor]\napi = 2\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
+                'timeout = 5\nretries = 1\nbackoff = 0.01\n' % (url, log_key_file))
+        if key_dir:
+            text += '[signing]\npublic_key_dir = %s\n' % key_dir
+        text += '[upload]\nhub_user = %s\n' % HUB_USER
+        text += '[koji]\nserver = %s\n' % (koji_url or 'http://127.0.0.1:%d/kojihub'
+                                            % closed_port())
+        self.conf.write_text(text + extra)
+        self.args = (url, log_key_file, key_dir, koji_url)
+
+
+@pytest.fixture
+def monitor(tmp_path, topdir, v2log, v2key_file, key_dir, kojihub, capsys, plugin_log):
+    made = V2Monitor(tmp_path, topdir, capsys, plugin_log)
+    made.configure(v2log.url, v2key_file, key_dir, kojihub.url)
+    return made
+
+
+@pytest.fixture(scope='module')
+def sha256_rpms(tmp_path_factory, keys, unsigned_rpm):
+    """Koji's package and a stray one, both signed RSA/SHA-256 (v2 takes no
+    other RSA hash), with our RSA key."""
+    out = tmp_path_factory.mktemp('v2signed')
+    stray = rpmfactory.build_rpm(str(out), name='stray', version='6.6', release='6')
+    return {'koji': sign(unsigned_rpm, str(out / 'koji.rpm'), keys['rsa']),
+            'stray': sign(stray, str(out / 'stray.rpm'), keys['rsa'])}
+
+
+def log_by_hand(v2log, path, keys):
+    return upload.upload_rpm(path, keys['rsa'].armored,
+                             ClientSettings(v2log.url, backoff=0.01))
+
+
+def append(v2log, bodies, publish=True):
+    """Entries put straight into the log (as other people's entries are)."""
+    with v2log.cond:
+        for body in bodies:
+            v2log.tree.append(leaf_hash(body))
+            v2log.bodies.append(body)
+    if publish:
+        v2log.publish_now()
+
+
+def others(count, tag=b'other'):
+    return [json.dumps({'apiVersion': '0.0.2', 'kind': 'hashedrekord', 'spec': {
+        'hashedRekordV002': {'data': {'digest': base64.b64encode(
+            hashlib.sha256(tag + b'%d' % n).digest()).decode(), 'algorithm': 'SHA2_256'}}}},
+        sort_keys=True, separators=(',', ':')).encode() for n in range(count)]
+
+
+def bundle_reads(v2log):
+    return [p for m, p, s in list(v2log.requests) if m == 'GET' and p.startswith('/tile/entries')]
+
+
+def test_an_entry_made_with_our_key_outside_koji_is_a_finding(monitor, v2log, keys,
+                                                              sha256_rpms):
+    append(v2log, others(3))
+    stolen = log_by_hand(v2log, sha256_rpms['stray'], keys)
+
+    status, report = monitor.report()
+
+    assert status == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'not signed in Koji'
+    assert finding['id'] == leaf_hash(stolen.entry.canonical_body()).hex()
+    assert stolen.entry.digest.hex() in finding['message']
+    assert report['scan']['counts'] == {'read': 4, 'ours': 1, 'accounted': 0, 'findings': 1,
+                                        'unchecked': 0}
+    # kept until acknowledged, and not read twice
+    status, again = monitor.report()
+    assert status == 1 and [f['new'] for f in again['findings']] == [False]
+    assert again['scan']['counts']['read'] == 0
+
+
+def test_koji_s_own_uploads_are_accounted_for(monitor, v2log, keys, sha256_rpms, koji_import,
+                                              kojihub):
+    imported = koji_import(sha256_rpms['koji'])
+    kojihub.add(imported)
+    # what the hub's v2 path sends: the entry from Koji's sigcache header
+    with open(imported.sighdr_path, 'rb') as fo:
+        upload.upload_rpm(imported.unsigned_path, keys['rsa'].armored,
+                          ClientSettings(v2log.url, backoff=0.01), sighdr=fo.read())
+    append(v2log, others(2))
+
+    status, report = monitor.report()
+
+    assert (status, report['findings']) == (0, [])
+    assert report['scan']['counts'] == {'read': 3, 'ours': 1, 'accounted': 1, 'findings': 0,
+                                        'unchecked': 0}
+    # the index is derived again from Koji; a second entry costs no new index
+    status, report = monitor.report()
+    assert status == 0
+
+
+def test_a_planted_digest_index_silences_nothing(monitor, v2log, keys, sha256_rpms,
+                                                 koji_import, kojihub, topdir):
+    imported = koji_import(sha256_rpms['koji'])
+    kojihub.add(imported)
+    stolen = log_by_hand(v2log, sha256_rpms['stray'], keys)
+    entry = stolen.entry
+    planted = {keys['rsa'].sigkey: {'%s/%s' % (imported.rpm['id'], imported.sighash): [
+        entry.digest.hex(), hashlib.sha256(entry.signature).hexdigest(),
+        hashlib.sha256(entry.public_key).hexdigest(), 'hello']}}
+    state = topdir / 'rekor-logs' / '@state' / 'monitor'
+    state.mkdir(parents=True)
+    (state / 'v2-digests.json').write_text(json.dumps(planted))
+
+    status, report = monitor.report()
+
+    assert status == 1
+    assert [f['kind'] for f in report['findings']] == ['not signed in Koji']
+
+
+def test_a_dsse_entry_or_a_certificate_with_our_key_is_a_finding(monitor, v2log, keys):
+    (der, _), = [(d, s) for d, s in koji_rekor.der_public_keys(keys['rsa'].armored)][:1]
+    dsse = json.dumps({'apiVersion': '0.0.2', 'kind': 'dsse', 'spec': {'dsseV002': {
+        'payloadHash': {'algorithm': 'SHA2_256', 'digest': base64.b64encode(b'x' * 32).decode()},
+        'signatures': [{'content': 'AAAA', 'verifier': {
+            'publicKey': {'rawBytes': base64.b64encode(der).decode()},
+            'keyDetails': 'PKIX_RSA_PKCS1V15_3072_SHA256'}}]}}}).encode()
+    append(v2log, [dsse])
+
+    status, report = monitor.report()
+
+    assert status == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'other kind' and 'a dsse 0.0.2 entry' in finding['message']
+
+
+def test_a_forked_log_is_a_split_view_and_the_kept_checkpoint_stays(monitor, v2log, topdir):
+    append(v2log, others(5))
+    assert monitor.run()[0] == 0
+    kept = json.loads(next((topdir / 'rekor-logs' / '@state' / 'monitor').glob('v2-*.json'))
+                      .read_text())['checkpoint']
+    # the same key signs another history that also has 7 entries
+    with v2log.cond:
+        v2log.tree, v2log.bodies = Tree(), []
+    append(v2log, others(7, tag=b'fork'))
+
+    status, report = monitor.report()
+
+    assert status == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'split view' and 'size 7' in finding['message']
+    assert json.loads(next((topdir / 'rekor-logs' / '@state' / 'monitor').glob('v2-*.json'))
+                      .read_text())['checkpoint'] == kept
+    assert monitor.report()[0] == 1      # and again next run: never moved forward
+
+
+def test_a_checkpoint_that_does_not_verify_is_a_finding(monitor, v2log):
+    append(v2log, others(1))
+    v2log.lie = 'checkpoint_signature'
+    v2log.publish_now()
+
+    status, report = monitor.report()
+
+    assert status == 1
+    assert [f['kind'] for f in report['findings']] == ['bad tree head']
+
+
+def test_lying_tiles_are_a_finding(monitor, v2log):
+    append(v2log, others(3))
+    v2log.lie = 'tile'
+
+    status, report = monitor.report()
+
+    assert status == 1
+    assert [f['kind'] for f in report['findings']] == ['split view']
+
+
+def test_the_scan_reads_one_bundle_at_a_time_and_full_tiles_when_partials_are_gone(
+        monitor, v2log):
+    append(v2log, others(300))
+    v2log.paused = True          # the checkpoint stays at 300 ...
+    assert monitor.run()[0] == 0
+    assert bundle_reads(v2log) == ['/tile/entries/000', '/tile/entries/001.p/44']
+    del v2log.requests[:]
+    append(v2log, others(300, tag=b'more'), publish=False)  # ... the tree grows to 600
+    v2log.publish_now()          # 600: bundle 1 is full, its partial gone
+
+    status, report = monitor.report()
+
+    assert status == 0
+    assert report['scan']['from'] == 300 and report['scan']['counts']['read'] == 300
+    # one read per bundle from the saved position: 1 (full), 2 (partial)
+    assert bundle_reads(v2log) == ['/tile/entries/001', '/tile/entries/002.p/88']
+
+
+def test_a_stale_checkpoint_reads_a_gone_partial_from_the_full_tile(monitor, v2log):
+    append(v2log, others(300))
+    v2log.paused = True
+    append(v2log, others(300, tag=b'more'), publish=False)
+
+    status, report = monitor.report()   # checkpoint 300, tree 600: .p/44 is gone
+
+    assert status == 0 and report['scan']['counts']['read'] == 300
+    assert '/tile/entries/001.p/44' in bundle_reads(v2log)
+    assert bundle_reads(v2log)[-1] == '/tile/entries/001'
+
+
+def test_a_bounded_tile_cache_at_any_size(monitor, v2log, monkeypatch):
+    held = []
+    real = koji_rekor.check_v2_index
+
+    def spy(log, reader, *args):
+        held.append(len(reader._cache))
+        return real(log, reader, *args)
+    monkeypatch.setattr(koji_rekor, 'check_v2_index', spy)
+    append(v2log, others(256 * 6))
+
+    assert monitor.run()[0] == 0
+    assert len(held) == 256 * 6 and max(held) <= koji_rekor.V2_TILE_CACHE
+
+
+# --- the v1 monitor and hashedrekord --------------------------------------------------
+
+def test_v1_a_hashedrekord_made_with_our_key_is_a_finding(tmp_path, topdir, rekor, log_key_file,
+                                                          key_dir, kojihub, capsys, plugin_log,
+                                                          keys, sha256_rpms):
+    from cryptography.hazmat.primitives import serialization
+    v1 = Monitor(tmp_path, topdir, capsys, plugin_log)
+    v1.configure(rekor.url, log_key_file, key_dir, kojihub.url)
+    assert v1.run()[0] == 0
+    entry = hashedrekord.from_rpm_file(sha256_rpms['stray'], keys['rsa'].armored)
+    pem = serialization.load_der_public_key(entry.public_key).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    # hashedrekord v0.0.1 as Rekor v1 stores it (pkg/types/hashedrekord/v0.0.1)
+    rekor.log.add_entry(canonical_json({'apiVersion': '0.0.1', 'kind': 'hashedrekord', 'spec': {
+        'data': {'hash': {'algorithm': 'sha256', 'value': entry.digest.hex()}},
+        'signature': {'content': base64.b64encode(entry.signature).decode(),
+                      'publicKey': {'content': base64.b64encode(pem).decode()}}}}))
+
+    status, report = v1.report()
+
+    assert status == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'not signed in Koji'
+    assert entry.digest.hex() in finding['message']
