@@ -6,13 +6,16 @@ recorded. And the v1 monitor finding a hashedrekord made with our key."""
 
 import base64
 import hashlib
+import http.server
 import json
+import os
+import threading
 
 import pytest
 
 import koji_rekor
 import rpmfactory
-from conftest import HUB_USER
+from conftest import HUB_USER, ROOT
 from kojidouble import KojiDouble
 from rekor_server import canonical_json
 from rekor_v2 import hashedrekord, upload
@@ -282,3 +285,95 @@ def test_v1_a_hashedrekord_made_with_our_key_is_a_finding(tmp_path, topdir, reko
     (finding,) = report['findings']
     assert finding['kind'] == 'not signed in Koji'
     assert entry.digest.hex() in finding['message']
+
+
+# --- real data and several shards -----------------------------------------------------
+
+REAL_TILES = os.path.join(os.path.dirname(ROOT), 'shared', 'rekor-v2-real', 'tiles', 'log')
+REAL_VKEY = 'example.com/log/testdata+33d7b496+AeHTu4Q3hEIMHNqc6fASMsq3rKNx280NI+oO5xCFkkSx'
+
+
+class StaticTiles(http.server.SimpleHTTPRequestHandler):
+    """A tile log's files as static files, as tessera's POSIX writer leaves
+    them for a web server; /checkpoint is whichever checkpoint the test picks."""
+    checkpoint = 'checkpoint'
+
+    def translate_path(self, path):
+        if path == '/checkpoint':
+            path = '/' + self.checkpoint
+        return os.path.join(REAL_TILES, path.lstrip('/'))
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_TILES), reason='../shared/rekor-v2-real absent')
+def test_the_real_tile_log_scans_and_proves_consistent(tmp_path, topdir, key_dir, capsys,
+                                                        plugin_log):
+    from cryptography.hazmat.primitives import serialization
+    from rekor_v2 import note
+    key = note.parse_vkey(REAL_VKEY).public_key
+    pem = tmp_path / 'real.pub'
+    pem.write_bytes(key.public_bytes(serialization.Encoding.PEM,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    handler = type('Handler', (StaticTiles,), {'checkpoint': 'checkpoint.10'})
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = 'http://127.0.0.1:%d' % server.server_address[1]
+        monitor = V2Monitor(tmp_path, topdir, capsys, plugin_log)
+        monitor.configure(url, pem, key_dir)
+        monitor.conf.write_text(monitor.conf.read_text().replace(
+            '[rekor]\n', '[rekor]\norigin = example.com/log/testdata\n', 1))
+        status, report = monitor.report()
+        assert status == 0, report['not_checked']
+        assert report['scan']['counts']['read'] == 10
+        handler.checkpoint = 'checkpoint'
+        status, report = monitor.report()
+        assert status == 0
+        assert (report['scan']['from'], report['scan']['counts']['read']) == (10, 5)
+        assert report['trees'][0]['status'] == 'grew'
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_each_shard_of_the_signing_config_has_its_own_position(tmp_path, topdir, key_dir,
+                                                               kojihub, capsys, plugin_log,
+                                                               keys, sha256_rpms):
+    from rekor_v2 import trust
+    with RekorV2Server(interval=0.05) as old, RekorV2Server(interval=0.05) as new:
+        tlogs, shards = [], []
+        for log, start in ((old, '2025-01-01T00:00:00Z'), (new, '2026-01-01T00:00:00Z')):
+            tlogs.append({'baseUrl': log.url, 'hashAlgorithm': 'SHA2_256',
+                          'publicKey': {'rawBytes': base64.b64encode(log.key.public_der).decode(),
+                                        'keyDetails': 'PKIX_ED25519',
+                                        'validFor': {'start': start}},
+                          'logId': {'keyId': base64.b64encode(log.log_id).decode()}})
+            shards.append({'url': log.url, 'majorApiVersion': 2, 'validFor': {'start': start}})
+        shards.append({'url': 'https://rekor.example', 'majorApiVersion': 1,
+                       'validFor': {'start': '2020-01-01T00:00:00Z'}})
+        root, config = tmp_path / 'root.json', tmp_path / 'config.json'
+        root.write_text(json.dumps({'mediaType': trust.TRUSTED_ROOT_MEDIA_TYPE, 'tlogs': tlogs}))
+        config.write_text(json.dumps({'mediaType': trust.SIGNING_CONFIG_MEDIA_TYPE,
+                                      'rekorTlogUrls': shards}))
+        append(old, others(4))
+        stolen = log_by_hand(old, sha256_rpms['stray'], keys)
+        append(new, others(2, tag=b'new'))
+        monitor = V2Monitor(tmp_path, topdir, capsys, plugin_log)
+        monitor.configure(new.url, 'unused', key_dir, kojihub.url)
+        monitor.conf.write_text(monitor.conf.read_text().replace(
+            'log_public_key = unused\n', 'trusted_root = %s\nsigning_config = %s\n'
+            % (root, config)))
+
+        status, report = monitor.report()
+
+        assert status == 1
+        assert sorted(t['size'] for t in report['trees']) == [2, 5]
+        assert [f['id'] for f in report['findings']] == [
+            leaf_hash(stolen.entry.canonical_body()).hex()]
+        append(new, others(1, tag=b'newer'))
+        status, report = monitor.report()
+        assert [(t['size'], t['status']) for t in report['trees']] == [(5, 'unchanged'),
+                                                                      (3, 'grew')]
+        assert [f['new'] for f in report['findings']] == [False]
