@@ -1898,7 +1898,8 @@ def scan_v2_shard(settings, topdir, log, keys, koji_view, report):
                 return client.get('/' + path, V2_MAX_READ)
 
             tree = {'tree_id': log.origin, 'active': True, 'size': checkpoint.size,
-                    'root_hash': checkpoint.root_hash.hex(), 'size_before': None}
+                    'root_hash': checkpoint.root_hash.hex(), 'size_before': None,
+                    'status': 'not checked'}
             report.trees.append(tree)
             if not v2_consistent(log, scan, checkpoint, fetch, report, tree):
                 return
@@ -2086,7 +2087,10 @@ def notify(settings, report):
 TREE_STATUS = {'first seen': 'first seen', 'unchanged': 'unchanged since seen before',
                'grew': 'grew from size %(size_before)s, proved consistent',
                'shrank': 'SHRANK from size %(size_before)s',
-               'inconsistent': 'NOT consistent with the tree head seen before'}
+               'inconsistent': 'NOT consistent with the tree head seen before',
+               'older': 'older than size %(size_before)s seen before, proved consistent with '
+                        'it (a cached checkpoint?)',
+               'not checked': 'NOT CHECKED against the tree head seen before'}
 
 
 def format_report(report):
@@ -3454,6 +3458,9 @@ def cmd_monitor(args):
     settings = load_config(args.config)
     koji.pathinfo.topdir = topdir
     watchlist = read_watchlist(args.watchlist) if args.watchlist else Watchlist()
+    if settings.api == 2 and (args.start_index is not None or args.history):
+        raise UsageError('--start-index and --history are for Rekor v1 logs: a v2 shard is '
+                         'read from its start, then from where the last run stopped')
     become_hub_user(settings, topdir)
     progress = Progress()
     try:

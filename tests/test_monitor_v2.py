@@ -193,7 +193,10 @@ def test_a_forked_log_is_a_split_view_and_the_kept_checkpoint_stays(monitor, v2l
     assert finding['kind'] == 'split view' and 'size 7' in finding['message']
     assert json.loads(next((topdir / 'rekor-logs' / '@state' / 'monitor').glob('v2-*.json'))
                       .read_text())['checkpoint'] == kept
-    assert monitor.report()[0] == 1      # and again next run: never moved forward
+    status, out, _ = monitor.run()       # and again next run: never moved forward
+    assert status == 1
+    assert 'tree %s (active): size 7' % v2log.origin in out
+    assert 'NOT consistent with the tree head seen before' in out
 
 
 def test_a_checkpoint_that_does_not_verify_is_a_finding(monitor, v2log):
@@ -223,6 +226,11 @@ def test_the_scan_reads_one_bundle_at_a_time_and_full_tiles_when_partials_are_go
     v2log.paused = True          # the checkpoint stays at 300 ...
     assert monitor.run()[0] == 0
     assert bundle_reads(v2log) == ['/tile/entries/000', '/tile/entries/001.p/44']
+    v2log.paused = False
+    v2log.publish_now()
+    v2log.paused = True
+    assert monitor.run()[0] == 0         # nothing new: no bundle read
+    assert len(bundle_reads(v2log)) == 2
     del v2log.requests[:]
     append(v2log, others(300, tag=b'more'), publish=False)  # ... the tree grows to 600
     v2log.publish_now()          # 600: bundle 1 is full, its partial gone
@@ -377,3 +385,9 @@ def test_each_shard_of_the_signing_config_has_its_own_position(tmp_path, topdir,
         assert [(t['size'], t['status']) for t in report['trees']] == [(5, 'unchanged'),
                                                                       (3, 'grew')]
         assert [f['new'] for f in report['findings']] == [False]
+
+
+def test_v1_only_options_are_refused_with_a_v2_log(monitor, v2log):
+    for args in (('--history',), ('--start-index', '3')):
+        status, out, err = monitor.run(*args)
+        assert status == 2 and '--start-index and --history are for Rekor v1 logs' in err
