@@ -391,3 +391,94 @@ def test_v1_only_options_are_refused_with_a_v2_log(monitor, v2log):
     for args in (('--history',), ('--start-index', '3')):
         status, out, err = monitor.run(*args)
         assert status == 2 and '--start-index and --history are for Rekor v1 logs' in err
+
+
+def dsse_with(der, details):
+    return json.dumps({'apiVersion': '0.0.2', 'kind': 'dsse', 'spec': {'dsseV002': {
+        'payloadHash': {'algorithm': 'SHA2_256', 'digest': base64.b64encode(b'x' * 32).decode()},
+        'signatures': [{'content': 'AAAA', 'verifier': {
+            'publicKey': {'rawBytes': base64.b64encode(der).decode()},
+            'keyDetails': details}}]}}}).encode()
+
+
+def test_our_ed25519_key_is_known_in_its_der_form(monitor, v2log, keys):
+    from cryptography.hazmat.primitives import serialization
+    (der, sigkey), = koji_rekor.der_public_keys(keys['ed25519'].armored)
+    assert sigkey == keys['ed25519'].sigkey
+    raw = serialization.load_der_public_key(der).public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    # the 32-byte point after 0x40 in the OpenPGP key packet (RFC 4880bis EdDSA)
+    assert b'\x40' + raw in hashedrekord.key_packets(keys['ed25519'].armored)[0].body
+    append(v2log, [dsse_with(der, 'PKIX_ED25519')])
+
+    status, report = monitor.report()
+
+    assert status == 1 and [f['kind'] for f in report['findings']] == ['other kind']
+
+
+def test_our_key_inside_a_certificate_is_a_finding(monitor, v2log, keys, sha256_rpms):
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    entry = hashedrekord.from_rpm_file(sha256_rpms['stray'], keys['rsa'].armored)
+    ca = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'someone')])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(serialization.load_der_public_key(entry.public_key))
+            .serial_number(1).not_valid_before(now).not_valid_after(now)
+            .sign(ca, hashes.SHA256()))
+    body = json.loads(entry.canonical_body())
+    body['spec']['hashedRekordV002']['signature']['verifier'] = {
+        'x509Certificate': {'rawBytes': base64.b64encode(
+            cert.public_bytes(serialization.Encoding.DER)).decode()},
+        'keyDetails': entry.key_details}
+    append(v2log, [json.dumps(body, sort_keys=True, separators=(',', ':')).encode()])
+
+    status, report = monitor.report()
+
+    assert status == 1
+    (finding,) = report['findings']
+    assert finding['kind'] == 'other kind' and 'as certificate' in finding['message']
+
+
+def test_when_koji_cannot_be_asked_the_entry_is_checked_next_run(monitor, v2log, keys,
+                                                                  sha256_rpms, kojihub):
+    log_by_hand(v2log, sha256_rpms['stray'], keys)
+    append(v2log, others(2))
+    kojihub.down = True
+
+    status, report = monitor.report()
+
+    assert status == 2 and report['scan']['counts']['unchecked'] == 1
+    kojihub.down = False
+    status, report = monitor.report()
+    assert status == 1 and report['scan']['counts']['read'] == 1
+    assert [f['kind'] for f in report['findings']] == ['not signed in Koji']
+
+
+def test_v1_koji_s_own_hashedrekord_is_accounted_for(tmp_path, topdir, rekor, log_key_file,
+                                                     key_dir, kojihub, capsys, plugin_log,
+                                                     keys, sha256_rpms, koji_import):
+    from cryptography.hazmat.primitives import serialization
+    v1 = Monitor(tmp_path, topdir, capsys, plugin_log)
+    v1.configure(rekor.url, log_key_file, key_dir, kojihub.url)
+    assert v1.run()[0] == 0
+    imported = koji_import(sha256_rpms['koji'])
+    kojihub.add(imported)
+    with open(imported.sighdr_path, 'rb') as fo:
+        entry = hashedrekord.from_rpm_file(imported.unsigned_path, keys['rsa'].armored,
+                                           sighdr=fo.read())
+    pem = serialization.load_der_public_key(entry.public_key).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    rekor.log.add_entry(canonical_json({'apiVersion': '0.0.1', 'kind': 'hashedrekord', 'spec': {
+        'data': {'hash': {'algorithm': 'sha256', 'value': entry.digest.hex()}},
+        'signature': {'content': base64.b64encode(entry.signature).decode(),
+                      'publicKey': {'content': base64.b64encode(pem).decode()}}}}))
+
+    status, report = v1.report()
+
+    assert (status, report['findings']) == (0, [])
+    assert report['scan']['counts']['accounted'] == 1
