@@ -482,3 +482,13 @@ def test_v1_koji_s_own_hashedrekord_is_accounted_for(tmp_path, topdir, rekor, lo
 
     assert (status, report['findings']) == (0, [])
     assert report['scan']['counts']['accounted'] == 1
+
+
+def test_entry_bundles_that_are_not_the_logged_entries_are_a_finding(monitor, v2log):
+    append(v2log, others(2))
+    v2log.lie = 'bundle'
+
+    status, report = monitor.report()
+
+    assert status == 1
+    assert [f['kind'] for f in report['findings']] == ['unverified entry'] * 2
