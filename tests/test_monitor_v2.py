@@ -12,6 +12,7 @@ import os
 import threading
 
 import pytest
+import requests
 
 import koji_rekor
 import rpmfactory
@@ -281,11 +282,17 @@ def test_v1_a_hashedrekord_made_with_our_key_is_a_finding(tmp_path, topdir, reko
     entry = hashedrekord.from_rpm_file(sha256_rpms['stray'], keys['rsa'].armored)
     pem = serialization.load_der_public_key(entry.public_key).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    # hashedrekord v0.0.1 as Rekor v1 stores it (pkg/types/hashedrekord/v0.0.1)
-    rekor.log.add_entry(canonical_json({'apiVersion': '0.0.1', 'kind': 'hashedrekord', 'spec': {
+    proposed = {'apiVersion': '0.0.1', 'kind': 'hashedrekord', 'spec': {
         'data': {'hash': {'algorithm': 'sha256', 'value': entry.digest.hex()}},
         'signature': {'content': base64.b64encode(entry.signature).decode(),
-                      'publicKey': {'content': base64.b64encode(pem).decode()}}}}))
+                      'publicKey': {'content': base64.b64encode(pem).decode()}}}}
+    # the thief's own upload, which Rekor v1 takes (pkg/types/hashedrekord/v0.0.1)
+    answer = requests.post(rekor.url + '/api/v1/log/entries', json=proposed, timeout=10)
+    assert answer.status_code == 201
+    forged = json.loads(json.dumps(proposed))
+    forged['spec']['data']['hash']['value'] = '00' * 32
+    refused = requests.post(rekor.url + '/api/v1/log/entries', json=forged, timeout=10)
+    assert refused.status_code == 400 and 'verifying signature' in refused.json()['message']
 
     status, report = v1.report()
 
