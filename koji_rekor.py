@@ -1637,7 +1637,10 @@ class DigestIndex:
         for attempt in range(2):
             for name, value in sorted(self.data.get(sigkey, {}).items()):
                 if value and value[0] == wanted[0]:
-                    again = self.derive(sigkey, name)      # Koji, not the state, decides
+                    try:
+                        again = self.derive(sigkey, name)  # Koji, not the state, decides
+                    except (RekorLogError, KojiUnavailable, ValueError):
+                        continue        # not what Koji holds: the refresh drops it
                     if again and again[:3] == wanted:
                         return None
                     if again and again[0] == wanted[0]:

@@ -499,3 +499,19 @@ def test_entry_bundles_that_are_not_the_logged_entries_are_a_finding(monitor, v2
 
     assert status == 1
     assert [f['kind'] for f in report['findings']] == ['unverified entry'] * 2
+
+
+def test_a_digest_index_naming_what_koji_lacks_is_dropped(monitor, v2log, keys, sha256_rpms,
+                                                           topdir):
+    stolen = log_by_hand(v2log, sha256_rpms['stray'], keys)
+    entry = stolen.entry
+    state = topdir / 'rekor-logs' / '@state' / 'monitor'
+    state.mkdir(parents=True)
+    (state / 'v2-digests.json').write_text(json.dumps({keys['rsa'].sigkey: {
+        name: [entry.digest.hex(), 'x', 'y', 'z'] for name in ('77/ab', 'junk/cd')}}))
+
+    status, report = monitor.report()
+
+    assert status == 1
+    assert [f['kind'] for f in report['findings']] == ['not signed in Koji']
+    assert json.loads((state / 'v2-digests.json').read_text()) == {keys['rsa'].sigkey: {}}
