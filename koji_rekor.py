@@ -724,8 +724,12 @@ def our_keys(settings, watchlist, report):
         keys.files.append((path, armored))
         for fingerprint in fingerprints:
             keys.fingerprints.setdefault(fingerprint, os.path.basename(path))
-        for der, sigkey in der_public_keys(armored):
-            keys.der.setdefault(der, (sigkey, os.path.basename(path)))
+        try:
+            for der, sigkey in der_public_keys(armored):
+                keys.der.setdefault(der, (sigkey, os.path.basename(path)))
+        except ImportError as e:   # an installation without the Rekor v2 modules
+            report.not_checked('entries naming our key %s as DER or PEM (hashedrekord, dsse): '
+                               '%s' % (path, e))
     for fingerprint in watchlist.fingerprints:
         keys.fingerprints.setdefault(fingerprint, 'watchlist')
     report.keys = [{'fingerprint': fp, 'from': source}
