@@ -1855,6 +1855,14 @@ def v2_shards(settings, report):
     return logs
 
 
+def v2_may_be_v1(settings, log):
+    """A trusted root's log, named neither by a signing config nor by
+    [rekor] url, may be a Rekor v1 log (a TrustedRoot does not say)."""
+    from rekor_v2 import trust
+    return not settings.signing_config and not (
+        settings.url and trust.origin_of(settings.url) == log.origin)
+
+
 def v2_client(settings, url):
     from rekor_v2.client import ClientSettings, V2Client
     return V2Client(ClientSettings(url, ca_bundle=settings.ca_bundle,
@@ -1890,9 +1898,17 @@ def scan_v2_shard(settings, topdir, log, keys, koji_view, report):
         client = v2_client(settings, log.base_url)
         try:
             try:
-                raw = client.read_checkpoint()
+                raw = client.get('/checkpoint', V2_MAX_READ)
             except RekorLogError as e:
                 report.not_checked('the checkpoint of %s: %s' % (shown, e))
+                return
+            if raw is None and v2_may_be_v1(settings, log):
+                report.note('%s (trusted root) has no /checkpoint: not a Rekor v2 log, '
+                            'skipped' % shown)
+                return
+            if raw is None:
+                report.not_checked('the checkpoint of %s: the shard has no /checkpoint (is it '
+                                   'a Rekor v2 shard?)' % shown)
                 return
             try:
                 checkpoint = note.verify_checkpoint(raw, log.note_key, log.origin)

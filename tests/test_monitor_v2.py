@@ -515,3 +515,35 @@ def test_a_digest_index_naming_what_koji_lacks_is_dropped(monitor, v2log, keys, 
     assert status == 1
     assert [f['kind'] for f in report['findings']] == ['not signed in Koji']
     assert json.loads((state / 'v2-digests.json').read_text()) == {keys['rsa'].sigkey: {}}
+
+
+def test_a_trusted_root_s_v1_log_is_skipped_and_its_v2_shard_read(tmp_path, topdir, key_dir,
+                                                                  kojihub, capsys, plugin_log,
+                                                                  v2log, rekor):
+    from cryptography.hazmat.primitives import serialization
+    from rekor_v2 import note, trust
+    v1_der = serialization.load_pem_public_key(rekor.log.public_key_pem).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    tlogs = []
+    for url, der, details in ((rekor.url, v1_der, 'PKIX_ECDSA_P256_SHA_256'),
+                              (v2log.url, v2log.key.public_der, 'PKIX_ED25519')):
+        log_id = note.note_key(trust.origin_of(url), der).log_id
+        tlogs.append({'baseUrl': url, 'hashAlgorithm': 'SHA2_256',
+                      'publicKey': {'rawBytes': base64.b64encode(der).decode(),
+                                    'keyDetails': details,
+                                    'validFor': {'start': '2025-01-01T00:00:00Z'}},
+                      'logId': {'keyId': base64.b64encode(log_id).decode()}})
+    root = tmp_path / 'root.json'
+    root.write_text(json.dumps({'mediaType': trust.TRUSTED_ROOT_MEDIA_TYPE, 'tlogs': tlogs}))
+    append(v2log, others(3))
+    monitor = V2Monitor(tmp_path, topdir, capsys, plugin_log)
+    monitor.configure(v2log.url, 'unused', key_dir, kojihub.url)
+    monitor.conf.write_text(monitor.conf.read_text().replace(
+        'url = %s\n' % v2log.url, '').replace('log_public_key = unused\n',
+                                              'trusted_root = %s\n' % root))
+
+    status, report = monitor.report()
+
+    assert status == 0, report['not_checked']
+    assert [t['size'] for t in report['trees']] == [3]
+    assert any('not a Rekor v2 log, skipped' in n for n in report['notes'])
