@@ -547,3 +547,14 @@ def test_a_trusted_root_s_v1_log_is_skipped_and_its_v2_shard_read(tmp_path, topd
     assert status == 0, report['not_checked']
     assert [t['size'] for t in report['trees']] == [3]
     assert any('not a Rekor v2 log, skipped' in n for n in report['notes'])
+
+
+def test_a_v2_finding_is_acknowledged_by_its_leaf_hash(monitor, v2log, keys, sha256_rpms):
+    log_by_hand(v2log, sha256_rpms['stray'], keys)
+    status, report = monitor.report()
+    (finding,) = report['findings']
+    assert finding['acknowledge'] == "koji-rekor monitor --ack %s --reason 'TEXT'" % finding['id']
+
+    assert monitor.run('--ack', finding['id'], '--reason', 'our test upload')[0] == 0
+    status, report = monitor.report()
+    assert (status, report['findings'], report['acknowledged']) == (0, [], 1)
