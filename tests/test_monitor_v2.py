@@ -558,3 +558,16 @@ def test_a_v2_finding_is_acknowledged_by_its_leaf_hash(monitor, v2log, keys, sha
     assert monitor.run('--ack', finding['id'], '--reason', 'our test upload')[0] == 0
     status, report = monitor.report()
     assert (status, report['findings'], report['acknowledged']) == (0, [], 1)
+
+
+def test_the_same_size_with_another_root_is_a_split_view(monitor, v2log):
+    append(v2log, others(5))
+    assert monitor.run()[0] == 0
+    with v2log.cond:
+        v2log.tree, v2log.bodies = Tree(), []
+    append(v2log, others(5, tag=b'fork'))
+
+    status, report = monitor.report()
+
+    assert status == 1 and [f['kind'] for f in report['findings']] == ['split view']
+    assert report['scan'] == {}
