@@ -571,3 +571,20 @@ def test_the_same_size_with_another_root_is_a_split_view(monitor, v2log):
 
     assert status == 1 and [f['kind'] for f in report['findings']] == ['split view']
     assert report['scan'] == {}
+
+
+def test_an_older_consistent_checkpoint_is_a_note_and_the_kept_one_stays(monitor, v2log,
+                                                                          topdir):
+    append(v2log, others(8))
+    assert monitor.run()[0] == 0
+    v2log.paused = True
+    with v2log.cond:
+        v2log.published_note = v2log.note(5)   # a cache serving an older checkpoint
+
+    status, report = monitor.report()
+
+    assert (status, report['findings']) == (0, [])
+    assert report['trees'][0]['status'] == 'older'
+    kept = json.loads(next((topdir / 'rekor-logs' / '@state' / 'monitor').glob('v2-*.json'))
+                      .read_text())
+    assert kept['next_index'] == 8 and kept['checkpoint'].split('\n')[1] == '8'
