@@ -703,6 +703,7 @@ class OurKeys:
     fingerprints: dict = field(default_factory=dict)  # fingerprint -> where it comes from
     subjects: set = field(default_factory=set)
     files: list = field(default_factory=list)         # key files, for --history
+    der: dict = field(default_factory=dict)           # DER SubjectPublicKeyInfo -> (sigkey, file)
 
     def name(self, fingerprint):
         return '%s (%s)' % (fingerprint[-8:].lower(), self.fingerprints[fingerprint])
@@ -731,12 +732,57 @@ def our_keys(settings, watchlist, report):
         keys.files.append((path, armored))
         for fingerprint in fingerprints:
             keys.fingerprints.setdefault(fingerprint, os.path.basename(path))
+        try:
+            for der, sigkey in der_public_keys(armored):
+                keys.der.setdefault(der, (sigkey, os.path.basename(path)))
+        except ImportError as e:   # an installation without the Rekor v2 modules
+            report.not_checked('entries naming our key %s as DER or PEM (hashedrekord, dsse): '
+                               '%s' % (path, e))
     for fingerprint in watchlist.fingerprints:
         keys.fingerprints.setdefault(fingerprint, 'watchlist')
     report.keys = [{'fingerprint': fp, 'from': source}
                    for fp, source in sorted(keys.fingerprints.items())]
     report.watchlist = sorted(keys.subjects)
     return keys
+
+
+def der_public_keys(armored):
+    """(DER SubjectPublicKeyInfo, sigkey) of each RSA, ECDSA and Ed25519
+    key and subkey of an OpenPGP key: the form hashedrekord (v1: PEM of it)
+    and Rekor v2 entries carry a key in, so that an entry made with our key
+    outside OpenPGP is still known as ours."""
+    from rekor_v2 import hashedrekord
+    found = []
+    for packet in hashedrekord.key_packets(armored):
+        sigkey = packet.key_id[-8:].lower()
+        try:
+            der, _ = hashedrekord.der_public_key(packet)
+        except hashedrekord.NotLoggableInV2:
+            der = ed25519_der(packet)   # v2 cannot take it in a hashedrekord, dsse can
+        except RekorLogError:
+            der = None
+        if der:
+            found.append((der, sigkey))
+    return found
+
+
+# RFC 8410: Ed25519's OpenPGP curve OID (RFC 4880bis 9.2) and the prefix of a
+# 32-byte key's DER SubjectPublicKeyInfo.
+ED25519_OID = bytes.fromhex('2b06010401da470f01')
+ED25519_SPKI = bytes.fromhex('302a300506032b6570032100')
+
+
+def ed25519_der(packet):
+    """The DER key of an OpenPGP EdDSA (legacy, algorithm 22) Ed25519 key
+    packet: the MPI holds 0x40 and the 32-byte point; None for anything else."""
+    body = packet.body
+    if packet.version != 4 or packet.algorithm != 22 or len(body) < 7:
+        return None
+    size = body[6]
+    oid, rest = bytes(body[7:7 + size]), bytes(body[7 + size:])
+    if oid != ED25519_OID or len(rest) != 2 + 33 or rest[2] != 0x40:
+        return None
+    return ED25519_SPKI + rest[3:]
 
 
 @dataclass
@@ -881,6 +927,40 @@ def read_acks(topdir):
     return read_state_file(topdir, ACKS_FILE, valid_acks) or {}
 
 
+# Rekor v2: one scan state per shard (named by its log id), with the last
+# checkpoint seen there, and the digest index of the signatures Koji recorded.
+# Small functions, so that where the state lives can change in one place.
+DIGESTS_FILE = 'v2-digests.json'
+
+
+def v2_scan_name(log_id):
+    return 'v2-%s.json' % log_id.hex()
+
+
+def valid_v2_scan_state(data):
+    return valid_scan_state(data) and isinstance(data.get('checkpoint', ''), str)
+
+
+def valid_digests(data):
+    """{sigkey: {"<rpm id>/<sighash>": [digest, sha256 of the signature,
+    sha256 of the DER key, NVRA] or null (a signature no hashedrekord holds)}}"""
+    return isinstance(data, dict) and all(
+        isinstance(sigs, dict) and all(
+            v is None or (isinstance(v, list) and len(v) == 4 and all(isinstance(x, str)
+                                                                       for x in v))
+            for v in sigs.values())
+        for sigs in data.values())
+
+
+def read_digests(topdir):
+    return read_state_file(topdir, DIGESTS_FILE, valid_digests) or {}
+
+
+def write_digests(topdir, data):
+    with state_locked(topdir, DIGESTS_FILE):
+        write_state_file(topdir, DIGESTS_FILE, data)
+
+
 def finding_id(text):
     """An entry's UUID from a UUID or an entry ID (tree ID + UUID)."""
     text = text.strip().lower()
@@ -940,6 +1020,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
             view = LogView(client, settings, state, log_key, report, fetcher=Fetcher(settings))
             view.topdir = topdir  # the hub's tree heads there: evidence to add, never memory
             koji_view = KojiView(settings, topdir)
+            koji_view.home = home  # the monitor's own state: never under the topdir
             try:
                 try:
                     check_tree_heads(view)
@@ -1181,6 +1262,7 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
     subjects = sorted({e for armored in logged for e in openpgp_emails(armored)}
                       & keys.subjects)
     if not ours and not subjects:
+        check_pem_keyed_entry(view, keys, koji_view, scan, index, verified, counts)
         return
     counts['ours'] += 1
     where = 'log index %d, entry %s (integrated %s)' % (
@@ -1204,6 +1286,29 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
         counts['unchecked'] += 1
         scan.data['pending'].append(index)
         report.not_checked('%s: Koji cannot be asked: %s' % (where, e))
+        return
+    if outcome is None:
+        counts['accounted'] += 1
+        return
+    counts['findings'] += 1
+    flag(view, scan, verified, *outcome)
+
+
+def check_pem_keyed_entry(view, keys, koji_view, scan, index, verified, counts):
+    """A v1 entry naming one of our keys as PEM (hashedrekord v0.0.1) or
+    inside an X.509 certificate: accounted for like a v2 hashedrekord."""
+    forms = pem_key_forms(verified.body)
+    if not any(der in keys.der for der, _ in forms):
+        return
+    counts['ours'] += 1
+    where = 'log index %d, entry %s (integrated %s)' % (
+        verified.log_index, verified.uuid, utc(verified.integrated_time))
+    try:
+        outcome = account_keyed_entry(keys, koji_view, verified.body, forms, where)
+    except KojiUnavailable as e:
+        counts['unchecked'] += 1
+        scan.data['pending'].append(index)
+        view.report.not_checked('%s: Koji cannot be asked: %s' % (where, e))
         return
     if outcome is None:
         counts['accounted'] += 1
@@ -1672,6 +1777,485 @@ def look_back(view, keys, koji_view, scan):
                 check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts)
 
 
+# --- Rekor v2: reading a shard's tiles --------------------------------------
+# A v2 log (rekor-tiles) has no entry API to read from: the monitor reads its
+# static files (C2SP tlog-tiles). Each shard has its own position and last
+# checkpoint; entries are read one entry bundle at a time, each bundle's
+# level-0 tile checked against the signed root by one inclusion proof (its
+# first leaf's proof covers every other leaf of the tree), so memory and
+# requests stay bounded at any log size.
+
+V2_TILE_CACHE = 8   # tiles kept while scanning: one bundle, its path up
+
+
+class DigestIndex:
+    """Which hashedrekord entries Koji made: for each of our sigkeys, the
+    digest, signature and key of every signature Koji recorded, built from
+    the signature header Koji recorded (its md5 is Koji's sighash) and the
+    RPM's header. Kept in the monitor's state only as a lookup aid: a hit
+    is derived again from Koji before it accounts for anything, so a
+    planted index silences nothing."""
+
+    def __init__(self, topdir, koji_view, keys):
+        self.topdir, self.koji, self.keys = topdir, koji_view, keys
+        self.data = read_digests(topdir)
+        self.refreshed = {}   # sigkey -> signatures that could not be indexed
+
+    def account(self, digest, signature, der, where):
+        """None when Koji recorded this signature; else (kind, message)."""
+        sigkey, source = self.keys.der[der]
+        what = '%s: a hashedrekord of digest %s made with our key %s (%s)' % (
+            where, digest.hex(), sigkey, source)
+        wanted = [digest.hex(), hashlib.sha256(signature).hexdigest(),
+                  hashlib.sha256(der).hexdigest()]
+        for attempt in range(2):
+            for name, value in sorted(self.data.get(sigkey, {}).items()):
+                if value and value[0] == wanted[0]:
+                    try:
+                        again = self.derive(sigkey, name)  # Koji, not the state, decides
+                    except (RekorLogError, KojiUnavailable, ValueError):
+                        continue        # not what Koji holds: the refresh drops it
+                    if again and again[:3] == wanted:
+                        return None
+                    if again and again[0] == wanted[0]:
+                        return ('other signature', '%s: Koji signed %s with this digest, but '
+                                'the logged signature or key is not the one Koji recorded'
+                                % (what, again[3]))
+            if attempt or sigkey in self.refreshed:
+                break
+            self.refresh(sigkey)
+        if self.refreshed.get(sigkey):
+            raise KojiUnavailable('%d signatures by %s could not be indexed (%s)' % (
+                len(self.refreshed[sigkey]), sigkey, self.refreshed[sigkey][0]))
+        return ('not signed in Koji', '%s: Koji recorded no signature with this digest by '
+                'this key, so this Koji did not sign it (a stolen key?)' % what)
+
+    def refresh(self, sigkey):
+        """Index the signatures by sigkey that Koji lists and the index lacks."""
+        listed = self.koji.call('queryRPMSigs', sigkey=sigkey) or []
+        known = self.data.setdefault(sigkey, {})
+        names = {'%s/%s' % (s.get('rpm_id'), s.get('sighash')) for s in listed}
+        for name in [n for n in known if n not in names]:
+            del known[name]                       # deleted in Koji (or planted)
+        failed = []
+        for name in sorted(names - set(known)):
+            try:
+                known[name] = self.derive(sigkey, name)
+            except (RekorLogError, KojiUnavailable) as e:
+                failed.append('%s: %s' % (name, e))
+        self.refreshed[sigkey] = failed
+        write_digests(self.topdir, self.data)
+
+    def derive(self, sigkey, name):
+        """[digest, sha256(signature), sha256(DER key), NVRA] of the
+        signature Koji recorded as name ("rpm id/sighash"), or None when
+        no hashedrekord can hold it."""
+        from rekor_v2 import hashedrekord
+        rpm_id, _, sighash = name.partition('/')
+        rpminfo = self.koji.call('getRPM', int(rpm_id))
+        build = rpminfo and self.koji.call('getBuild', rpminfo['build_id'])
+        if not build:
+            raise KojiUnavailable('Koji has no RPM %s or its build' % rpm_id)
+        signed = locate_signed_rpm(build, rpminfo, sigkey)
+        if hashlib.md5(signed.sighdr).hexdigest() != sighash:  # noqa: S324
+            raise KojiUnavailable('the signature header of %s by %s in the topdir is not the '
+                                  'one Koji recorded' % (nvra_of(rpminfo), sigkey))
+        sighdr, main = hashedrekord.read_headers(signed.path, signed.sighdr)
+        problem = None
+        for _, armored in self.keys.files:
+            try:
+                entry = hashedrekord.from_headers(sighdr, main, armored)
+            except hashedrekord.NotLoggableInV2:
+                return None
+            except RekorLogError as e:
+                problem = e
+                continue
+            return [entry.digest.hex(), hashlib.sha256(entry.signature).hexdigest(),
+                    hashlib.sha256(entry.public_key).hexdigest(), nvra_of(rpminfo)]
+        raise KojiUnavailable('%s by %s: %s' % (nvra_of(rpminfo), sigkey, problem))
+
+
+def digest_index(koji_view, keys):
+    """One DigestIndex a run, kept with the run's KojiView."""
+    if getattr(koji_view, 'digests', None) is None:
+        koji_view.digests = DigestIndex(koji_view.home, koji_view, keys)
+    return koji_view.digests
+
+
+def entry_key_forms(body):
+    """(DER key, 'key' or 'certificate') of every verifier a Rekor v2 entry
+    names (hashedrekord v0.0.2: spec.hashedRekordV002.signature; dsse
+    v0.0.2: spec.dsseV002.signatures[]), protojson names."""
+    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
+    found = []
+    for inner in spec.values():
+        if not isinstance(inner, dict):
+            continue
+        sigs = inner.get('signatures') if isinstance(inner.get('signatures'), list) else []
+        sigs = sigs + [inner.get('signature')]
+        for sig in sigs[:64]:
+            verifier = sig.get('verifier') if isinstance(sig, dict) else None
+            if isinstance(verifier, dict):
+                found += verifier_keys(verifier)
+    return found
+
+
+def verifier_keys(verifier):
+    """(DER key, form) of a sigstore PublicKey or X509Certificate."""
+    out = []
+    for field_name, form in (('publicKey', 'key'), ('x509Certificate', 'certificate')):
+        holder = verifier.get(field_name)
+        raw = holder.get('rawBytes') if isinstance(holder, dict) else None
+        if isinstance(raw, str):
+            try:
+                data = base64.b64decode(raw, validate=True)
+            except binascii.Error:
+                continue
+            der = data if form == 'key' else certificate_key(data)
+            if der:
+                out.append((der, form))
+    return out
+
+
+def certificate_key(data):
+    """The DER SubjectPublicKeyInfo of a DER or PEM X.509 certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    try:
+        cert = (x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b'-----')
+                else x509.load_der_x509_certificate(data))
+        return cert.public_key().public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    except Exception:  # noqa: BLE001 - not a certificate we can read: not our key
+        return None
+
+
+def pem_key_forms(body):
+    """(DER key, form) of the PEM key or certificate a v1 entry names
+    (hashedrekord v0.0.1, rekord x509: spec.signature.publicKey.content)."""
+    from cryptography.hazmat.primitives import serialization
+    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
+    signature = spec.get('signature') if isinstance(spec.get('signature'), dict) else {}
+    holder = signature.get('publicKey')
+    try:
+        data = base64.b64decode(holder['content'], validate=True)
+    except (TypeError, KeyError, binascii.Error):
+        return []
+    if b'CERTIFICATE' in data[:100]:
+        der = certificate_key(data)
+        return [(der, 'certificate')] if der else []
+    try:
+        key = serialization.load_pem_public_key(data)
+    except Exception:  # noqa: BLE001 - not a PEM key: nothing of ours
+        return []
+    return [(key.public_bytes(serialization.Encoding.DER,
+                              serialization.PublicFormat.SubjectPublicKeyInfo), 'key')]
+
+
+def account_keyed_entry(keys, koji_view, body, forms, where):
+    """An entry made with one of our DER keys: None when it is a
+    hashedrekord of a signature Koji recorded, else (kind, message). Raises
+    KojiUnavailable when Koji cannot tell."""
+    mine = [(der, form) for der, form in forms if der in keys.der]
+    kind, version = body.get('kind'), body.get('apiVersion')
+    sigkey, source = keys.der[mine[0][0]]
+    if kind != 'hashedrekord' or any(form != 'key' for _, form in mine):
+        return ('other kind', '%s: a %s %s entry made with our key %s (%s, as %s); this Koji '
+                'makes only hashedrekord entries with a bare key' % (
+                    where, kind, version, sigkey, source,
+                    ' and '.join(sorted({form for _, form in mine}))))
+    try:
+        digest, signature = hashedrekord_values(body)
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        return ('other kind', '%s: a malformed hashedrekord entry made with our key %s'
+                % (where, sigkey))
+    return digest_index(koji_view, keys).account(digest, signature, mine[0][0], where)
+
+
+def hashedrekord_values(body):
+    """(digest, signature) of a hashedrekord v0.0.2 (v2) or v0.0.1 (v1)."""
+    spec = body['spec']
+    if 'hashedRekordV002' in spec:
+        inner = spec['hashedRekordV002']
+        return (base64.b64decode(inner['data']['digest'], validate=True),
+                base64.b64decode(inner['signature']['content'], validate=True))
+    return (bytes.fromhex(spec['data']['hash']['value']),
+            base64.b64decode(spec['signature']['content'], validate=True))
+
+
+def v2_shards(settings, report):
+    """The LogKeys of the v2 shards to watch: every v2 shard of the
+    signing config, keyed from the trusted root (or [rekor] url's key);
+    else every log of the trusted root that serves a checkpoint; else
+    [rekor] url with log_public_key."""
+    from rekor_v2 import trust
+    logs = []
+    try:
+        if settings.trusted_root:
+            with open(settings.trusted_root, 'rb') as fo:
+                logs = list(trust.parse_trusted_root(fo.read()).logs)
+        if settings.log_public_key and settings.url:
+            with open(settings.log_public_key, 'rb') as fo:
+                own = trust.log_key(settings.origin or trust.origin_of(settings.url), fo.read(),
+                                    base_url=settings.url.rstrip('/'))
+            logs = [own] + [lk for lk in logs if lk.origin != own.origin]
+        if settings.signing_config:
+            with open(settings.signing_config, 'rb') as fo:
+                config = trust.parse_signing_config(fo.read())
+            shards = []
+            for shard in config.rekor:
+                if shard.major_api_version != 2:
+                    continue
+                match = [lk for lk in logs if lk.origin == trust.origin_of(shard.url)]
+                if match:
+                    shards.append(match[0])
+                else:
+                    report.not_checked('v2 shard %s: no key for it in the trusted root or '
+                                       '[rekor] log_public_key' % display_url(shard.url))
+            return shards
+    except OSError as e:
+        report.not_checked('the Rekor v2 trust files: %s: %s' % (e.filename, e.strerror))
+        return []
+    except ValueError as e:
+        report.not_checked('the Rekor v2 trust files: %s' % e)
+        return []
+    if not logs:
+        report.not_checked('no Rekor v2 shard to watch: set [rekor] url and log_public_key, '
+                           'or trusted_root')
+    return logs
+
+
+def v2_may_be_v1(settings, log):
+    """A trusted root's log, named neither by a signing config nor by
+    [rekor] url, may be a Rekor v1 log (a TrustedRoot does not say)."""
+    from rekor_v2 import trust
+    return not settings.signing_config and not (
+        settings.url and trust.origin_of(settings.url) == log.origin)
+
+
+def v2_client(settings, url):
+    from rekor_v2.client import ClientSettings, V2Client
+    return V2Client(ClientSettings(url, ca_bundle=settings.ca_bundle,
+                                   connect_timeout=settings.timeout,
+                                   read_timeout=max(settings.timeout, 30.0),
+                                   retries=settings.retries, backoff=settings.backoff))
+
+
+def monitor_v2(settings, topdir, watchlist, progress):
+    """koji-rekor monitor for api = 2: each shard's checkpoint verified and
+    proved consistent with the one seen before, then its entries read from
+    the tiles, from where the last run stopped."""
+    report = Report(display_url(settings.url or ''), topdir, progress)
+    keys = our_keys(settings, watchlist, report)
+    if keys.fingerprints and not keys.der:
+        report.not_checked('none of our keys has a form a Rekor v2 entry can name (RSA, '
+                           'ECDSA or Ed25519 key files)')
+    home = monitor_home(settings)
+    koji_view = KojiView(settings, topdir)
+    koji_view.home = home  # the monitor's own state: never under the topdir
+    try:
+        for log in v2_shards(settings, report):
+            scan_v2_shard(settings, home, log, keys, koji_view, report)
+    finally:
+        koji_view.close()
+    return report
+
+
+def scan_v2_shard(settings, home, log, keys, koji_view, report):
+    """home: where the monitor keeps its state ([monitor] state_dir)."""
+    from rekor_v2 import note
+    shown = display_url(log.base_url)
+    name = v2_scan_name(log.log_id)
+    with state_locked(home, name):
+        scan = Scan(home, name, read_state_file(home, name, valid_v2_scan_state))
+        client = v2_client(settings, log.base_url)
+        try:
+            try:
+                raw = client.get('/checkpoint', V2_MAX_READ)
+            except RekorLogError as e:
+                report.not_checked('the checkpoint of %s: %s' % (shown, e))
+                return
+            if raw is None and v2_may_be_v1(settings, log):
+                report.note('%s (trusted root) has no /checkpoint: not a Rekor v2 log, '
+                            'skipped' % shown)
+                return
+            if raw is None:
+                report.not_checked('the checkpoint of %s: the shard has no /checkpoint (is it '
+                                   'a Rekor v2 shard?)' % shown)
+                return
+            try:
+                checkpoint = note.verify_checkpoint(raw, log.note_key, log.origin)
+            except VerificationError as e:
+                report.finding('bad tree head', '%s: its checkpoint does not verify: %s'
+                               % (shown, e))
+                return
+
+            def fetch(path):
+                return client.get('/' + path, V2_MAX_READ)
+
+            tree = {'tree_id': log.origin, 'active': True, 'size': checkpoint.size,
+                    'root_hash': checkpoint.root_hash.hex(), 'size_before': None,
+                    'status': 'not checked'}
+            report.trees.append(tree)
+            if not v2_consistent(log, scan, checkpoint, fetch, report, tree):
+                return
+            scan_v2_entries(log, scan, checkpoint, fetch, keys, koji_view, report)
+        finally:
+            scan.save()
+            client.close()
+        collect_findings(report, scan, read_acks(home))
+
+
+V2_MAX_READ = 256 * (2 + 0xffff)   # an entry bundle at most (tlog-tiles)
+
+
+def v2_consistent(log, scan, checkpoint, fetch, report, tree):
+    """The new checkpoint against the one seen last: a shrunk tree or a
+    failed consistency proof (from tiles) is a split view, and the kept
+    checkpoint stays where it was (it never moves backwards)."""
+    from rekor_v2 import note, tiles
+    before = None
+    if scan.data.get('checkpoint'):
+        try:
+            before = note.verify_checkpoint(scan.data['checkpoint'].encode(), log.note_key,
+                                            log.origin)
+        except VerificationError as e:
+            report.not_checked('%s: the kept checkpoint does not verify (%s); it is replaced'
+                               % (display_url(log.base_url), e))
+    if before is not None:
+        tree['size_before'] = before.size
+        old, new = (before, checkpoint) if before.size <= checkpoint.size else (checkpoint, before)
+        try:
+            tiles.prove_consistency(fetch, old, new)
+        except tiles.TileError as e:
+            if 'absent' not in str(e):
+                return v2_split_view(log, before, checkpoint, e, report, tree)
+            report.not_checked('%s: consistency with the checkpoint seen before: %s'
+                               % (display_url(log.base_url), e))
+            return False
+        except VerificationError as e:
+            return v2_split_view(log, before, checkpoint, e, report, tree)
+        except RekorLogError as e:
+            report.not_checked('%s: consistency with the checkpoint seen before: %s'
+                               % (display_url(log.base_url), e))
+            return False
+        if checkpoint.size < before.size:
+            tree['status'] = 'older'
+            report.note('%s serves checkpoint size %d, older than size %d seen before (and '
+                        'consistent with it); nothing new is read'
+                        % (display_url(log.base_url), checkpoint.size, before.size))
+            return False
+    tree['status'] = ('first seen' if before is None else 'unchanged'
+                      if before.size == checkpoint.size else 'grew')
+    scan.data['checkpoint'] = checkpoint.raw.decode()
+    return True
+
+
+def v2_split_view(log, before, checkpoint, error, report, tree):
+    tree['status'] = 'inconsistent'
+    report.finding('split view', '%s: split view: its checkpoint of size %d is not consistent '
+                   'with the one of size %d seen before: %s' % (
+                       display_url(log.base_url), checkpoint.size, before.size, error))
+    return False
+
+
+def scan_v2_entries(log, scan, checkpoint, fetch, keys, koji_view, report):
+    """Every entry from the shard's saved position (0 on the first run) to
+    the checkpoint's size, bundle by bundle."""
+    from rekor_v2 import tiles
+    shown = display_url(log.base_url)
+    reader = tiles.TileReader(fetch, checkpoint.size, cache_tiles=V2_TILE_CACHE)
+    start = scan.data['next_index'] or 0
+    end = checkpoint.size
+    counts = dict.fromkeys(SCAN_COUNTS, 0)
+    report.scan = {'from': start, 'to': max(start, end), 'counts': counts}
+    if scan.first:
+        report.note('first run on %s: reading its entries from the start' % shown)
+    pending = sorted(i for i in set(scan.data['pending']) if i < min(start, end))
+    scan.data['pending'] = []
+    began = time.monotonic()
+    for index in pending:
+        check_v2_index(log, reader, checkpoint, index, keys, koji_view, scan, report, counts)
+    index = start
+    while index < end:
+        stop = min(end, (index // tiles.TILE_WIDTH + 1) * tiles.TILE_WIDTH)
+        try:
+            check_bundle_tiles(reader, checkpoint, index)
+        except VerificationError as e:
+            report.finding('split view', '%s: the tiles of entries %d-%d do not lead to its '
+                           'signed root: %s' % (shown, index, stop - 1, e))
+            return
+        except RekorLogError as e:
+            report.not_checked('%s: entries %d-%d: %s' % (shown, index, stop - 1, e))
+            return
+        for at in range(index, stop):
+            check_v2_index(log, reader, checkpoint, at, keys, koji_view, scan, report, counts)
+        scan.data['next_index'] = index = stop
+        scan.save_now_and_then()
+        report.progress.update('read %d/%d entries of %s' % (stop - start, end - start, shown),
+                               done=stop == end)
+    scan.data['next_index'] = max(start, end)
+    report.scan['seconds'] = round(time.monotonic() - began, 3)
+
+
+def check_bundle_tiles(reader, checkpoint, index):
+    """The level-0 tile holding leaf `index`, checked once against the
+    signed root: the inclusion proof of its first leaf is built from it
+    and covers every other leaf (RFC 9162 section 2.1.3.2)."""
+    from rekor_v2 import _compat, tiles
+    first = index - index % tiles.TILE_WIDTH
+    checked = reader.__dict__.setdefault('checked_tiles', set())
+    if first in checked:
+        return
+    proof = reader.inclusion_proof(first)
+    leaf = reader.node(0, first)
+    if _compat.root_from_inclusion_proof(first, checkpoint.size, leaf, proof) \
+            != checkpoint.root_hash:
+        raise tiles.TileError('the tile of entry %d does not lead to the root' % first)
+    checked.add(first)
+
+
+def check_v2_index(log, reader, checkpoint, index, keys, koji_view, scan, report, counts):
+    from rekor_v2 import _compat
+    try:
+        check_bundle_tiles(reader, checkpoint, index)
+        body = reader.checked_entry(index)
+    except VerificationError as e:
+        counts['findings'] += 1
+        report.finding('unverified entry', '%s: entry %d: %s'
+                       % (display_url(log.base_url), index, e))
+        return
+    except RekorLogError as e:
+        counts['unchecked'] += 1
+        scan.data['pending'].append(index)
+        report.not_checked('%s: entry %d: %s' % (display_url(log.base_url), index, e))
+        return
+    counts['read'] += 1
+    try:
+        parsed = json.loads(body)
+        forms = entry_key_forms(parsed) if isinstance(parsed, dict) else []
+    except ValueError:
+        forms = []
+    if not any(der in keys.der for der, _ in forms):
+        return
+    counts['ours'] += 1
+    uuid = _compat.hash_leaf(body).hex()
+    where = '%s entry %d (leaf %s)' % (display_url(log.base_url), index, uuid)
+    try:
+        outcome = account_keyed_entry(keys, koji_view, parsed, forms, where)
+    except KojiUnavailable as e:
+        counts['unchecked'] += 1
+        scan.data['pending'].append(index)
+        report.not_checked('%s: Koji cannot be asked: %s' % (where, e))
+        return
+    if outcome is None:
+        counts['accounted'] += 1
+        return
+    counts['findings'] += 1
+    report.finding(outcome[0], outcome[1], uuid)
+    scan.keep_finding(uuid, *outcome)
+
+
 NOTIFY_TIMEOUT = 120
 
 
@@ -1700,6 +2284,8 @@ TREE_STATUS = {'first seen': 'first seen', 'unchanged': 'unchanged since seen be
                'grew': 'grew from size %(size_before)s, proved consistent',
                'shrank': 'SHRANK from size %(size_before)s',
                'inconsistent': 'NOT consistent with the tree head seen before',
+               'older': 'older than size %(size_before)s seen before, proved consistent with '
+                        'it (a cached checkpoint?)',
                'not checked': 'NOT CHECKED: the log did not prove it consistent this run'}
 
 
@@ -3196,10 +3782,16 @@ def cmd_monitor(args):
     settings = load_config(args.config)
     koji.pathinfo.topdir = topdir
     watchlist = read_watchlist(args.watchlist) if args.watchlist else Watchlist()
+    if settings.api == 2 and (args.start_index is not None or args.history):
+        raise UsageError('--start-index and --history are for Rekor v1 logs: a v2 shard is '
+                         'read from its start, then from where the last run stopped')
     progress = Progress()
     try:
-        report = monitor_log(settings, topdir, watchlist, progress, args.start_index,
-                             args.history)
+        if settings.api == 2:
+            report = monitor_v2(settings, topdir, watchlist, progress)
+        else:
+            report = monitor_log(settings, topdir, watchlist, progress, args.start_index,
+                                 args.history)
     finally:
         progress.clear()
     if report.findings and settings.notify_command:

@@ -86,15 +86,20 @@ class KojiDouble:
         return call
 
     def get_rpm(self, rpminfo, strict=False, multi=False):
-        """By N-V-R.A, as the monitor asks."""
+        """By N-V-R.A, or by ID (an int), as the hub's getRPM takes either
+        (kojihub get_rpm: rpminfo is an ID, an N-V-R.A or a map)."""
+        if isinstance(rpminfo, int):
+            return self.rpms.get(rpminfo)
         for info in self.rpms.values():
             if '%(name)s-%(version)s-%(release)s.%(arch)s' % info == rpminfo:
                 return info
         return None
 
     def query_rpm_sigs(self, rpm_id=None, sigkey=None, queryOpts=None):
-        return [s for s in self.signatures.get(rpm_id, [])
-                if sigkey is None or s['sigkey'] == sigkey]
+        # kojihub query_rpm_sigs: every signature when no rpm_id is given
+        rows = (self.signatures.get(rpm_id, []) if rpm_id is not None
+                else [s for sigs in self.signatures.values() for s in sigs])
+        return [s for s in rows if sigkey is None or s['sigkey'] == sigkey]
 
     def get_build(self, buildInfo, strict=False):
         return self.builds.get(buildInfo)

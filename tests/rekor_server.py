@@ -1599,12 +1599,65 @@ def submit_rpm_entry(body_pieces: Iterator[bytes], refuse_header_only: bool = Fa
     """
     with tempfile.TemporaryDirectory(prefix="rekor-entry-") as workdir:
         document, strings = scan_proposed_entry(body_pieces, workdir)
+        if isinstance(document, dict) and document.get("kind") == "hashedrekord" and \
+                isinstance(document.get("spec"), dict):
+            return _hashedrekord_body(document), ""
         proposal = _rpm_proposal(document, strings, workdir)
         try:
             body = _canonical_rpm_body(proposal, workdir, refuse_header_only)
         except _Refused as refused:
             raise ApiError(400, f"error processing entry: {refused}") from None
         return body, proposal.package.sha256
+
+
+def _hashedrekord_body(document: dict) -> bytes:
+    """Rekor's hashedrekord v0.0.1 (pkg/types/hashedrekord/v0.0.1/entry.go:
+    validate, then Canonicalize): a PEM key or certificate, a signature that
+    verifies over the given digest (sha256, or sha384/sha512 by name), and a
+    canonical body holding the key as PEM, the signature and the hash. Small
+    values only: what a hashedrekord carries."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import utils
+    version = document.get("apiVersion")
+    if version != "0.0.1":
+        raise ApiError(400, f"error processing entry: hashedrekord implementation for version "
+                            f"'{version}' not found: unable to locate entry for version {version}")
+
+    def refuse(why):
+        return ApiError(400, f"error processing entry: {why}")
+    spec = document["spec"]
+    try:
+        signature = base64.b64decode(spec["signature"]["content"], validate=True)
+        key_pem = base64.b64decode(spec["signature"]["publicKey"]["content"], validate=True)
+        algorithm = spec["data"]["hash"].get("algorithm") or "sha256"
+        value = spec["data"]["hash"]["value"]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise refuse("missing signature, public key or hash") from None
+    hash_class = {"sha384": hashes.SHA384, "sha512": hashes.SHA512}.get(algorithm, hashes.SHA256)
+    if not isinstance(value, str) or len(value) != hash_class.digest_size * 2:
+        raise refuse("invalid value for hash")
+    try:
+        digest = bytes.fromhex(value)
+        if b"CERTIFICATE" in key_pem[:100]:
+            key = x509.load_pem_x509_certificate(key_pem).public_key()
+        else:
+            key = serialization.load_pem_public_key(key_pem)
+            key_pem = key.public_bytes(serialization.Encoding.PEM,
+                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+        prehashed = utils.Prehashed(hash_class())
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, digest, padding.PKCS1v15(), prehashed)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, digest, ec.ECDSA(prehashed))
+        else:
+            raise ValueError("unsupported key type")  # ed25519ph: not needed here
+    except (ValueError, InvalidSignature) as err:
+        raise refuse(f"verifying signature: {err or 'invalid signature'}") from None
+    hash_name = algorithm if algorithm in ("sha384", "sha512") else "sha256"
+    return canonical_json({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+        "data": {"hash": {"algorithm": hash_name, "value": value}},
+        "signature": {"content": _b64(signature), "publicKey": {"content": _b64(key_pem)}}}})
 
 
 class _Refused(Exception):
