@@ -157,7 +157,7 @@ def test_a_planted_digest_index_silences_nothing(monitor, v2log, keys, sha256_rp
     planted = {keys['rsa'].sigkey: {'%s/%s' % (imported.rpm['id'], imported.sighash): [
         entry.digest.hex(), hashlib.sha256(entry.signature).hexdigest(),
         hashlib.sha256(entry.public_key).hexdigest(), 'hello']}}
-    state = topdir / 'rekor-logs' / '@state' / 'monitor'
+    state = monitor.state / 'rekor-logs' / '@state' / 'monitor'
     state.mkdir(parents=True)
     (state / 'v2-digests.json').write_text(json.dumps(planted))
 
@@ -186,7 +186,7 @@ def test_a_dsse_entry_or_a_certificate_with_our_key_is_a_finding(monitor, v2log,
 def test_a_forked_log_is_a_split_view_and_the_kept_checkpoint_stays(monitor, v2log, topdir):
     append(v2log, others(5))
     assert monitor.run()[0] == 0
-    kept = json.loads(next((topdir / 'rekor-logs' / '@state' / 'monitor').glob('v2-*.json'))
+    kept = json.loads(next((monitor.state / 'rekor-logs' / '@state' / 'monitor').glob('v2-*.json'))
                       .read_text())['checkpoint']
     # the same key signs another history that also has 7 entries
     with v2log.cond:
@@ -198,7 +198,7 @@ def test_a_forked_log_is_a_split_view_and_the_kept_checkpoint_stays(monitor, v2l
     assert status == 1
     (finding,) = report['findings']
     assert finding['kind'] == 'split view' and 'size 7' in finding['message']
-    assert json.loads(next((topdir / 'rekor-logs' / '@state' / 'monitor').glob('v2-*.json'))
+    assert json.loads(next((monitor.state / 'rekor-logs' / '@state' / 'monitor').glob('v2-*.json'))
                       .read_text())['checkpoint'] == kept
     status, out, _ = monitor.run()       # and again next run: never moved forward
     assert status == 1
@@ -511,7 +511,7 @@ def test_a_digest_index_naming_what_koji_lacks_is_dropped(monitor, v2log, keys, 
                                                            topdir):
     stolen = log_by_hand(v2log, sha256_rpms['stray'], keys)
     entry = stolen.entry
-    state = topdir / 'rekor-logs' / '@state' / 'monitor'
+    state = monitor.state / 'rekor-logs' / '@state' / 'monitor'
     state.mkdir(parents=True)
     (state / 'v2-digests.json').write_text(json.dumps({keys['rsa'].sigkey: {
         name: [entry.digest.hex(), 'x', 'y', 'z'] for name in ('77/ab', 'junk/cd')}}))
@@ -591,6 +591,6 @@ def test_an_older_consistent_checkpoint_is_a_note_and_the_kept_one_stays(monitor
 
     assert (status, report['findings']) == (0, [])
     assert report['trees'][0]['status'] == 'older'
-    kept = json.loads(next((topdir / 'rekor-logs' / '@state' / 'monitor').glob('v2-*.json'))
+    kept = json.loads(next((monitor.state / 'rekor-logs' / '@state' / 'monitor').glob('v2-*.json'))
                       .read_text())
     assert kept['next_index'] == 8 and kept['checkpoint'].split('\n')[1] == '8'
