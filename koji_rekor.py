@@ -1931,7 +1931,10 @@ def offline_entry(args, settings, path):
     """A receipt (or raw entry) file with the log key and origin to check it
     by, as `verify` does: the checkpoint must name --origin, the configured
     origin, or the host of the receipt's rekor_url."""
-    receipt, entry_id, entry = load_entry_file(path)
+    data = load_verify_file(path)
+    if v2_document(data):
+        return path, None, data, None, None  # Rekor v2: check_v2_entry_for_file
+    receipt, entry_id, entry = entry_file_parts(path, data)
     log_key, source = find_log_key(args, settings, receipt, entry, path)
     origin = args.origin or (settings.origin if settings else None)
     if origin is None and receipt:
@@ -2004,6 +2007,64 @@ def check_entry_for_file(check, signed, entry_id, entry, log_key, origin, keys):
     return dict(outcome, outcome='trusted', trusted_key=trusted.name)
 
 
+def check_v2_entry_for_file(context, check, name, data):
+    """A Rekor v2 receipt (or bare entry) checked for this RPM file, as
+    check_entry_for_file does a v1 entry: the entry verifies with the v2
+    log's key (found as verify finds it), and its body is the hashedrekord
+    this file's header signature makes with one of the trusted keys."""
+    from rekor_v2 import entry as v2entry
+    from rekor_v2 import hashedrekord
+    outcome = {'receipt': name, 'entry_id': None}
+    kind = v2_document(data)
+    receipt = data if kind == 'receipt' else None
+    if kind == 'bundle':
+        return dict(outcome, outcome='other', reason='a Sigstore bundle, not an RPM receipt')
+    try:
+        tle = v2entry.parse_entry(receipt.get('transparency_log_entry') if receipt else data)
+        keys, source = v2_log_keys(context.args, context.settings, receipt, name)
+    except v2entry.EntryError as e:
+        return dict(outcome, outcome='failed', reason=str(e))
+    except UsageError as e:
+        return dict(outcome, outcome='cannot check', reason=str(e))
+    outcome['log_key'] = source
+    if not any(k.log_id == tle.log_id for k in keys):
+        return dict(outcome, outcome='cannot check', reason=(
+            'cannot check %s: no key for its log (logId %s) in %s'
+            % (name, base64.b64encode(tle.log_id).decode(), source)))
+    body, trusted, problems = None, None, []
+    for key in context.keys:
+        try:
+            body = hashedrekord.from_rpm_file(check.file, key.armored).canonical_body()
+        except RekorLogError as e:
+            problems.append(str(e))
+            continue
+        trusted = key
+        break
+    try:
+        if receipt is not None:
+            try:
+                sent = base64.b64decode(receipt.get('body') or '', validate=True)
+            except (binascii.Error, TypeError):
+                raise v2entry.EntryError('receipt: body is not base64')
+            if sent != tle.body:
+                raise v2entry.EntryError('the logged body is not the one the receipt records')
+        verified = v2entry.verify_entry(tle, tle.body, keys)
+    except v2entry.EntryError as e:
+        return dict(outcome, outcome='failed', reason=str(e))
+    outcome.update(entry_id='%s index %d' % (verified.log.origin, tle.log_index),
+                   log_index=tle.log_index, integrated_time=None, time_signed=False,
+                   notes=['Rekor v2: an entry carries no time'])
+    if trusted is None:
+        return dict(outcome, outcome='untrusted key', reason=(
+            'no trusted key makes this file\'s header signature%s'
+            % (' (%s)' % problems[0] if problems else '')))
+    if body != tle.body:
+        return dict(outcome, outcome='failed', reason=(
+            'the entry logs another signature than this file\'s header signature'))
+    return dict(outcome, outcome='trusted', trusted_key=trusted.name,
+                fingerprint=trusted.fingerprint)
+
+
 def conclude(check, outcomes, missing_reason):
     """A package's status from the outcomes of its entries: logged when one
     verified with a trusted key, else the most telling failure."""
@@ -2062,7 +2123,11 @@ def check_package(check, context):
         # them, so that each says why it is not this file's.
         receipts = [r for r in context.receipts if claimed_sha256(r[2]) == check.sha256]
         outcomes = []
-        for name, entry_id, entry, (log_key, source), origin in receipts or context.receipts:
+        for name, entry_id, entry, found_key, origin in receipts or context.receipts:
+            if found_key is None:
+                outcomes.append(check_v2_entry_for_file(context, check, name, entry))
+                continue
+            log_key, source = found_key
             logged_by = str(entry.get('logID', '')).lower() if isinstance(entry, dict) else ''
             if logged_by != log_key_id(log_key).hex():
                 # A key for another log says nothing about the package.
@@ -2128,11 +2193,14 @@ def format_package(check):
     name = check.file + (' (%s)' % check.nvra if check.nvra else '')
     if check.status == 'logged':
         line = ('logged %s: log index %d, integrated %s, signed by %s (trusted: %s), entry %s'
-                % (name, check.log_index, format_time(check.integrated_time, check.time_signed),
+                % (name, check.log_index, 'at no recorded time (Rekor v2)'
+                   if check.integrated_time is None else
+                   format_time(check.integrated_time, check.time_signed),
                    check.fingerprint, check.trusted_key, check.entry_id))
     elif check.status == 'untrusted key':
         line = 'NOT TRUSTED %s: %s (log index %d, integrated %s, entry %s)' % (
-            name, check.reason, check.log_index,
+            name, check.reason, check.log_index, 'at no recorded time (Rekor v2)'
+            if check.integrated_time is None else
             format_time(check.integrated_time, check.time_signed), check.entry_id)
     else:
         line = '%s %s: %s' % (check.status.upper(), name, check.reason)
@@ -2150,6 +2218,11 @@ def cmd_verify_rpm(args):
     else:
         if settings is None:  # the public log, as no file or flag names another
             settings = Settings(origin=args.origin)
+        if settings.api == 2:
+            raise CannotCheck('cannot check against %s: a Rekor v2 log has no search: pass '
+                              '--receipt FILE (the receipt kept under the topdir\'s '
+                              'rekor-logs/, or a TransparencyLogEntry)'
+                              % display_url(settings.url))
         context.settings = settings
         context.log_key = online_log_key(args, settings)
         context.client = RekorClient(settings)
@@ -3694,7 +3767,8 @@ COMMAND_DOCS = {
                    "the log's index, or in --receipt) with a key you trust, and verify as the "
                    'plugin verifies its own entries. The log key is found as for verify.',
                    'a package is not found, not verified, or logged with a key you do not trust',
-                   'a package that could not be checked, no key for the log'),
+                   'a package that could not be checked, no key for the log, a Rekor v2 log without '
+                   '--receipt (v2 has no search)'),
     'retry': ('Upload what the outbox holds: the signatures the hub queued (queue_only, '
               'failures, the hub budget spent). For cron, or --watch as a service.',
               'signatures are left unlogged', 'a log that cannot be reached'),
@@ -3798,6 +3872,9 @@ def build_parser():
                             help='allow a plain http --url')
     verify_rpm.add_argument('--log-key', help="PEM file of the log's public key")
     verify_rpm.add_argument('--origin', help='host the checkpoint origin must name')
+    verify_rpm.add_argument('--trusted-root', metavar='FILE',
+                            help='Sigstore TrustedRoot JSON naming the logs and their keys '
+                                 '(Rekor v2 receipts)')
     verify_rpm.add_argument('--config', help='read the log settings from this plugin '
                                              'configuration file (default: %s when it exists '
                                              'and can be read; none is needed)' % CONFIG_FILE)

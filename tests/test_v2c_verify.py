@@ -247,3 +247,61 @@ def test_receipt_carrying_a_v1_receipt_checks_both(capsys, tmp_path, logged):
     # a directory of receipts: both kinds, one line each
     status, out, _ = run(capsys, tmp_path, '--log-key', pem, '--origin', origin, *NO_CONFIG)
     assert status == 1 and 'FAILED' in out
+
+
+# --- verify-rpm with Rekor v2 receipts ----------------------------------------
+
+def run_rpm(capsys, *argv):
+    status = koji_rekor.main(['verify-rpm'] + [str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_verify_rpm_with_a_v2_receipt(capsys, tmp_path, logged):
+    receipt, pem, origin, key, one, two, _ = logged
+    path = write(tmp_path / 'r.json', receipt)
+    log = ['--log-key', pem, '--origin', origin]
+    status, out, err = run_rpm(capsys, one, '--receipt', path, '--key', key.path, *log)
+    assert status == 0, out + err
+    assert out.startswith('logged %s' % one) and 'no recorded time (Rekor v2)' in out
+    assert 'index 0' in out and 'log key: --log-key %s' % pem in out
+    # another package signed by the same key: not what the receipt logs
+    status, out, _ = run_rpm(capsys, two, '--receipt', path, '--key', key.path, *log)
+    assert status == 1 and 'another signature than this file' in out
+    # a receipt whose entry lies
+    bad = copy.deepcopy(receipt)
+    tle = bad['transparency_log_entry']
+    tle['inclusionProof']['rootHash'] = flip(tle['inclusionProof']['rootHash'])
+    status, out, _ = run_rpm(capsys, one, '--receipt', write(tmp_path / 'bad.json', bad),
+                             '--key', key.path, *log)
+    assert status == 1 and out.startswith('NOT VERIFIED')
+    # no key for the v2 log: not checked
+    status, out, _ = run_rpm(capsys, one, '--receipt', path, '--key', key.path)
+    assert status == 2 and 'no key for Rekor v2 logs' in out
+
+
+def test_verify_rpm_with_a_v2_receipt_and_an_untrusted_key(capsys, tmp_path, logged, signed):
+    receipt, pem, origin, _, one, _, base = logged
+    from test_v2w_hashedrekord import gpg_key
+    home = str(tmp_path / 'gnupg')
+    os.makedirs(home, mode=0o700)
+    try:
+        other = gpg_key(home, 'rsa2048', 'someone else')
+    finally:
+        rpmfactory.stop_gpg_agent(home)
+    status, out, _ = run_rpm(capsys, one, '--receipt', write(tmp_path / 'r.json', receipt),
+                             '--key', other.path, '--log-key', pem, '--origin', origin)
+    assert status == 1 and out.startswith('NOT TRUSTED'), out
+
+
+def test_verify_rpm_on_a_v2_log_without_a_receipt(capsys, tmp_path, logged):
+    receipt, pem, _, key, one, _, _ = logged
+    conf = tmp_path / 'rekor_log.conf'
+    conf.write_text('[rekor]\nurl = %s\napi = 2\nlog_public_key = %s\nallow_insecure_http = true\n'
+                    % (receipt['rekor_url'], pem))
+    status, _, err = run_rpm(capsys, one, '--config', conf, '--key', key.path)
+    assert status == 2 and 'a Rekor v2 log has no search: pass --receipt' in err
+    # with the receipt, the configured key checks it
+    status, out, err = run_rpm(capsys, one, '--config', conf, '--key', key.path, '--receipt',
+                               write(tmp_path / 'r.json', receipt))
+    assert status == 0, out + err
