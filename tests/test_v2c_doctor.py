@@ -177,3 +177,29 @@ def test_the_real_trust_files_parse(v2):
     assert 'https://log2025-1.rekor.sigstore.dev' in line(lines, 'trusted_root')
     cfg = line(lines, 'signing_config')
     assert cfg.startswith('ok') and 'https://log2025-1.rekor.sigstore.dev' in cfg, cfg
+
+
+@pytest.fixture(scope='module')
+def more_keys(tmp_path_factory):
+    import rpmfactory
+    from test_v2w_hashedrekord import gpg_key
+    home = str(tmp_path_factory.mktemp('gnupg-v2c'))
+    os.chmod(home, 0o700)
+    try:
+        yield {algo: gpg_key(home, algo, 'v2c %s' % algo)
+               for algo in ('dsa2048', 'rsa1024', 'nistp384')}
+    finally:
+        rpmfactory.stop_gpg_agent(home)
+
+
+@pytest.mark.parametrize('algo, status, says', [
+    ('dsa2048', 'FAIL', 'it signs with DSA, which Rekor v2 cannot log'),
+    ('rsa1024', 'FAIL', 'RSA-1024; Rekor v2 takes RSA keys of 2048, 3072 or 4096 bits only'),
+    ('nistp384', 'ok', 'loggable in Rekor v2 as PKIX_ECDSA_P384_SHA_384')])
+def test_each_signing_key_type(v2, more_keys, algo, status, says):
+    key = more_keys[algo]
+    path = v2.key_dir / ('%s.asc' % key.sigkey)
+    path.write_bytes(key.armored)
+    _, lines = v2.lines()
+    found = line(lines, 'v2 key %s' % path)
+    assert found.startswith(status) and says in found, found
