@@ -3972,7 +3972,8 @@ COMMAND_DOCS = {
     'doctor': ('Check this installation, one line per check (ok, warn, FAIL, skip): the '
                'configuration, hub.conf and the plugin file, the topdir (named, with why), the '
                'signing keys, the log and its key, SELinux, rekor-logs/ and the outbox, and '
-               "what the hub's user can read. Writes nothing.",
+               "what the hub's user can read; with api = 2, each key loggable in Rekor v2, "
+               'the trust files valid now and the shard\'s checkpoint. Writes nothing.',
                'a check FAILs (warnings and skips alone exit 0)', 'doctor itself could not run'),
 }
 
