@@ -2118,6 +2118,17 @@ def check_package(check, context):
             check.status = 'not verified'
         return
     check.nvra = signed.nvra
+    if context.hub_receipts:
+        try:
+            name, data = hub_v2_receipt(context.settings, signed)
+        except KojiUnavailable as e:
+            check.reason = str(e)   # not checked: exit 2
+            return
+        except LookupError as e:
+            check.status, check.reason = 'not found', str(e)
+            return
+        conclude(check, [check_v2_entry_for_file(context, check, name, data)], None)
+        return
     if context.receipts is not None:
         # The receipts that name this file's hash; if none does, all of
         # them, so that each says why it is not this file's.
@@ -2157,6 +2168,57 @@ def check_package(check, context):
                               'this does not prove it absent from the log)')
 
 
+def hub_v2_receipt(settings, signed):
+    """(URL, receipt) of a signature logged in Rekor v2, as the hub keeps
+    it: rekorLogStatus says whether Koji logged this file's signature, and
+    the receipt is read from [koji] topurl at the path its headers make.
+    Both are input: check_v2_entry_for_file verifies the receipt against
+    the log's key and this file. LookupError when the hub has none;
+    KojiUnavailable when it cannot be asked or read."""
+    import requests
+    from rekor_log import receipt_parts
+    url = hub_url(settings)
+    session = koji.ClientSession(url, opts={
+        'timeout': settings.timeout, 'max_retries': settings.retries,
+        'retry_interval': settings.backoff, 'anon_retry': True})
+    try:
+        answer = session.rekorLogStatus(signed.nvra)
+    except koji.GenericError as e:
+        raise LookupError('the hub at %s: %s' % (url, failure_cause(e)))
+    except Exception as e:
+        raise KojiUnavailable('cannot ask the hub at %s: %s' % (url, failure_cause(e)))
+    mine = [a for a in answer if isinstance(a, dict) and a.get('sigkey') == signed.sigkey] \
+        if isinstance(answer, list) else []
+    if not mine:
+        raise LookupError('the hub at %s holds no signature of %s by sigkey %s'
+                          % (url, signed.nvra, signed.sigkey))
+    if mine[0].get('status') != 'logged':
+        raise LookupError('the hub says %s: %s' % (str(mine[0].get('status'))[:40],
+                                                   str(mine[0].get('reason') or '')[:200]))
+    fields = koji.get_header_fields(signed.path, ['name', 'version', 'release', 'arch'],
+                                    src_arch=True)
+    dirs, name = receipt_parts(fields, signed.sigkey)
+    where = '%s/rekor-logs/%s' % (settings.topurl.rstrip('/'), '/'.join(
+        urllib.parse.quote(part) for part in dirs + (name,)))
+    try:
+        with requests.get(where, timeout=settings.timeout, allow_redirects=False, stream=True,
+                          verify=settings.ca_bundle or True) as response:
+            if response.status_code != 200:
+                raise KojiUnavailable('%s: HTTP %d' % (where, response.status_code))
+            data = response.raw.read(MAX_RECEIPT + 1, decode_content=True)
+    except requests.RequestException as e:
+        raise KojiUnavailable('cannot read %s: %s' % (where, short_reason(e)))
+    if len(data) > MAX_RECEIPT:
+        raise KojiUnavailable('%s is larger than %d bytes' % (where, MAX_RECEIPT))
+    try:
+        return where, parse_json(data, where)
+    except RekorLogError as e:
+        raise KojiUnavailable(str(e))
+
+
+MAX_RECEIPT = 4 * 1024 * 1024  # a receipt is a few KiB
+
+
 @dataclass
 class VerifyRpmContext:
     args: object
@@ -2165,6 +2227,7 @@ class VerifyRpmContext:
     receipts: list = None  # [(file, entryID, entry, log key, origin)] when offline
     client: RekorClient = None
     log_key: object = None
+    hub_receipts: bool = False  # Rekor v2: each file's receipt as the hub keeps it
 
 
 def verify_rpms(context, paths):
@@ -2219,10 +2282,13 @@ def cmd_verify_rpm(args):
         if settings is None:  # the public log, as no file or flag names another
             settings = Settings(origin=args.origin)
         if settings.api == 2:
-            raise CannotCheck('cannot check against %s: a Rekor v2 log has no search: pass '
-                              '--receipt FILE (the receipt kept under the topdir\'s '
-                              'rekor-logs/, or a TransparencyLogEntry)'
-                              % display_url(settings.url))
+            if not (settings.topurl and hub_url(settings)):
+                raise CannotCheck('cannot check against %s: a Rekor v2 log has no search: pass '
+                                  '--receipt FILE (the receipt kept under the topdir\'s '
+                                  'rekor-logs/, or a TransparencyLogEntry), or set [koji] '
+                                  'server and topurl to ask the hub' % display_url(settings.url))
+            context.settings, context.hub_receipts = settings, True
+            return verify_rpm_result(args, verify_rpms(context, args.rpm))
         context.settings = settings
         context.log_key = online_log_key(args, settings)
         context.client = RekorClient(settings)
@@ -2230,6 +2296,10 @@ def cmd_verify_rpm(args):
             checks = verify_rpms(context, args.rpm)
         finally:
             context.client.close()
+    return verify_rpm_result(args, checks)
+
+
+def verify_rpm_result(args, checks):
     status = max(PACKAGE_STATUS[c.status] for c in checks)
     if 1 in (PACKAGE_STATUS[c.status] for c in checks):
         status = 1  # a package that failed outweighs one that could not be checked
@@ -3952,8 +4022,8 @@ COMMAND_DOCS = {
                    "the log's index, or in --receipt) with a key you trust, and verify as the "
                    'plugin verifies its own entries. The log key is found as for verify.',
                    'a package is not found, not verified, or logged with a key you do not trust',
-                   'a package that could not be checked, no key for the log, a Rekor v2 log without '
-                   '--receipt (v2 has no search)'),
+                   'a package that could not be checked, no key for the log, a Rekor v2 log '
+                   'without --receipt or the hub (v2 has no search)'),
     'retry': ('Upload what the outbox holds: the signatures the hub queued (queue_only, '
               'failures, the hub budget spent). For cron, or --watch as a service.',
               'signatures are left unlogged', 'a log that cannot be reached'),

@@ -305,3 +305,79 @@ def test_verify_rpm_on_a_v2_log_without_a_receipt(capsys, tmp_path, logged):
     status, out, err = run_rpm(capsys, one, '--config', conf, '--key', key.path, '--receipt',
                                write(tmp_path / 'r.json', receipt))
     assert status == 0, out + err
+
+
+class HubAndTopurl:
+    """The hub's rekorLogStatus over XML-RPC and its topdir over HTTP, on
+    127.0.0.1: what verify-rpm reads for a v2 log without --receipt."""
+
+    def __init__(self, topdir, statuses):
+        import functools
+        import http.server
+        import threading
+        import xmlrpc.server
+
+        class Rpc(xmlrpc.server.SimpleXMLRPCRequestHandler):
+            rpc_paths = ('/kojihub',)
+
+            def log_message(self, *args):
+                pass
+
+        class Files(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        self.asked = []
+        self.rpc = xmlrpc.server.SimpleXMLRPCServer(('127.0.0.1', 0), Rpc, logRequests=False,
+                                                    allow_none=True)
+
+        def rekorLogStatus(rpm):  # noqa: N802 (the hub's name)
+            self.asked.append(rpm)
+            return statuses.get(rpm, [])
+        self.rpc.register_function(rekorLogStatus)
+        self.files = http.server.ThreadingHTTPServer(
+            ('127.0.0.1', 0), functools.partial(Files, directory=str(topdir)))
+        for server in (self.rpc, self.files):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.hub = 'http://127.0.0.1:%d/kojihub' % self.rpc.server_address[1]
+        self.topurl = 'http://127.0.0.1:%d' % self.files.server_address[1]
+
+    def close(self):
+        for server in (self.rpc, self.files):
+            server.shutdown()
+            server.server_close()
+
+
+def test_verify_rpm_on_a_v2_log_asks_the_hub(capsys, tmp_path, logged):
+    receipt, pem, _, key, one, two, _ = logged
+    topdir = tmp_path / 'koji'
+    where = topdir / 'rekor-logs' / 'one' / '1.0' / '1' / 'noarch'
+    where.mkdir(parents=True)
+    write(where / ('one-1.0-1.noarch.%s.json' % key.sigkey), receipt)
+    hub = HubAndTopurl(topdir, {
+        'one-1.0-1.noarch': [{'sigkey': key.sigkey, 'status': 'logged', 'receipt': 'x'}],
+        'two-1.0-1.noarch': [{'sigkey': key.sigkey, 'status': 'queued', 'reason': 'waiting'}]})
+    try:
+        conf = tmp_path / 'rekor_log.conf'
+        conf.write_text('[rekor]\nurl = %s\napi = 2\nlog_public_key = %s\n'
+                        'allow_insecure_http = true\ntimeout = 5\nretries = 0\n'
+                        '[koji]\nserver = %s\ntopurl = %s\n'
+                        % (receipt['rekor_url'], pem, hub.hub, hub.topurl))
+        status, out, err = run_rpm(capsys, one, '--config', conf, '--key', key.path)
+        assert status == 0, out + err
+        assert out.startswith('logged %s' % one) and hub.asked == ['one-1.0-1.noarch']
+        # the hub has not logged the other one yet: not found, with its word
+        status, out, _ = run_rpm(capsys, two, '--config', conf, '--key', key.path)
+        assert status == 1 and 'NOT FOUND' in out and 'the hub says queued: waiting' in out
+        # a receipt on the web server that lies is caught like any other
+        bad = copy.deepcopy(receipt)
+        tle = bad['transparency_log_entry']
+        tle['inclusionProof']['rootHash'] = flip(tle['inclusionProof']['rootHash'])
+        write(where / ('one-1.0-1.noarch.%s.json' % key.sigkey), bad)
+        status, out, _ = run_rpm(capsys, one, '--config', conf, '--key', key.path)
+        assert status == 1 and out.startswith('NOT VERIFIED'), out
+    finally:
+        hub.close()
+    # the hub cannot be reached: not checked
+    status, out, _ = run_rpm(capsys, one, '--config', conf, '--key', key.path)
+    assert status == 2 and 'cannot ask the hub' in out, out
