@@ -381,3 +381,29 @@ def test_verify_rpm_on_a_v2_log_asks_the_hub(capsys, tmp_path, logged):
     # the hub cannot be reached: not checked
     status, out, _ = run_rpm(capsys, one, '--config', conf, '--key', key.path)
     assert status == 2 and 'cannot ask the hub' in out, out
+
+
+def test_bare_local_entry_with_rpm(capsys, tmp_path, logged):
+    receipt, pem, origin, key, one, two, _ = logged
+    path = write(tmp_path / 'e.json', receipt['transparency_log_entry'])
+    log = ['--log-key', pem, '--origin', origin, '--key', key.path]
+    status, out, err = run(capsys, path, *log)
+    assert status == 0 and 'note: a bare entry: its body was compared with nothing' in out
+    status, out, err = run(capsys, path, '--rpm', one, *log)
+    assert status == 0, err
+    status, _, err = run(capsys, path, '--rpm', two, *log)
+    assert status == 1 and 'not the logged hashedrekord' in err
+
+
+@needs_v1
+def test_a_v1_part_for_another_signature_fails(capsys, tmp_path, logged):
+    receipt, pem, origin, *_ = logged
+    with open(os.path.join(REAL_V1, 'production-entry-with-checkpoint.json')) as fo:
+        v1 = {'rekor_url': 'https://rekor.sigstore.dev', 'log_entry': json.load(fo),
+              'nvra': 'other-1-1.noarch'}
+    status, _, err = run(capsys, write(tmp_path / 'r.json', dict(receipt, rekor_v1=v1)),
+                         '--log-key', pem, '--origin', origin)
+    assert status == 1 and 'rekor_v1 part records nvra other-1-1.noarch' in err
+    status, _, err = run(capsys, write(tmp_path / 'r.json', dict(receipt, rekor_api=3)),
+                         '--log-key', pem, '--origin', origin)
+    assert status == 2 and 'rekor_api' in err
