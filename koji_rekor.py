@@ -3761,15 +3761,16 @@ def v2_bundle_body(bundle, logged):
             raise VerificationError('the bundle certificate is unreadable: %s' % e)
         verifier = {'x509Certificate': {'rawBytes': holder['rawBytes']}}
     elif isinstance(material.get('publicKey'), dict):
-        key = None
-        logged_key = v2_body_key(logged)
-        verifier = {'publicKey': {'rawBytes': base64.b64encode(logged_key).decode()}}
+        # The bundle holds a hint, not the key: the logged verifier stands
+        # (the signature and digest are still the bundle's own).
+        v2_body_key(logged)
+        verifier = dict(json.loads(logged)['spec']['hashedRekordV002']['signature']['verifier'])
         notes.append('the bundle names its key by hint only: the logged key was taken')
+        key = details = None
     else:
         raise UsageError('the bundle has no certificate or public key')
     if key is None:
-        details = json.loads(logged)['spec']['hashedRekordV002']['signature']['verifier'].get(
-            'keyDetails')
+        details = verifier.pop('keyDetails', None)
     elif isinstance(key, ec.EllipticCurvePublicKey):
         details = {'secp256r1': 'PKIX_ECDSA_P256_SHA_256', 'secp384r1': 'PKIX_ECDSA_P384_SHA_384',
                    'secp521r1': 'PKIX_ECDSA_P521_SHA_512'}.get(key.curve.name)

@@ -407,3 +407,19 @@ def test_a_v1_part_for_another_signature_fails(capsys, tmp_path, logged):
     status, _, err = run(capsys, write(tmp_path / 'r.json', dict(receipt, rekor_api=3)),
                          '--log-key', pem, '--origin', origin)
     assert status == 2 and 'rekor_api' in err
+
+
+@needs_real
+def test_bundle_with_a_key_hint_takes_the_logged_key(capsys, tmp_path):
+    bundle = load(STAGING_BUNDLE)
+    material = bundle['verificationMaterial']
+    del material['certificate']
+    material['publicKey'] = {'hint': 'some key'}
+    status, out, _ = run(capsys, write(tmp_path / 'b.json', bundle), '--trusted-root',
+                         STAGING_ROOT)
+    assert status == 0 and 'note: the bundle names its key by hint only' in out
+    bundle['messageSignature']['messageDigest']['digest'] = flip(
+        bundle['messageSignature']['messageDigest']['digest'])
+    status, _, err = run(capsys, write(tmp_path / 'b.json', bundle), '--trusted-root',
+                         STAGING_ROOT)
+    assert status == 1 and 'not the one we sent' in err
