@@ -2687,7 +2687,10 @@ def offline_entry(args, settings, path):
     """A receipt (or raw entry) file with the log key and origin to check it
     by, as `verify` does: the checkpoint must name --origin, the configured
     origin, or the host of the receipt's rekor_url."""
-    receipt, entry_id, entry = load_entry_file(path)
+    data = load_verify_file(path)
+    if v2_document(data):
+        return path, None, data, None, None  # Rekor v2: check_v2_entry_for_file
+    receipt, entry_id, entry = entry_file_parts(path, data)
     log_key, source = find_log_key(args, settings, receipt, entry, path)
     origin = args.origin or (settings.origin if settings else None)
     if origin is None and receipt:
@@ -2760,6 +2763,64 @@ def check_entry_for_file(check, signed, entry_id, entry, log_key, origin, keys):
     return dict(outcome, outcome='trusted', trusted_key=trusted.name)
 
 
+def check_v2_entry_for_file(context, check, name, data):
+    """A Rekor v2 receipt (or bare entry) checked for this RPM file, as
+    check_entry_for_file does a v1 entry: the entry verifies with the v2
+    log's key (found as verify finds it), and its body is the hashedrekord
+    this file's header signature makes with one of the trusted keys."""
+    from rekor_v2 import entry as v2entry
+    from rekor_v2 import hashedrekord
+    outcome = {'receipt': name, 'entry_id': None}
+    kind = v2_document(data)
+    receipt = data if kind == 'receipt' else None
+    if kind == 'bundle':
+        return dict(outcome, outcome='other', reason='a Sigstore bundle, not an RPM receipt')
+    try:
+        tle = v2entry.parse_entry(receipt.get('transparency_log_entry') if receipt else data)
+        keys, source = v2_log_keys(context.args, context.settings, receipt, name)
+    except v2entry.EntryError as e:
+        return dict(outcome, outcome='failed', reason=str(e))
+    except UsageError as e:
+        return dict(outcome, outcome='cannot check', reason=str(e))
+    outcome['log_key'] = source
+    if not any(k.log_id == tle.log_id for k in keys):
+        return dict(outcome, outcome='cannot check', reason=(
+            'cannot check %s: no key for its log (logId %s) in %s'
+            % (name, base64.b64encode(tle.log_id).decode(), source)))
+    body, trusted, problems = None, None, []
+    for key in context.keys:
+        try:
+            body = hashedrekord.from_rpm_file(check.file, key.armored).canonical_body()
+        except RekorLogError as e:
+            problems.append(str(e))
+            continue
+        trusted = key
+        break
+    try:
+        if receipt is not None:
+            try:
+                sent = base64.b64decode(receipt.get('body') or '', validate=True)
+            except (binascii.Error, TypeError):
+                raise v2entry.EntryError('receipt: body is not base64')
+            if sent != tle.body:
+                raise v2entry.EntryError('the logged body is not the one the receipt records')
+        verified = v2entry.verify_entry(tle, tle.body, keys)
+    except v2entry.EntryError as e:
+        return dict(outcome, outcome='failed', reason=str(e))
+    outcome.update(entry_id='%s index %d' % (verified.log.origin, tle.log_index),
+                   log_index=tle.log_index, integrated_time=None, time_signed=False,
+                   notes=['Rekor v2: an entry carries no time'])
+    if trusted is None:
+        return dict(outcome, outcome='untrusted key', reason=(
+            'no trusted key makes this file\'s header signature%s'
+            % (' (%s)' % problems[0] if problems else '')))
+    if body != tle.body:
+        return dict(outcome, outcome='failed', reason=(
+            'the entry logs another signature than this file\'s header signature'))
+    return dict(outcome, outcome='trusted', trusted_key=trusted.name,
+                fingerprint=trusted.fingerprint)
+
+
 def conclude(check, outcomes, missing_reason):
     """A package's status from the outcomes of its entries: logged when one
     verified with a trusted key, else the most telling failure."""
@@ -2813,12 +2874,27 @@ def check_package(check, context):
             check.status = 'not verified'
         return
     check.nvra = signed.nvra
+    if context.hub_receipts:
+        try:
+            name, data = hub_v2_receipt(context.settings, signed)
+        except KojiUnavailable as e:
+            check.reason = str(e)   # not checked: exit 2
+            return
+        except LookupError as e:
+            check.status, check.reason = 'not found', str(e)
+            return
+        conclude(check, [check_v2_entry_for_file(context, check, name, data)], None)
+        return
     if context.receipts is not None:
         # The receipts that name this file's hash; if none does, all of
         # them, so that each says why it is not this file's.
         receipts = [r for r in context.receipts if claimed_sha256(r[2]) == check.sha256]
         outcomes = []
-        for name, entry_id, entry, (log_key, source), origin in receipts or context.receipts:
+        for name, entry_id, entry, found_key, origin in receipts or context.receipts:
+            if found_key is None:
+                outcomes.append(check_v2_entry_for_file(context, check, name, entry))
+                continue
+            log_key, source = found_key
             logged_by = str(entry.get('logID', '')).lower() if isinstance(entry, dict) else ''
             if logged_by != log_key_id(log_key).hex():
                 # A key for another log says nothing about the package.
@@ -2848,6 +2924,57 @@ def check_package(check, context):
                               'this does not prove it absent from the log)')
 
 
+def hub_v2_receipt(settings, signed):
+    """(URL, receipt) of a signature logged in Rekor v2, as the hub keeps
+    it: rekorLogStatus says whether Koji logged this file's signature, and
+    the receipt is read from [koji] topurl at the path its headers make.
+    Both are input: check_v2_entry_for_file verifies the receipt against
+    the log's key and this file. LookupError when the hub has none;
+    KojiUnavailable when it cannot be asked or read."""
+    import requests
+    from rekor_log import receipt_parts
+    url = hub_url(settings)
+    session = koji.ClientSession(url, opts={
+        'timeout': settings.timeout, 'max_retries': settings.retries,
+        'retry_interval': settings.backoff, 'anon_retry': True})
+    try:
+        answer = session.rekorLogStatus(signed.nvra)
+    except koji.GenericError as e:
+        raise LookupError('the hub at %s: %s' % (url, failure_cause(e)))
+    except Exception as e:
+        raise KojiUnavailable('cannot ask the hub at %s: %s' % (url, failure_cause(e)))
+    mine = [a for a in answer if isinstance(a, dict) and a.get('sigkey') == signed.sigkey] \
+        if isinstance(answer, list) else []
+    if not mine:
+        raise LookupError('the hub at %s holds no signature of %s by sigkey %s'
+                          % (url, signed.nvra, signed.sigkey))
+    if mine[0].get('status') != 'logged':
+        raise LookupError('the hub says %s: %s' % (str(mine[0].get('status'))[:40],
+                                                   str(mine[0].get('reason') or '')[:200]))
+    fields = koji.get_header_fields(signed.path, ['name', 'version', 'release', 'arch'],
+                                    src_arch=True)
+    dirs, name = receipt_parts(fields, signed.sigkey)
+    where = '%s/rekor-logs/%s' % (settings.topurl.rstrip('/'), '/'.join(
+        urllib.parse.quote(part) for part in dirs + (name,)))
+    try:
+        with requests.get(where, timeout=settings.timeout, allow_redirects=False, stream=True,
+                          verify=settings.ca_bundle or True) as response:
+            if response.status_code != 200:
+                raise KojiUnavailable('%s: HTTP %d' % (where, response.status_code))
+            data = response.raw.read(MAX_RECEIPT + 1, decode_content=True)
+    except requests.RequestException as e:
+        raise KojiUnavailable('cannot read %s: %s' % (where, short_reason(e)))
+    if len(data) > MAX_RECEIPT:
+        raise KojiUnavailable('%s is larger than %d bytes' % (where, MAX_RECEIPT))
+    try:
+        return where, parse_json(data, where)
+    except RekorLogError as e:
+        raise KojiUnavailable(str(e))
+
+
+MAX_RECEIPT = 4 * 1024 * 1024  # a receipt is a few KiB
+
+
 @dataclass
 class VerifyRpmContext:
     args: object
@@ -2856,6 +2983,7 @@ class VerifyRpmContext:
     receipts: list = None  # [(file, entryID, entry, log key, origin)] when offline
     client: RekorClient = None
     log_key: object = None
+    hub_receipts: bool = False  # Rekor v2: each file's receipt as the hub keeps it
 
 
 def verify_rpms(context, paths):
@@ -2884,11 +3012,14 @@ def format_package(check):
     name = check.file + (' (%s)' % check.nvra if check.nvra else '')
     if check.status == 'logged':
         line = ('logged %s: log index %d, integrated %s, signed by %s (trusted: %s), entry %s'
-                % (name, check.log_index, format_time(check.integrated_time, check.time_signed),
+                % (name, check.log_index, 'at no recorded time (Rekor v2)'
+                   if check.integrated_time is None else
+                   format_time(check.integrated_time, check.time_signed),
                    check.fingerprint, check.trusted_key, check.entry_id))
     elif check.status == 'untrusted key':
         line = 'NOT TRUSTED %s: %s (log index %d, integrated %s, entry %s)' % (
-            name, check.reason, check.log_index,
+            name, check.reason, check.log_index, 'at no recorded time (Rekor v2)'
+            if check.integrated_time is None else
             format_time(check.integrated_time, check.time_signed), check.entry_id)
     else:
         line = '%s %s: %s' % (check.status.upper(), name, check.reason)
@@ -2906,6 +3037,14 @@ def cmd_verify_rpm(args):
     else:
         if settings is None:  # the public log, as no file or flag names another
             settings = Settings(origin=args.origin)
+        if settings.api == 2:
+            if not (settings.topurl and hub_url(settings)):
+                raise CannotCheck('cannot check against %s: a Rekor v2 log has no search: pass '
+                                  '--receipt FILE (the receipt kept under the topdir\'s '
+                                  'rekor-logs/, or a TransparencyLogEntry), or set [koji] '
+                                  'server and topurl to ask the hub' % display_url(settings.url))
+            context.settings, context.hub_receipts = settings, True
+            return verify_rpm_result(args, verify_rpms(context, args.rpm))
         context.settings = settings
         context.log_key = online_log_key(args, settings)
         context.client = RekorClient(settings)
@@ -2913,6 +3052,10 @@ def cmd_verify_rpm(args):
             checks = verify_rpms(context, args.rpm)
         finally:
             context.client.close()
+    return verify_rpm_result(args, checks)
+
+
+def verify_rpm_result(args, checks):
     status = max(PACKAGE_STATUS[c.status] for c in checks)
     if 1 in (PACKAGE_STATUS[c.status] for c in checks):
         status = 1  # a package that failed outweighs one that could not be checked
@@ -2981,7 +3124,11 @@ def run_doctor(config_file, topdir=None):
     check_topdir(checkup, hub_user, topdir, why)
     if settings is not None:
         check_signing_keys(checkup, settings)
-        check_log(checkup, settings, None if checkup.failed('topdir') else topdir)
+        if settings.api == 2:
+            check_v2_signing_keys(checkup, settings)
+            check_v2_log(checkup, settings)
+        else:
+            check_log(checkup, settings, None if checkup.failed('topdir') else topdir)
         check_selinux(checkup, settings)
     if checkup.failed('topdir'):
         for check in ('rekor-logs', 'outbox'):
@@ -3315,6 +3462,69 @@ def check_signing_keys(checkup, settings):
                        'set [signing] public_key_dir'))
 
 
+def v2_key_problem(armored, sigkey=None):
+    """Why Rekor v2 cannot log signatures by this key, or None, and the
+    keyDetails it would log them as: the (sub)key named sigkey, or (without
+    one, public_key_path) every signing (sub)key. v2 takes RSA 2048, 3072,
+    4096 and ECDSA P-256, P-384, P-521 (rekor-tiles' allowed key types)."""
+    from rekor_v2 import hashedrekord
+    try:
+        packets = hashedrekord.key_packets(armored)
+    except (RekorLogError, ValueError, IndexError) as e:
+        return 'not a readable OpenPGP key: %s' % e, []
+    encrypt_only = (2, 16, 18)  # RSA encrypt-only, Elgamal, ECDH: never sign
+    if sigkey:
+        packets = [p for p in packets if p.key_id.lower().endswith(sigkey.lower())]
+    packets = [p for p in packets if p.algorithm not in encrypt_only]
+    if not packets:
+        return 'no signing key %s in it' % (sigkey or ''), []
+    problems, details = [], []
+    for packet in packets:
+        name = packet.key_id[-8:].lower()
+        try:
+            _, public = hashedrekord.der_public_key(packet)
+        except RekorLogError as e:
+            problems.append('%s: %s' % (name, str(e).replace('its header signature is',
+                                                               'it signs with')))
+            continue
+        if packet.algorithm == hashedrekord.PK_ECDSA:
+            details.append(next(v[2] for v in hashedrekord.CURVES.values() if v[0] == {
+                'secp256r1': 'P-256', 'secp384r1': 'P-384',
+                'secp521r1': 'P-521'}[public.curve.name]))
+        elif (public.key_size + 7) // 8 * 8 not in hashedrekord.RSA_SIZES:
+            problems.append('%s: RSA-%d; Rekor v2 takes RSA keys of 2048, 3072 or 4096 bits '
+                            'only' % (name, public.key_size))
+        else:
+            details.append('PKIX_RSA_PKCS1V15_%d_SHA256' % ((public.key_size + 7) // 8 * 8))
+    return '; '.join(problems) or None, details
+
+
+def check_v2_signing_keys(checkup, settings):
+    """With api = 2, each signing key must be one Rekor v2 can log."""
+    files = []
+    directory = settings.public_key_dir
+    for name in sorted(os.listdir(directory)) if directory else []:
+        path = os.path.join(directory, name)
+        if name.endswith('.asc') and not name.startswith('.') and os.path.isfile(path):
+            files.append((path, name[:-len('.asc')]))
+    if settings.public_key_path:
+        files.append((settings.public_key_path, None))
+    for path, sigkey in files:
+        check = 'v2 key %s' % path
+        try:
+            problem, details = v2_key_problem(read_public_key(path), sigkey)
+        except RekorLogError as e:
+            checkup.add('skip', check, str(e))  # the key check above says why
+            continue
+        if problem:
+            checkup.add('fail', check, 'Rekor v2 cannot log its signatures: %s' % problem)
+        else:
+            checkup.add('ok', check, 'loggable in Rekor v2 as %s%s' % (
+                ', '.join(sorted(set(details))),
+                ' (RSA signatures must use SHA-256: rpmsign --define "_gpg_digest_algo '
+                'sha256")' if any('RSA' in d for d in details) else ''))
+
+
 # --- the log --------------------------------------------------------------
 
 def trusted_log_key(settings, topdir):
@@ -3374,6 +3584,124 @@ def check_log(checkup, settings, topdir):
                     % (settings.url, e))
     except RekorLogError as e:
         checkup.add('fail', 'log', str(e))
+    finally:
+        client.close()
+
+
+V2_WARN_DAYS = 30  # warn when the newest shard stops taking entries this soon
+
+
+def load_trust_file(path, parse):
+    from rekor_log import MAX_FILE
+    with open(path, 'rb') as fo:
+        return parse(fo.read(MAX_FILE))
+
+
+def check_v2_trust_files(checkup, settings, now=None):
+    """[rekor] trusted_root and signing_config parse, list a log (shard)
+    valid now, and the newest does not end within V2_WARN_DAYS days.
+    Returns (TrustedRoot or None, the shards to write to, newest first)."""
+    from datetime import datetime, timedelta, timezone
+    from rekor_v2 import trust
+    now = now or datetime.now(timezone.utc)
+    soon = now + timedelta(days=V2_WARN_DAYS)
+
+    def ending(valid):
+        return valid.end is not None and valid.end <= soon
+
+    root, shards = None, None
+    for option, parse in (('trusted_root', trust.parse_trusted_root),
+                          ('signing_config', trust.parse_signing_config)):
+        path = getattr(settings, option)
+        if not path:
+            continue
+        check = option
+        try:
+            parsed = load_trust_file(path, parse)
+        except OSError as e:
+            checkup.add('fail', check, '[rekor] %s %s: cannot read it: %s'
+                        % (option, path, e.strerror))
+            continue
+        except trust.TrustError as e:
+            checkup.add('fail', check, '[rekor] %s %s: %s' % (option, path, e))
+            continue
+        if option == 'trusted_root':
+            root = parsed
+            valid = sorted((log for log in parsed.logs if log.valid.contains(now)),
+                           key=lambda log: log.valid.start or now, reverse=True)
+            names = [log.base_url for log in valid]
+            extra = ('; keys it cannot verify: %s' % ', '.join(parsed.unsupported)
+                     if parsed.unsupported else '')
+        else:
+            valid = trust.select_shards(parsed, now)
+            shards = valid
+            names = [shard.url for shard in valid]
+            extra = ''
+        if not valid:
+            checkup.add('fail', check, '%s lists no %s valid now' % (
+                path, 'log' if option == 'trusted_root' else 'Rekor v2 shard'))
+        elif ending(valid[0].valid):
+            checkup.add('warn', check, '%s: the newest, %s, is valid only until %s: update '
+                        'the file (Sigstore publishes the next shard)%s' % (
+                            path, names[0], valid[0].valid.end.strftime('%Y-%m-%d'), extra))
+        else:
+            checkup.add('ok', check, '%s: valid now: %s%s' % (path, ', '.join(names), extra))
+    return root, shards
+
+
+def check_v2_log(checkup, settings):
+    """With api = 2: the trust files, then the shard the hub writes to
+    (signing_config's newest valid one, else url): reachable, and its
+    /checkpoint verifies with the configured key and origin."""
+    from rekor_v2 import note, trust
+    from rekor_v2.client import ClientSettings, V2Client
+    root, shards = check_v2_trust_files(checkup, settings)
+    url = shards[0].url if shards else settings.url.rstrip('/')
+    try:
+        # [rekor] origin is url's; another shard's origin is its URL's.
+        origin = (url == settings.url.rstrip('/') and settings.origin) or trust.origin_of(url)
+    except trust.TrustError as e:
+        checkup.add('fail', 'log', str(e))
+        return
+    log, where = None, None
+    try:
+        if settings.log_public_key and url == settings.url.rstrip('/'):
+            hidden = unreadable_by(settings.hub_user, settings.log_public_key)
+            if hidden:
+                checkup.add('fail', 'log', '[rekor] log_public_key %s: %s: every upload would '
+                            'fail' % (settings.log_public_key, hidden))
+                return
+            log = load_trust_file(settings.log_public_key,
+                                  lambda pem: trust.log_key(origin, pem))
+            where = '[rekor] log_public_key %s' % settings.log_public_key
+        elif root is not None:
+            log = next((k for k in root.logs if k.origin == origin), None)
+            where = '[rekor] trusted_root %s' % settings.trusted_root
+    except OSError as e:
+        checkup.add('fail', 'log', 'cannot read %s: %s' % (settings.log_public_key, e.strerror))
+        return
+    except trust.TrustError as e:
+        checkup.add('fail', 'log', '[rekor] log_public_key %s: %s' % (settings.log_public_key, e))
+        return
+    if log is None:
+        checkup.add('fail', 'log', '%s: no key for this Rekor v2 shard (origin %s): set [rekor] '
+                    'log_public_key, or trusted_root to a TrustedRoot that lists it'
+                    % (display_url(url), origin))
+        return
+    client = V2Client(ClientSettings(url, ca_bundle=settings.ca_bundle, retries=0,
+                                     connect_timeout=settings.timeout,
+                                     read_timeout=settings.timeout))
+    try:
+        raw = client.read_checkpoint()
+        checkpoint = note.verify_checkpoint(raw, log.note_key, origin)
+    except note.NoteError as e:
+        checkup.add('fail', 'log', '%s: its checkpoint does not verify with %s and origin %s: '
+                    '%s' % (display_url(url), where, origin, e))
+    except RekorLogError as e:
+        checkup.add('fail', 'log', str(e))
+    else:
+        checkup.add('ok', 'log', '%s (Rekor v2): checkpoint of size %d verifies with %s, '
+                    'origin %s' % (display_url(url), checkpoint.size, where, origin))
     finally:
         client.close()
 
@@ -3942,6 +4270,11 @@ def cmd_upload(args):
 
 def load_entry_file(path):
     """A receipt the plugin wrote, or a raw {entryID: LogEntry}."""
+    return entry_file_parts(path, load_verify_file(path))
+
+
+def load_verify_file(path):
+    """The JSON of a file to verify, whatever it holds."""
     try:
         data = read_json(path)
     except OSError as e:
@@ -3950,6 +4283,11 @@ def load_entry_file(path):
         raise UsageError(str(e))
     if data is None:
         raise UsageError('cannot read %s: No such file or directory' % path)
+    return data
+
+
+def entry_file_parts(path, data):
+    """(receipt or None, entryID, entry) of a v1 receipt or {entryID: entry}."""
     receipt = data if isinstance(data, dict) and 'log_entry' in data else None
     entries = receipt['log_entry'] if receipt else data
     if not isinstance(entries, dict) or len(entries) != 1:
@@ -4059,7 +4397,11 @@ def cmd_verify(args):
     settings = verify_settings(args)
     if len(args.files) > 1 or os.path.isdir(args.files[0]):
         return verify_many(args, settings)
-    receipt, entry_id, entry = load_entry_file(args.files[0])
+    data = load_verify_file(args.files[0])
+    if v2_document(data):
+        checked = verify_v2_file(args, settings, args.files[0], data)
+        return emit(args, 0, checked['json'], '\n'.join(checked['lines']))
+    receipt, entry_id, entry = entry_file_parts(args.files[0], data)
     key, key_source = find_log_key(args, settings, receipt, entry, args.files[0])
     verified = verify_entry_file(args, settings, receipt, entry_id, entry, key)
     if args.rpm:
@@ -4130,6 +4472,302 @@ def verify_entry_file(args, settings, receipt, entry_id, entry, key):
     return verified
 
 
+# Rekor v2 (rekor-tiles): receipts, bare TransparencyLogEntry files and
+# Sigstore bundles, checked offline with rekor_v2 (imported lazily: the
+# package split moves it).
+
+SIGSTORE_BUNDLE = 'application/vnd.dev.sigstore.bundle'
+
+
+def v2_document(data):
+    """What a file to verify holds when it is Rekor v2: 'receipt' (the
+    plugin's, "rekor_api": 2), 'bundle' (a Sigstore bundle) or 'entry' (a
+    bare TransparencyLogEntry); None for a v1 receipt or entry."""
+    if not isinstance(data, dict):
+        return None
+    if 'rekor_api' in data:
+        if data['rekor_api'] == 2:
+            return 'receipt'
+        if data['rekor_api'] != 1 or isinstance(data['rekor_api'], bool):
+            raise UsageError('receipt: rekor_api %r is neither 1 nor 2'
+                             % (str(data['rekor_api'])[:20],))
+        return None
+    if isinstance(data.get('mediaType'), str) and data['mediaType'].startswith(SIGSTORE_BUNDLE):
+        return 'bundle'
+    if 'kindVersion' in data and 'canonicalizedBody' in data:
+        return 'entry'
+    return None
+
+
+def v2_log_keys(args, settings, receipt, path):
+    """(keys, where they came from) for a v2 entry, the one way verify
+    finds keys: --log-key (its origin --origin, else the configured one,
+    else the receipt's), else --trusted-root, else the configuration
+    ([rekor] trusted_root, and log_public_key when api = 2). Never from the
+    file being checked: a receipt at most names the origin."""
+    from rekor_log import MAX_FILE
+    from rekor_v2 import trust
+
+    def trusted_root(name, where):
+        try:
+            with open(name, 'rb') as fo:
+                return trust.parse_trusted_root(fo.read(MAX_FILE)).logs
+        except OSError as e:
+            raise UsageError('cannot read %s: %s' % (name, e.strerror))
+        except trust.TrustError as e:
+            raise UsageError('%s %s: %s' % (where, name, e))
+
+    def pem_key(name, origin, where):
+        try:
+            with open(name, 'rb') as fo:
+                return trust.log_key(origin, fo.read(MAX_FILE))
+        except OSError as e:
+            raise UsageError('cannot read %s: %s' % (name, e.strerror))
+        except trust.TrustError as e:
+            raise UsageError('%s %s: %s' % (where, name, e))
+
+    configured = settings if settings and settings.api == 2 else None
+    # A v2 shard's origin is its URL without the scheme (port and path kept).
+    configured_origin = configured and (configured.origin or trust.origin_of(configured.url))
+    if getattr(args, 'log_key', None):
+        origin = args.origin or configured_origin or (
+            receipt.get('origin') if receipt and isinstance(receipt.get('origin'), str)
+            else None)
+        if not origin:
+            raise CannotCheck('cannot check %s: no origin for --log-key: pass --origin' % path)
+        return (pem_key(args.log_key, origin, '--log-key'),), \
+            '--log-key %s, origin %s' % (args.log_key, origin)
+    if getattr(args, 'trusted_root', None):
+        return trusted_root(args.trusted_root, '--trusted-root'), \
+            '--trusted-root %s' % args.trusted_root
+    keys, sources = (), []
+    if settings and settings.trusted_root:
+        keys += trusted_root(settings.trusted_root, '[rekor] trusted_root')
+        sources.append('[rekor] trusted_root %s' % settings.trusted_root)
+    if configured and configured.log_public_key:
+        keys += (pem_key(configured.log_public_key, configured_origin,
+                         '[rekor] log_public_key'),)
+        sources.append('[rekor] log_public_key %s, origin %s' % (
+            configured.log_public_key, configured_origin))
+    if not keys:
+        raise CannotCheck('cannot check %s: no key for Rekor v2 logs: pass --trusted-root, or '
+                          '--log-key and --origin, or --config with [rekor] trusted_root or '
+                          'api = 2 and log_public_key' % path)
+    return keys, '%s (%s)' % (' and '.join(sources), settings.config_file)
+
+
+def v2_signing_key(args, settings, sigkey):
+    """The armored OpenPGP key for sigkey when one is at hand: --key, else
+    the plugin's public_key_dir/public_key_path; else None."""
+    from rekor_log import SignatureSourceError, public_key_file, read_public_key
+    try:
+        if getattr(args, 'key', None):
+            return read_public_key(args.key)
+        if settings and sigkey and (settings.public_key_dir or settings.public_key_path):
+            return read_public_key(public_key_file(settings, sigkey))
+    except SignatureSourceError as e:
+        if getattr(args, 'key', None):
+            raise UsageError(str(e))
+    return None
+
+
+def v2_body_key(body):
+    """The DER key (or certificate) a hashedrekord v0.0.2 body names."""
+    try:
+        verifier = json.loads(body)['spec']['hashedRekordV002']['signature']['verifier']
+        holder = verifier.get('publicKey') or verifier.get('x509Certificate')
+        return base64.b64decode(holder['rawBytes'], validate=True)
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        raise VerificationError('the logged body is not a hashedrekord v0.0.2 entry')
+
+
+def check_v2_receipt_key(receipt, body, armored):
+    """The body's key is the (sub)key Koji knows for the receipt's sigkey."""
+    from rekor_v2 import hashedrekord
+    sigkey = receipt.get('sigkey') or ''
+    ders = []
+    for packet in hashedrekord.key_packets(armored):
+        if packet.key_id.lower().endswith(sigkey.lower()):
+            try:
+                ders.append(hashedrekord.der_public_key(packet)[0])
+            except RekorLogError:
+                continue
+    if v2_body_key(body) not in ders:
+        raise VerificationError('receipt records sigkey %s, the entry logged another key'
+                                % sigkey)
+
+
+def v2_body_from_rpm(args, settings, path, sigkey):
+    """The canonical hashedrekord body built from an RPM's headers."""
+    from rekor_v2 import hashedrekord
+    if not os.path.isfile(path):
+        raise UsageError('no such file: %s' % path)
+    if not sigkey:
+        try:
+            sighdr, _ = hashedrekord.read_headers(path)
+            blob = (hashedrekord.header_bin(sighdr, hashedrekord.SIGTAG_RSA)
+                    or hashedrekord.header_bin(sighdr, hashedrekord.SIGTAG_DSA))
+            key_id, fingerprint = hashedrekord.parse_signature(blob).issuer
+            sigkey = (fingerprint or key_id or '')[-8:].lower()
+        except (RekorLogError, ValueError, TypeError, IndexError) as e:
+            raise UsageError('%s: cannot read its header signature: %s' % (path, e))
+    armored = v2_signing_key(args, settings, sigkey)
+    if armored is None:
+        raise CannotCheck('cannot check %s against a Rekor v2 entry: no public key for sigkey '
+                          '%s: pass --key, or --config with [signing] public_key_dir'
+                          % (path, sigkey))
+    try:
+        return hashedrekord.from_rpm_file(path, armored).canonical_body()
+    except RekorLogError as e:
+        raise UsageError(str(e))
+
+
+def v2_bundle_body(bundle, logged):
+    """The hashedrekord v0.0.2 body a Sigstore bundle's message signature
+    makes, rebuilt from the bundle (digest, signature, certificate), not
+    taken from its entry. A bundle with a public key holds only a hint: the
+    key is the logged one (said in the notes)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from rekor_v2 import hashedrekord
+    ms = bundle.get('messageSignature')
+    if not isinstance(ms, dict):
+        raise UsageError('the bundle holds no messageSignature (a DSSE envelope is no '
+                         'hashedrekord entry)')
+    material = bundle.get('verificationMaterial') or {}
+    digest = ms.get('messageDigest') if isinstance(ms.get('messageDigest'), dict) else {}
+    holder = material.get('certificate') or (
+        (material.get('x509CertificateChain') or {}).get('certificates') or [None])[0]
+    notes = []
+    if isinstance(holder, dict) and isinstance(holder.get('rawBytes'), str):
+        try:
+            key = x509.load_der_x509_certificate(
+                base64.b64decode(holder['rawBytes'], validate=True)).public_key()
+        except (ValueError, binascii.Error) as e:
+            raise VerificationError('the bundle certificate is unreadable: %s' % e)
+        verifier = {'x509Certificate': {'rawBytes': holder['rawBytes']}}
+    elif isinstance(material.get('publicKey'), dict):
+        # The bundle holds a hint, not the key: the logged verifier stands
+        # (the signature and digest are still the bundle's own).
+        v2_body_key(logged)
+        verifier = dict(json.loads(logged)['spec']['hashedRekordV002']['signature']['verifier'])
+        notes.append('the bundle names its key by hint only: the logged key was taken')
+        key = details = None
+    else:
+        raise UsageError('the bundle has no certificate or public key')
+    if key is None:
+        details = verifier.pop('keyDetails', None)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        details = {'secp256r1': 'PKIX_ECDSA_P256_SHA_256', 'secp384r1': 'PKIX_ECDSA_P384_SHA_384',
+                   'secp521r1': 'PKIX_ECDSA_P521_SHA_512'}.get(key.curve.name)
+    elif isinstance(key, rsa.RSAPublicKey):
+        details = 'PKIX_RSA_PKCS1V15_%d_SHA256' % key.key_size
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        details = 'PKIX_ED25519'
+    else:
+        details = None
+    if not details:
+        raise UsageError('the bundle key is of a type Rekor v2 does not log')
+    verifier['keyDetails'] = details
+    return hashedrekord.jcs({'apiVersion': '0.0.2', 'kind': 'hashedrekord', 'spec': {
+        'hashedRekordV002': {
+            'data': {'algorithm': digest.get('algorithm'), 'digest': digest.get('digest')},
+            'signature': {'content': ms.get('signature'), 'verifier': verifier}}}}), notes
+
+
+def verify_v2_file(args, settings, path, data):
+    """Check a Rekor v2 receipt, bundle or entry offline (and the v1
+    receipt a v2 receipt carries). Returns {'lines', 'json'}; raises
+    VerificationError (not verified), CannotCheck or UsageError."""
+    from rekor_v2 import entry as v2entry
+    kind = v2_document(data)
+    receipt = data if kind == 'receipt' else None
+    notes, rpm_body = [], None
+    try:
+        if kind == 'bundle':
+            tle = v2entry.entry_from_bundle(data)
+            expected, notes = v2_bundle_body(data, tle.body)
+        else:
+            tle = v2entry.parse_entry(receipt.get('transparency_log_entry')
+                                      if receipt else data)
+            expected = tle.body
+    except v2entry.EntryError as e:
+        raise VerificationError(str(e))
+    if receipt:
+        for name in ('nvra', 'sigkey', 'sighash', 'build', 'rekor_url', 'origin', 'body'):
+            if receipt.get(name) is not None and not isinstance(receipt.get(name), str):
+                raise VerificationError('receipt: %s is not text' % name)
+        try:
+            expected = base64.b64decode(receipt.get('body') or '', validate=True)
+        except binascii.Error:
+            raise VerificationError('receipt: body is not base64')
+    elif kind == 'entry':
+        notes.append('a bare entry: its body was compared with nothing%s'
+                     % (' but --rpm' if args.rpm else ''))
+    keys, source = v2_log_keys(args, settings, receipt, path)
+    if not any(k.log_id == tle.log_id for k in keys):
+        raise CannotCheck('cannot check %s: no key for its log (logId %s) in %s' % (
+            path, base64.b64encode(tle.log_id).decode(), source))
+    try:
+        verified = v2entry.verify_entry(tle, expected, keys)
+    except v2entry.EntryError as e:
+        raise VerificationError(str(e))
+    if receipt and receipt.get('origin') not in (None, verified.log.origin):
+        raise VerificationError('receipt records origin %s, the entry is from %s'
+                                % (receipt['origin'], verified.log.origin))
+    sigkey = receipt.get('sigkey') if receipt else None
+    if receipt and sigkey:
+        armored = v2_signing_key(args, settings, sigkey)
+        if armored is not None:
+            check_v2_receipt_key(receipt, verified.entry.body, armored)
+        else:
+            notes.append('no key for sigkey %s at hand: the logged key was not compared '
+                         'with it' % sigkey)
+    if args.rpm:
+        rpm_body = v2_body_from_rpm(args, settings, args.rpm, sigkey)
+        if rpm_body != verified.entry.body:
+            raise VerificationError('%s: its header signature is not the logged hashedrekord'
+                                    % args.rpm)
+    what = ' of %s sigkey %s' % (receipt.get('nvra'), sigkey) if receipt else ''
+    lines = ['OK %s: Rekor v2 %s%s, log index %d of tree %d, origin %r' % (
+        path, {'receipt': 'receipt', 'bundle': 'bundle entry', 'entry': 'entry'}[kind], what,
+        verified.entry.log_index, verified.checkpoint.size, verified.log.origin)]
+    result = {'file': path, 'rekor_api': 2, 'document': kind, 'log_key': source,
+              'log_index': verified.entry.log_index, 'tree_size': verified.checkpoint.size,
+              'origin': verified.log.origin, 'rpm': args.rpm, 'notes': notes,
+              'nvra': receipt.get('nvra') if receipt else None, 'sigkey': sigkey}
+    if receipt and 'rekor_v1' in receipt:
+        result['rekor_v1'], more = verify_v1_part(args, settings, path, receipt)
+        lines += more
+    lines += ['note: %s' % note for note in notes]
+    lines += ['log key: %s' % source]
+    return {'lines': lines, 'json': result}
+
+
+def verify_v1_part(args, settings, path, receipt):
+    """The v1 receipt a v2 receipt carries (a signature logged in both
+    during a move): checked as a v1 receipt, for the same signature.
+    --log-key/--origin/--url name the v2 log; the v1 part's key is the
+    configured one of an api = 1 configuration, else the built-in one."""
+    old = receipt['rekor_v1']
+    if not isinstance(old, dict) or 'log_entry' not in old:
+        raise VerificationError('receipt: rekor_v1 is not a v1 receipt')
+    for name in ('nvra', 'sigkey'):
+        if old.get(name) and receipt.get(name) and old[name] != receipt[name]:
+            raise VerificationError('receipt: its rekor_v1 part records %s %s, not %s'
+                                    % (name, old[name], receipt[name]))
+    v1args = argparse.Namespace(**dict(vars(args), log_key=None, origin=None, url=None))
+    v1settings = settings if settings and settings.api == 1 else None
+    v1receipt, entry_id, entry = entry_file_parts(path, old)
+    key, source = find_log_key(v1args, v1settings, v1receipt, entry, path)
+    verified = verify_entry_file(v1args, v1settings, v1receipt, entry_id, entry, key)
+    if args.rpm:
+        check_receipt_rpm(args.rpm, v1receipt, verified)
+    return ({'uuid': verified.uuid, 'log_index': verified.log_index, 'log_key': source},
+            ['OK its rekor_v1 part: %s, log index %d (log key: %s)'
+             % (verified.uuid, verified.log_index, source)])
+
+
 def verify_many(args, settings):
     """Verify every receipt named or under the directories named, in this
     process: a line for each, then a summary. Exit 1 if one failed, else 2
@@ -4149,7 +4787,13 @@ def verify_many(args, settings):
 
     for path in receipt_files(args.files):
         try:
-            receipt, entry_id, entry = load_entry_file(path)
+            data = load_verify_file(path)
+            if v2_document(data):
+                source = verify_v2_file(args, settings, path, data)['json']['log_key']
+                result(path, 'verified', 'OK %s (Rekor v2; log key: %s)' % (path, source),
+                       source=source)
+                continue
+            receipt, entry_id, entry = entry_file_parts(path, data)
             key, source = find_log_key(args, settings, receipt, entry, path)
             verify_entry_file(args, settings, receipt, entry_id, entry, key)
         except VerificationError as e:
@@ -4256,14 +4900,18 @@ COMMAND_DOCS = {
                'inclusion proof, checkpoint, signed entry timestamp, logID; with --rpm, that the '
                'RPM is the one logged. The log key: --log-key, else the configuration\'s for '
                'that log, else the built-in key of rekor.sigstore.dev; a receipt names its log, '
-               'never the key.',
+               'never the key. Rekor v2 receipts (and the v1 receipt one carries), bare '
+               'TransparencyLogEntry files and Sigstore bundles: the key from --log-key and '
+               '--origin, else --trusted-root, else [rekor] trusted_root or an api = 2 '
+               'log_public_key.',
                'a receipt or entry does not verify',
                'a file that cannot be read, no key for the log an entry names'),
     'verify-rpm': ('Check RPM files against the log: each must be logged (found by its sha256 in '
                    "the log's index, or in --receipt) with a key you trust, and verify as the "
                    'plugin verifies its own entries. The log key is found as for verify.',
                    'a package is not found, not verified, or logged with a key you do not trust',
-                   'a package that could not be checked, no key for the log'),
+                   'a package that could not be checked, no key for the log, a Rekor v2 log '
+                   'without --receipt or the hub (v2 has no search)'),
     'retry': ('Upload what the outbox holds: the signatures the hub queued (queue_only, '
               'failures, the hub budget spent). For cron, or --watch as a service.',
               'signatures are left unlogged', 'a log that cannot be reached'),
@@ -4282,7 +4930,8 @@ COMMAND_DOCS = {
     'doctor': ('Check this installation, one line per check (ok, warn, FAIL, skip): the '
                'configuration, hub.conf and the plugin file, the topdir (named, with why), the '
                'signing keys, the log and its key, SELinux, rekor-logs/ and the outbox, and '
-               "what the hub's user can read. Writes nothing.",
+               "what the hub's user can read; with api = 2, each key loggable in Rekor v2, "
+               'the trust files valid now and the shard\'s checkpoint. Writes nothing.',
                'a check FAILs (warnings and skips alone exit 0)', 'doctor itself could not run'),
 }
 
@@ -4339,6 +4988,11 @@ def build_parser():
     verify.add_argument('--rpm', help='also check that this RPM is the one logged (one FILE)')
     verify.add_argument('--log-key', help="PEM file of the log's public key")
     verify.add_argument('--origin', help='host the checkpoint origin must name')
+    verify.add_argument('--trusted-root', metavar='FILE',
+                        help='Sigstore TrustedRoot JSON naming the logs and their keys (Rekor v2)')
+    verify.add_argument('--key', metavar='FILE',
+                        help='armored OpenPGP key of the signer, to compare a Rekor v2 entry '
+                             'with --rpm (default: the configured public_key_dir)')
     verify.add_argument('--url', help='the Rekor log the entry must come from')
     verify.add_argument('--config', help='plugin configuration file (default: %s when it '
                         'exists and can be read; none is needed)' % CONFIG_FILE)
@@ -4362,6 +5016,9 @@ def build_parser():
                             help='allow a plain http --url')
     verify_rpm.add_argument('--log-key', help="PEM file of the log's public key")
     verify_rpm.add_argument('--origin', help='host the checkpoint origin must name')
+    verify_rpm.add_argument('--trusted-root', metavar='FILE',
+                            help='Sigstore TrustedRoot JSON naming the logs and their keys '
+                                 '(Rekor v2 receipts)')
     verify_rpm.add_argument('--config', help='read the log settings from this plugin '
                                              'configuration file (default: %s when it exists '
                                              'and can be read; none is needed)' % CONFIG_FILE)
