@@ -2202,21 +2202,22 @@ def check_bundle_tiles(reader, checkpoint, index):
     """The level-0 tile holding leaf `index`, checked once against the
     signed root: the inclusion proof of its first leaf is built from it
     and covers every other leaf (RFC 9162 section 2.1.3.2)."""
-    from rekor_v2 import _compat, tiles
+    from rekor_v2 import tiles
+    from rekor_log import root_from_inclusion_proof
     first = index - index % tiles.TILE_WIDTH
     checked = reader.__dict__.setdefault('checked_tiles', set())
     if first in checked:
         return
     proof = reader.inclusion_proof(first)
     leaf = reader.node(0, first)
-    if _compat.root_from_inclusion_proof(first, checkpoint.size, leaf, proof) \
+    if root_from_inclusion_proof(first, checkpoint.size, leaf, proof) \
             != checkpoint.root_hash:
         raise tiles.TileError('the tile of entry %d does not lead to the root' % first)
     checked.add(first)
 
 
 def check_v2_index(log, reader, checkpoint, index, keys, koji_view, scan, report, counts):
-    from rekor_v2 import _compat
+    from rekor_log import hash_leaf
     try:
         check_bundle_tiles(reader, checkpoint, index)
         body = reader.checked_entry(index)
@@ -2239,7 +2240,7 @@ def check_v2_index(log, reader, checkpoint, index, keys, koji_view, scan, report
     if not any(der in keys.der for der, _ in forms):
         return
     counts['ours'] += 1
-    uuid = _compat.hash_leaf(body).hex()
+    uuid = hash_leaf(body).hex()
     where = '%s entry %d (leaf %s)' % (display_url(log.base_url), index, uuid)
     try:
         outcome = account_keyed_entry(keys, koji_view, parsed, forms, where)
