@@ -282,7 +282,7 @@ class TreeHeads:
     """The tree heads a pass of the worker has proved to be one history.
 
     The inclusion proof of an entry at index i also gives the roots of the
-    tree's first i and i + 1 leaves (rekor_log.prefix_roots), heads that the
+    tree's first i and i + 1 leaves (prefix_roots), heads that the
     entry's verified head provably extends. A new head that is larger than
     the newest one is proved from those when one of them has the newest
     one's size (as when this worker's uploads follow each other), and with
@@ -3146,9 +3146,9 @@ def run_doctor(config_file, topdir=None):
 def configured_hub_user(path):
     """[upload] hub_user as a file the hub refuses still says it: the
     checks of who can read what then ask about the right user."""
-    import rekor_log
+    from rekor_log import parse_config_file
     try:
-        value = rekor_log.parse_config_file(path).get('upload', 'hub_user', fallback='')
+        value = parse_config_file(path).get('upload', 'hub_user', fallback='')
     except Exception:  # any file doctor already reported as broken
         value = ''
     return value.strip() or Settings.hub_user
@@ -3535,7 +3535,7 @@ def trusted_log_key(settings, topdir):
     key, pinned = known_log_key(settings, state_dir(topdir) if topdir else None)
     if key is None:
         return None, None
-    return key, pinned or settings.log_public_key or 'the key built into rekor_log.py'
+    return key, pinned or settings.log_public_key or 'the key built into koji-rekor'
 
 
 def check_log(checkup, settings, topdir):
