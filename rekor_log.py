@@ -3428,6 +3428,11 @@ def read_outbox_file(topdir, folder, name):
 def check_receipt(settings, topdir, build, rpminfo, sigkey, path, receipt):
     """Verify a receipt offline against the signed RPM Koji holds for this
     signature; returns what it proves."""
+    if isinstance(receipt, dict) and receipt.get('rekor_api') == 2:
+        try:
+            return check_v2_receipt(settings, build, rpminfo, sigkey, path, receipt)
+        except Exception as e:
+            raise v2_error(e) from None
     entries = receipt.get('log_entry') if isinstance(receipt, dict) else None
     if not isinstance(entries, dict) or len(entries) != 1:
         raise VerificationError('%s holds no single Rekor entry' % path)
@@ -3446,6 +3451,28 @@ def check_receipt(settings, topdir, build, rpminfo, sigkey, path, receipt):
     verify_rpm_body(verified.body, expected_from_header(hdr, sha256, public_key))
     return {'entry_id': verified.entry_id, 'log_index': verified.log_index,
             'integrated_time': verified.integrated_time, 'receipt': path}
+
+
+def check_v2_receipt(settings, build, rpminfo, sigkey, path, receipt):
+    """check_receipt for a v2 receipt: its entry verifies with the key of
+    the shard it names (one the configuration knows), and its body is the
+    hashedrekord built anew from the signature Koji holds."""
+    from rekor_v2 import entry as v2entry, hashedrekord
+    urls = [u for u in v2_shards(settings) if display_url(u) == receipt.get('rekor_url')]
+    if not urls:
+        raise VerificationError('%s names a Rekor v2 shard the configuration does not (%r)'
+                                % (path, receipt.get('rekor_url')))
+    signed = locate_signed_rpm(build, rpminfo, sigkey)
+    armored = read_public_key(public_key_file(settings, sigkey))
+    body = hashedrekord.from_rpm_file(signed.path, armored, sighdr=signed.sighdr
+                                      if signed.spliced else None).canonical_body()
+    if receipt.get('body') != base64.b64encode(body).decode('ascii'):
+        raise VerificationError('%s: its body is not the entry of this signature' % path)
+    tle = receipt.get('transparency_log_entry')
+    verified = v2entry.verify_entry(tle if isinstance(tle, dict) else {}, body,
+                                    v2_log_key(settings, urls[0], v2_trusted_logs(settings)))
+    return {'entry_id': None, 'log_index': verified.entry.log_index, 'integrated_time': None,
+            'receipt': path, 'rekor_api': 2}
 
 
 def record_fields(record, status, suffix):

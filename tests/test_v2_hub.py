@@ -312,3 +312,32 @@ def test_a_shard_that_rewrote_its_past_is_a_split_view(
     assert v2log.count('POST', '/api/v2/log/entries', 201) == 2
     assert receipt_of(topdir, forked) is None
     assert 'split view' in record_of(topdir, forked)['last_error']
+
+
+def test_rekor_log_status_checks_a_v2_receipt(hub, tmp_path, topdir, v2log, v2_key_dir,
+                                               koji_import, v2_rpms, keys, signed_rpms):
+    """The hub call verifies a v2 receipt offline (entry, checkpoint, proof,
+    and the body against the signature Koji holds); an ed25519 signature
+    reads as rejected with its reason."""
+    import hubsim
+    configure_v2(hub, tmp_path, v2log, v2_key_dir)
+    logged = koji_import(v2_rpms['rsa'])
+    refused = koji_import(signed_rpms[('ed25519', 'header')])
+    hub.sign(logged)
+    hub.sign(refused)
+    hubsim.install_kojihub([logged, refused])
+    try:
+        statuses = {s['sigkey']: s for s in hubsim.hub_call('rekorLogStatus', nvra(logged))}
+        assert statuses[logged.sigkey]['status'] == 'logged'
+        assert statuses[logged.sigkey]['log_index'] == 0
+        assert statuses[refused.sigkey]['status'] == 'rejected'
+        # A receipt whose body is another signature's does not count.
+        path = receipt_path(topdir, logged)
+        receipt = json.load(open(path))
+        receipt['body'] = base64.b64encode(b'{}').decode()
+        with open(path, 'w') as fo:
+            json.dump(receipt, fo)
+        status = {s['sigkey']: s for s in hubsim.hub_call('rekorLogStatus', nvra(logged))}
+        assert status[logged.sigkey]['status'] == 'unverified'
+    finally:
+        hubsim.uninstall_kojihub()
