@@ -341,3 +341,35 @@ def test_rekor_log_status_checks_a_v2_receipt(hub, tmp_path, topdir, v2log, v2_k
         assert status[logged.sigkey]['status'] == 'unverified'
     finally:
         hubsim.uninstall_kojihub()
+
+
+def test_a_v2_receipt_kept_in_a_record_is_verified_again_before_it_is_written(
+        hub, tmp_path, topdir, v2log, v2_key_dir, koji_import, v2_rpms):
+    """Under enforce the receipt rides in the record until the commit; when
+    the request died before it, the worker rebuilds it from the kept entry,
+    verified again, never as it stands."""
+    import koji_rekor
+    configure_v2(hub, tmp_path, v2log, v2_key_dir, 'enforce = true')
+    imported = koji_import(v2_rpms['rsa'])
+    hub.sign(imported, commit=False)
+    outbox = os.path.join(str(topdir), 'rekor-logs', '@outbox')
+    name = '%s.%s' % (nvra(imported), imported.sigkey)
+    os.rename(os.path.join(outbox, name + '.uncommitted'), os.path.join(outbox, name + '.json'))
+    record = record_of(topdir, imported)
+    assert record['receipt']['rekor_api'] == 2
+    good = record['receipt']
+    settings = hub.module.load_config(hub.conf_path)
+    # A kept entry that does not verify is not written.
+    record['receipt'] = dict(good, transparency_log_entry=dict(
+        good['transparency_log_entry'], logIndex='5'))
+    with open(os.path.join(outbox, name + '.json'), 'w') as fo:
+        json.dump(record, fo)
+    assert koji_rekor.drain_outbox(settings, str(topdir), now=True)['failed'] == 1
+    assert receipt_of(topdir, imported) is None
+    record = record_of(topdir, imported)
+    assert 'the entry says 5' in record['last_error']
+    record['receipt'] = good
+    with open(os.path.join(outbox, name + '.json'), 'w') as fo:
+        json.dump(record, fo)
+    assert koji_rekor.drain_outbox(settings, str(topdir), now=True)['logged'] == 1
+    assert receipt_of(topdir, imported) == good and v2log.count('POST', '/api/v2/log/entries') == 1
