@@ -373,3 +373,21 @@ def test_a_v2_receipt_kept_in_a_record_is_verified_again_before_it_is_written(
         json.dump(record, fo)
     assert koji_rekor.drain_outbox(settings, str(topdir), now=True)['logged'] == 1
     assert receipt_of(topdir, imported) == good and v2log.count('POST', '/api/v2/log/entries') == 1
+
+
+def test_the_hub_holds_a_v2_upload_at_most_10_s_whatever_its_budget(
+        hub, tmp_path, topdir, v2log, v2_key_dir, koji_import, v2_rpms):
+    """A shard that publishes no checkpoint holds the POST; without enforce
+    the hub lets go after V2_HUB_HOLD even with a larger hub_budget, and
+    the record waits for the worker."""
+    import time
+    configure_v2(hub, tmp_path, v2log, v2_key_dir, 'hub_budget = 60')
+    v2log.paused = True
+    imported = koji_import(v2_rpms['rsa'])
+    start = time.monotonic()
+    hub.sign(imported)
+    took = time.monotonic() - start
+    assert hub.module.V2_HUB_HOLD - 1 <= took < hub.module.V2_HUB_HOLD + 3
+    record = record_of(topdir, imported)
+    assert 'hub budget of 10 s is spent' in record['last_error']
+    assert receipt_of(topdir, imported) is None
