@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import _compat_w as compat
+from . import tiles
 
 ENTRIES_PATH = '/api/v2/log/entries'
 TILE_WIDTH = 256
@@ -75,11 +76,14 @@ class Created:
 @dataclass(frozen=True)
 class AlreadyLogged:
     """A 409, completed from the tiles: where the entry is, the checkpoint
-    read then (a signed note, not yet verified) and the logged body, which
-    equals the body we built."""
+    read then and the logged body, which equals the body we built. With the
+    log's key at hand (create_entry's log), entry is the TransparencyLogEntry
+    rebuilt from that verified checkpoint and tiles checked against it
+    (rekor_v2.entry.entry_from_tiles): what a 201 would carry."""
     log_index: int
     checkpoint: bytes
     body: bytes
+    entry: Optional[dict] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -90,35 +94,20 @@ class Answer:
     content: bytes
 
 
-def tile_n(n):
-    """The "N" of a tile path (C2SP tlog-tiles): 3-digit groups, all but
-    the last prefixed with x."""
-    text = '%03d' % (n % 1000)
-    n //= 1000
-    while n:
-        text = 'x%03d/%s' % (n % 1000, text)
-        n //= 1000
-    return text
-
-
 def tile_path(level, index, width=None):
-    suffix = '' if width is None or width == TILE_WIDTH else '.p/%d' % width
-    return '/tile/%s/%s%s' % (level, tile_n(index), suffix)
+    """The URL path of a hash tile (level a number) or an entry bundle
+    (level 'entries'): rekor_v2.tiles builds every tile path."""
+    if level == 'entries':
+        return '/' + tiles.entries_path(index, width)
+    return '/' + tiles.tile_path(level, index, width)
 
 
 def bundle_entries(data):
-    """The bodies of an entry bundle: big-endian uint16 lengths each
-    followed by one body (C2SP tlog-tiles, entry bundles)."""
-    bodies, pos = [], 0
-    while pos < len(data):
-        if pos + 2 > len(data):
-            raise compat.RekorUnavailable('malformed entry bundle from the log', at_once=True)
-        size = int.from_bytes(data[pos:pos + 2], 'big')
-        if pos + 2 + size > len(data):
-            raise compat.RekorUnavailable('malformed entry bundle from the log', at_once=True)
-        bodies.append(data[pos + 2:pos + 2 + size])
-        pos += 2 + size
-    return bodies
+    """The bodies of an entry bundle (rekor_v2.tiles.parse_entry_bundle)."""
+    try:
+        return list(tiles.parse_entry_bundle(data))
+    except tiles.TileError:
+        raise compat.RekorUnavailable('malformed entry bundle from the log', at_once=True)
 
 
 def checkpoint_size(note):
@@ -242,8 +231,9 @@ class V2Client:
 
     # the write API -------------------------------------------------------------
 
-    def create_entry(self, entry):
-        """Log a rekor_v2.hashedrekord.HashedRekord: Created or AlreadyLogged."""
+    def create_entry(self, entry, log=None):
+        """Log a rekor_v2.hashedrekord.HashedRekord: Created or AlreadyLogged
+        (log: the shard's rekor_v2.trust.LogKey, to rebuild a 409's entry)."""
         request = entry.request_json()
         body = entry.canonical_body()
 
@@ -255,7 +245,7 @@ class V2Client:
             if answer.status == 201:
                 return Created(self.entry_json(answer), answer.content)
             if answer.status == 409:
-                return self.already_logged(answer, body)
+                return self.already_logged(answer, body, log)
             raise self.error_for(answer)
         return self.with_retries('upload', attempt)
 
@@ -305,9 +295,10 @@ class V2Client:
             text = answer.content[:MAX_ERROR_ANSWER].decode('utf-8', 'replace')
         return compat.text_excerpt(text or '', 160)
 
-    def already_logged(self, answer, body):
+    def already_logged(self, answer, body, log=None):
         """A 409 completed from the tiles: the entry at x-log-index must be
-        our body, under a checkpoint that covers it."""
+        our body, under a checkpoint that covers it; with log, the entry a
+        201 would carry, from that checkpoint verified and proofs from tiles."""
         raw = answer.headers.get('x-log-index', '')
         if not raw.isdigit() or len(raw) > 19:
             raise compat.RekorUnavailable('Rekor v2 at %s answered 409 without a valid '
@@ -322,6 +313,12 @@ class V2Client:
             raise compat.RekorUnavailable('Rekor v2 at %s: its checkpoint (tree size %d) does '
                                           'not cover entry %d yet' % (self.shown_url, size,
                                                                       index))
+        if log is not None:
+            from .entry import entry_from_tiles
+            # The one checkpoint read above, then tiles checked against it.
+            fetch = lambda path: note if path == 'checkpoint' else self.fetch(path)  # noqa: E731
+            tle = entry_from_tiles(fetch, log, index, body)
+            return AlreadyLogged(index, note, body, tle)
         logged = self.read_entry(index, size)
         if logged != body:
             raise compat.VerificationError(
@@ -341,6 +338,13 @@ class V2Client:
                 return None
             raise self.error_for(answer)
         return self.with_retries('read of %s' % path, attempt)
+
+    def fetch(self, path):
+        """rekor_v2.tiles' fetch: a static file by its path under the shard
+        ('checkpoint', 'tile/...'), None when absent."""
+        cap = MAX_CHECKPOINT if path == 'checkpoint' else (
+            MAX_BUNDLE if path.startswith('tile/entries/') else MAX_TILE)
+        return self.get('/' + path, cap)
 
     def read_checkpoint(self):
         note = self.get('/checkpoint', MAX_CHECKPOINT)

@@ -52,6 +52,7 @@ import base64
 import hashlib
 import http.server
 import json
+import os
 import re
 import socket
 import socketserver
@@ -64,6 +65,12 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+
+# Tile paths come from the project's one tile implementation (rekor_v2.tiles).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+from rekor_v2 import tiles  # noqa: E402
 
 LOOPBACK = '127.0.0.1'
 ENTRIES_PATH = '/api/v2/log/entries'
@@ -257,13 +264,9 @@ def tile_index(groups: str) -> Optional[int]:
 
 
 def tile_n(n: int) -> str:
-    """The "N" of a tile path for index n."""
-    text = '%03d' % (n % 1000)
-    n //= 1000
-    while n:
-        text = 'x%03d/%s' % (n % 1000, text)
-        n //= 1000
-    return text
+    """The "N" of a tile path for index n (rekor_v2.tiles: one place for
+    tile paths)."""
+    return tiles.index_path(n)
 
 
 def parse_tile_path(path: str):
@@ -276,6 +279,11 @@ def parse_tile_path(path: str):
     width = int(m.group(3)) if m.group(3) else None
     if index is None or (width is not None and not 1 <= width < TILE_WIDTH) or (
             level != 'entries' and level > 63):
+        return None
+    # Only the path rekor_v2.tiles writes for it (no "/tile/00/..." aliases).
+    made = tiles.entries_path(index, width) if level == 'entries' else \
+        tiles.tile_path(level, index, width)
+    if '/' + made != path:
         return None
     return level, index, width
 

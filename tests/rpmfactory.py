@@ -200,8 +200,10 @@ def _rpmbuild_cmd(top, spec, arch):
     return cmd + ["-bb", spec]
 
 
-def sign_rpm(src, dst, key, rpmv3=False):
-    """Copy src to dst and sign dst with key; rpmv3 adds the legacy header+payload signature."""
+def sign_rpm(src, dst, key, rpmv3=False, digest_algo=None):
+    """Copy src to dst and sign dst with key; rpmv3 adds the legacy header+payload signature.
+    digest_algo: gpg's hash (Rekor v2 takes RSA with "sha256" only; gpg's own
+    choice depends on the key and its preferences)."""
     dst = os.path.abspath(dst)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     shutil.copyfile(src, dst)
@@ -215,6 +217,8 @@ def sign_rpm(src, dst, key, rpmv3=False):
                # ~/.rpmmacros sets it; pin it to the private keyring.
                "--define", "_gpg_path %s" % key.gnupghome,
                "--define", "_gpg_name %s" % key.fingerprint]
+        if digest_algo:
+            cmd += ["--define", "_gpg_digest_algo %s" % digest_algo]
         if rpmv3:
             cmd.append("--rpmv3")
         cmd += ["--addsign", dst]

@@ -257,3 +257,42 @@ def test_409_on_a_busy_log(log):
     assert again.body == entry.canonical_body()
     assert v2client.checkpoint_size(again.checkpoint) > int(
         first.entry['inclusionProof']['treeSize'])
+
+
+def test_409_yields_the_verified_entry_a_201_gave(log):
+    """With the log's key, a 409 is completed into the TransparencyLogEntry
+    a 201 carries (rekor_v2.entry.entry_from_tiles): under the same
+    checkpoint, the very same entry, and verify_entry accepts it."""
+    from rekor_v2 import entry as v2entry, trust
+    key = trust.log_key(log.origin, log.key.public_der)
+    entry = request_for(b'same')
+    with client_for(log) as client:
+        client.create_entry(request_for(b'before'))
+        first = client.create_entry(entry, log=key)
+        log.paused = True  # no newer checkpoint: the 409 reads the 201's one
+        again = client.create_entry(entry, log=key)
+    assert isinstance(again, AlreadyLogged)
+    assert again.entry == first.entry
+    verified = v2entry.verify_entry(again.entry, entry.canonical_body(), key)
+    assert verified.entry.log_index == 1
+
+
+def test_409_with_tiles_that_lie_yields_no_entry(log):
+    from rekor_v2 import trust
+    key = trust.log_key(log.origin, log.key.public_der)
+    entry = request_for(b'x')
+    with client_for(log) as client:
+        client.create_entry(request_for(b'y'))
+        client.create_entry(entry)
+        log.lie = 'tile'
+        with pytest.raises(rekor_log.VerificationError, match='tiles|leaf'):
+            client.create_entry(entry, log=key)
+
+
+def test_server_tile_paths_are_the_ones_rekor_v2_tiles_writes():
+    from rekor_v2 import tiles
+    from rekor_v2_server import parse_tile_path
+    assert parse_tile_path('/' + tiles.tile_path(1, 1234067, 8)) == (1, 1234067, 8)
+    assert parse_tile_path('/' + tiles.entries_path(5)) == ('entries', 5, None)
+    for alias in ('/tile/0/0005', '/tile/0/x000/005', '/tile/00/005', '/tile/0/005.p/256'):
+        assert parse_tile_path(alias) is None
