@@ -1922,12 +1922,16 @@ def online_log_key(args, settings):
 def offline_entry(args, settings, path):
     """A receipt (or raw entry) file with the log key and origin to check it
     by, as `verify` does: the checkpoint must name --origin, the configured
-    origin, or the host of the receipt's rekor_url."""
+    origin, the host of the receipt's rekor_url, or that of the log."""
     receipt, entry_id, entry = load_entry_file(path)
     log_key = verify_key_for(args, settings, receipt, entry)
     origin = settings.origin
     if origin is None and receipt:
         origin = urllib.parse.urlsplit(str(receipt.get('rekor_url', ''))).hostname
+    if origin is None:
+        # A raw entry names no log: the configured one (--url, else the
+        # public log). None would check no origin at all.
+        origin = settings.origin_host
     return path, entry_id, entry, log_key, origin
 
 
