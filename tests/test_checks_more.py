@@ -57,6 +57,101 @@ def test_the_reference_consistency_proofs_verify(m, n):
     rekor_log.verify_consistency(m, n, root(m), root(n), consistency(m, n))
 
 
+def path(m, leaves):
+    """RFC 9162, section 2.1.3.1: PATH(m, D[n])."""
+    n = len(leaves)
+    if n == 1:
+        return []
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    if m < k:
+        return path(m, leaves[:k]) + [mth(leaves[k:])]
+    return path(m - k, leaves[k:]) + [mth(leaves[:k])]
+
+
+def leaf_hash(i):
+    return hashlib.sha256(b'\x00' + LEAVES[i]).digest()
+
+
+def test_every_inclusion_proof_of_the_reference_tree():
+    # Every leaf of every tree up to 16 leaves: leaf 0, the right edges
+    # (shift_past_right_edge) and perfect trees included.
+    for size in range(1, 17):
+        for index in range(size):
+            proof = path(index, LEAVES[:size])
+            assert rekor_log.root_from_inclusion_proof(index, size, leaf_hash(index),
+                                                       proof) == root(size), (index, size)
+            # What the worker derives from a verified proof: the trees of
+            # the first index and index + 1 leaves.
+            left = rekor_log.left_subtrees(index, size, proof)
+            wanted = {index + 1: root(index + 1)}
+            if index:
+                wanted[index] = root(index)
+            assert rekor_log.prefix_roots(index, leaf_hash(index), left) == wanted, (index, size)
+
+
+def test_every_consistency_proof_of_the_reference_tree():
+    for n in range(1, 17):
+        for m in range(1, n + 1):
+            rekor_log.verify_consistency(m, n, root(m), root(n), consistency(m, n))
+            if m < n:
+                with pytest.raises(rekor_log.VerificationError):
+                    rekor_log.verify_consistency(m, n, root(m), root(n - 1) if n - 1 != m
+                                                 else b'\x00' * 32, consistency(m, n))
+
+
+INCLUSION_FAILURES = {
+    'negative index': ((-1, 4, leaf_hash(0), path(0, LEAVES[:4])),
+                       'inclusion proof: negative index -1'),
+    'index at size': ((4, 4, leaf_hash(0), path(0, LEAVES[:4])),
+                      'inclusion proof: index 4 is not below tree size 4'),
+    'too many': ((2, 4, leaf_hash(2), path(2, LEAVES[:4]) + [root(1)]),
+                 'inclusion proof: too many hashes'),
+    'too few': ((2, 8, leaf_hash(2), path(2, LEAVES[:4])), 'inclusion proof: too few hashes'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(INCLUSION_FAILURES))
+def test_each_inclusion_check(case):
+    args, message = INCLUSION_FAILURES[case]
+    with pytest.raises(rekor_log.VerificationError) as info:
+        rekor_log.root_from_inclusion_proof(*args)
+    assert str(info.value) == message
+
+
+CONSISTENCY_FAILURES = {
+    'shrank': ((8, 3, root(8), root(3), []), 'consistency: tree shrank from 8 to 3'),
+    'two roots': ((5, 5, root(5), root(6), []), 'consistency: two roots for tree size 5'),
+    'same size, a proof': ((5, 5, root(5), root(5), [root(1)]),
+                           'consistency: two roots for tree size 5'),
+    'from empty, a proof': ((0, 5, b'', root(5), [root(1)]),
+                            'consistency: a proof from the empty tree must be empty'),
+    'empty proof': ((3, 8, root(3), root(8), []), 'consistency: empty proof'),
+    'wrong first root': ((3, 8, root(2), root(8), consistency(3, 8)),
+                         'consistency: proof from size 3 to 8 does not verify'),
+    'wrong second root': ((3, 8, root(3), root(7), consistency(3, 8)),
+                          'consistency: proof from size 3 to 8 does not verify'),
+    'wrong power of two root': ((4, 8, root(3), root(8), consistency(4, 8)),
+                                'consistency: proof from size 4 to 8 does not verify'),
+    'too many': ((3, 8, root(3), root(8), consistency(3, 8) + [b'\x07' * 32]),
+                 'consistency: too many hashes'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CONSISTENCY_FAILURES))
+def test_each_consistency_check(case):
+    args, message = CONSISTENCY_FAILURES[case]
+    with pytest.raises(rekor_log.VerificationError) as info:
+        rekor_log.verify_consistency(*args)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize('m,n', [(0, 0), (0, 5), (5, 5), (1, 1)])
+def test_consistency_with_nothing_to_prove(m, n):
+    rekor_log.verify_consistency(m, n, root(m) if m else b'', root(n) if n else b'', [])
+
+
 def test_consistency_too_few_hashes():
     # PROOF(3, D[4]) is a prefix of PROOF(3, D[8]) and leads to the root of
     # 4 leaves: a log that signs that root as its tree of 8 must not pass.
