@@ -12,7 +12,23 @@ SOURCES := rekor_log.py koji_rekor.py $(wildcard rekor_cli.py) rekor_log.conf RE
 # Koji build roots check them.
 RPMBUILD_NODEPS := $(if $(wildcard /etc/debian_version),--nodeps)
 
-.PHONY: setup test demo man rpm clean
+# `make mutation`: what mutmut mutates, one name per function
+# (module.function, or a mutmut glob such as 'module.*' for a whole module
+# or 'module.xǁClassǁmethod*' for a method); see .ci/mutation.py. The fast
+# tests it runs are [mutmut] in setup.cfg. Merkle and entry verification,
+# safe paths, record checks, monitor decisions:
+MUTATE ?= rekor_log.hash_leaf rekor_log.hash_children rekor_log.shift_past_right_edge \
+	rekor_log.root_from_inclusion_proof rekor_log.left_subtrees rekor_log.prefix_roots \
+	rekor_log.verify_consistency rekor_log.parse_checkpoint rekor_log.verify_checkpoint \
+	rekor_log.split_entry_id rekor_log.verify_log_entry rekor_log.verify_rpm_body \
+	rekor_log.check_part rekor_log.read_regular_file \
+	rekor_log.check_rpm_naming rekor_log.check_sigkey rekor_log.check_record \
+	koji_rekor.body_public_keys 'koji_rekor.xǁKojiViewǁaccount__mutmut_*'
+# The lowest score the release checklist accepts (README, Development).
+MUTATION_FLOOR ?= 70
+MUTATION_VENV := build/mutation-venv
+
+.PHONY: setup test demo man rpm clean mutation
 
 setup:
 	bash .ci/setup
@@ -36,6 +52,13 @@ build/koji-rekor.1: koji_rekor.py rekor_log.py
 	    --description 'record Koji RPM signatures in a Rekor transparency log' \
 	    --output $@
 
+# Not part of `make test`: mutmut lives in its own virtualenv, which sees
+# the project's installed dependencies.
+mutation:
+	test -x $(MUTATION_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(MUTATION_VENV)
+	$(MUTATION_VENV)/bin/python -m pip install -q --disable-pip-version-check 'mutmut>=3.8,<4'
+	$(MUTATION_VENV)/bin/python .ci/mutation.py --floor $(MUTATION_FLOOR) $(MUTATE)
+
 # dist/koji-rekor-<version>-1.src.rpm and the two noarch RPMs built from it.
 rpm:
 	rm -rf $(RPMTOP) && mkdir -p $(RPMTOP)/SOURCES dist
@@ -54,4 +77,4 @@ rpm:
 	@ls dist/koji-rekor-*$(VERSION)-1.*.rpm
 
 clean:
-	rm -rf build dist
+	rm -rf build dist mutants

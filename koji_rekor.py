@@ -2702,7 +2702,7 @@ def online_log_key(args, settings):
 def offline_entry(args, settings, path):
     """A receipt (or raw entry) file with the log key and origin to check it
     by, as `verify` does: the checkpoint must name --origin, the configured
-    origin, or the host of the receipt's rekor_url."""
+    origin, the host of the receipt's rekor_url, or that of the log."""
     data = load_verify_file(path)
     if v2_document(data):
         return path, None, data, None, None  # Rekor v2: check_v2_entry_for_file
@@ -2711,6 +2711,10 @@ def offline_entry(args, settings, path):
     origin = args.origin or (settings.origin if settings else None)
     if origin is None and receipt:
         origin = urllib.parse.urlsplit(str(receipt.get('rekor_url', ''))).hostname
+    if origin is None and settings:
+        # A raw entry names no log: the configured one (--url, else the
+        # public log). None would check no origin at all.
+        origin = settings.origin_host
     return path, entry_id, entry, (log_key, source), origin
 
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""`make mutation`: run mutmut over the functions named, then state the
+score and every surviving mutant, and fail below the floor.
+
+    mutation.py --floor 85 rekor_log.verify_consistency 'koji_rekor.merkle.*'
+
+A name module.function mutates that function (mutmut calls its mutants
+module.x_function__mutmut_N); a name holding '*' is passed to mutmut as
+the glob it is (a whole module, or a method: module.xǁClassǁmethod*).
+Killed and timed-out mutants count as caught; survivors, and mutants no
+selected test runs, do not. Which files mutmut copies and which tests it
+runs are [mutmut] in setup.cfg.
+"""
+
+import argparse
+import fnmatch
+import shutil
+import subprocess
+import sys
+
+CAUGHT = {'killed', 'timeout', 'segfault', 'caught by type check'}
+
+
+def glob_of(name):
+    if '*' in name:
+        return name
+    module, _, function = name.rpartition('.')
+    return '%s.x_%s__mutmut_*' % (module, function)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--floor', type=float, required=True, help='lowest score in percent')
+    parser.add_argument('--keep', action='store_true', help='reuse mutants/ from a last run')
+    parser.add_argument('names', nargs='+')
+    args = parser.parse_args()
+    globs = [glob_of(n) for n in args.names]
+    if not args.keep:
+        shutil.rmtree('mutants', ignore_errors=True)
+    mutmut = [sys.executable, '-m', 'mutmut']
+    subprocess.run(mutmut + ['run'] + globs, check=True, stdout=subprocess.DEVNULL)
+    listing = subprocess.run(mutmut + ['results', '--all', 'true'], check=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    results = {}
+    for line in listing.splitlines():
+        mutant, sep, status = line.strip().partition(': ')
+        if sep and any(fnmatch.fnmatchcase(mutant, g) for g in globs):
+            results[mutant] = status
+    if not results:
+        sys.exit('mutation: no mutant matches %s' % ' '.join(globs))
+    unchecked = sorted(m for m, s in results.items() if s == 'not checked')
+    checked = {m: s for m, s in results.items() if s != 'not checked'}
+    caught = sum(1 for s in checked.values() if s in CAUGHT)
+    survivors = sorted((m for m, s in checked.items() if s not in CAUGHT),
+                       key=lambda m: (m.rpartition('_')[0], int(m.rpartition('_')[2])))
+    score = 100.0 * caught / len(checked) if checked else 0.0
+    for mutant in survivors:
+        print('%s: %s' % (mutant, checked[mutant]))
+        diff = subprocess.run(mutmut + ['show', mutant], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True).stdout
+        print(''.join('    ' + l + '\n' for l in diff.splitlines() if l[:2] in ('- ', '+ ')))
+    if unchecked:
+        print('not run: %d mutants' % len(unchecked))
+    print('mutation score: %.1f%% (%d of %d caught, %d survived), floor %.1f%%'
+          % (score, caught, len(checked), len(survivors), args.floor))
+    if score < args.floor:
+        sys.exit('mutation: score %.1f%% is below the floor %.1f%%' % (score, args.floor))
+
+
+if __name__ == '__main__':
+    main()
