@@ -1998,7 +1998,7 @@ def hashedrekord_values(body):
             base64.b64decode(spec['signature']['content'], validate=True))
 
 
-def v2_shards(settings, report):
+def monitor_shards(settings, report):
     """The LogKeys of the v2 shards to watch: every v2 shard of the
     signing config, keyed from the trusted root (or [rekor] url's key);
     else every log of the trusted root that serves a checkpoint; else
@@ -2069,7 +2069,7 @@ def monitor_v2(settings, topdir, watchlist, progress):
     koji_view = KojiView(settings, topdir)
     koji_view.home = home  # the monitor's own state: never under the topdir
     try:
-        for log in v2_shards(settings, report):
+        for log in monitor_shards(settings, report):
             scan_v2_shard(settings, home, log, keys, koji_view, report)
     finally:
         koji_view.close()
