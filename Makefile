@@ -37,7 +37,7 @@ test: setup
 	$(PYTHON) -m pytest -q
 
 demo: setup
-	$(PYTHON) tests/demo.py
+	$(PYTHON) tests/support/demo.py
 
 # build/koji-rekor.1, the man page, from the same parser as --help
 # (argparse-manpage, installed by `make setup`).

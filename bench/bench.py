@@ -7,7 +7,7 @@ read once into the page cache and synced before any timing, so no
 writeback competes with a run), it runs --pairs pairs, each pair one
 upload by curl and one by the plugin, in alternating order (curl first in
 even pairs, the plugin first in odd ones), each against a fresh local
-Rekor-compatible log (tests/rekor_server.py, its own process on 127.0.0.1):
+Rekor-compatible log (tests/support/rekor_server.py, its own process on 127.0.0.1):
 
   curl    POSTs a prebuilt request body holding the same entry; its time is
           curl's own time_total (start-up not counted), its CPU and peak RSS
@@ -75,7 +75,7 @@ def human(nbytes):
 def prepare(cache, size):
     """A signed RPM of about `size` bytes laid out in a Koji topdir, its key,
     and a request body for curl; made once."""
-    import rpmfactory
+    from tests.support import rpmfactory
     base = os.path.join(cache, str(size))
     done = os.path.join(base, 'ready.json')
     if os.path.exists(done):
@@ -213,7 +213,7 @@ def child_plugin(args):
     already running: what the hub imports on first use is imported first."""
     import importlib
     import koji
-    import hubsim
+    from tests.support import hubsim
     for name in ('requests', 'rpm', 'cryptography.hazmat.primitives.serialization'):
         importlib.import_module(name)
     info, conf = load_child_inputs(args)
@@ -263,7 +263,7 @@ def child_floor(args):
     import binascii
     import hashlib
     sys.path.insert(0, ROOT)
-    from rekor_log import CHUNK_SIZE
+    from koji_rekor.rpmsig import CHUNK_SIZE
     info, _ = load_child_inputs(args)
     buffer = bytearray(CHUNK_SIZE)
     view = memoryview(buffer)
@@ -338,7 +338,7 @@ def write_conf(path, rekor, info, queue_only=False):
 def child_queue(args):
     """Median time postRPMSign + postCommit add when the hub only queues."""
     import koji
-    import hubsim
+    from tests.support import hubsim
     info, conf = load_child_inputs(args)
     koji.pathinfo.topdir = info['topdir']
     hubsim.load_plugin(conf)

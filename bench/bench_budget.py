@@ -6,8 +6,8 @@ For each state (healthy, refusing, slow: answers after --slow seconds,
 hanging, dripping: an answer a byte every 50 ms) and each budget, a fresh
 Koji topdir gets one signature import of an RPM of --size bytes: postRPMSign
 + postCommit fired as the hub does (Koji's plugin loader, in this process),
-timed. The log is the local log (tests/rekor_server.py) behind the hostile
-front of tests/hostile_server.py on 127.0.0.1. Then the log turns healthy and
+timed. The log is the local log (tests/support/rekor_server.py) behind the hostile
+front of tests/support/hostile_server.py on 127.0.0.1. Then the log turns healthy and
 one plain worker pass (`koji-rekor retry`'s) runs; the table says whether it
 delivered the signature. Other options are the plugin's defaults
 (timeout 30, retries 3, backoff 1, min_rate 1 MiB/s).
@@ -33,7 +33,7 @@ STATES = ('healthy', 'refusing', 'slow', 'hanging', 'dripping')
 
 
 def prepare(workdir, size):
-    import rpmfactory
+    from tests.support import rpmfactory
     key = rpmfactory.generate_key(os.path.join(workdir, 'gnupg'), algo='rsa', name='Bench Key')
     unsigned = rpmfactory.build_rpm(os.path.join(workdir, 'build'), name='budget',
                                     payload_bytes=size)
@@ -46,10 +46,10 @@ def prepare(workdir, size):
 
 def one_run(workdir, number, inputs, rekor, budget, state, slow):
     import koji
-    import hubsim
-    import koji_rekor
-    import rpmfactory
-    from hostile_server import HostileServer
+    from tests.support import hubsim
+    import koji_rekor.worker
+    from tests.support import rpmfactory
+    from tests.support.hostile_server import HostileServer
     unsigned, signed, keys, key = inputs
     run = os.path.join(workdir, 'run-%d' % number)
     topdir = os.path.join(run, 'koji')
@@ -84,7 +84,7 @@ def one_run(workdir, number, inputs, rekor, budget, state, slow):
             front.mode = 'forward'
             if front.listener is None:
                 front.serve()
-            counts = koji_rekor.drain_outbox(module.load_config(conf), topdir)
+            counts = koji_rekor.worker.drain_outbox(module.load_config(conf), topdir)
             delivered = os.path.exists(module.receipt_path(topdir, imported.rpm, key.sigkey))
         finally:
             hubsim.unregister(registered)
@@ -97,7 +97,7 @@ def main():
     parser.add_argument('--size', default='1M')
     parser.add_argument('--slow', type=float, default=20.0)
     args = parser.parse_args()
-    from rekor_server import RekorServer
+    from tests.support.rekor_server import RekorServer
     budgets = [float(b) for b in args.budgets.split(',')]
     size = parse_size(args.size)
     print('machine: %s' % machine_note(), flush=True)

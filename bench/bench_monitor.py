@@ -2,7 +2,7 @@
 """Benchmark koji-rekor monitor: how fast it reads the log, and what a run
 with nothing new costs, at several log sizes.
 
-For each size N, a local Rekor-compatible log (tests/rekor_server.py, in its
+For each size N, a local Rekor-compatible log (tests/support/rekor_server.py, in its
 own process on 127.0.0.1) is seeded directly with N rpm entries made with
 a key that is not ours (as most of a public log), cached in --cache. Then,
 each in its own process, the monitor:
@@ -43,7 +43,7 @@ RUN_SECONDS = 3600
 
 def seeded_log(cache, size):
     """A log state directory with `size` rpm entries, made once."""
-    from rekor_server import RekorLog, canonical_json
+    from tests.support.rekor_server import RekorLog, canonical_json
     state = os.path.join(cache, 'monitor-log-%d' % size)
     if os.path.isfile(os.path.join(state, 'log.jsonl')):
         return state
@@ -119,7 +119,7 @@ def measure(cache, size, our_key):
 
 def our_key_file(cache):
     """Any OpenPGP public key of ours: none of the seeded entries is made with it."""
-    from rekor_server import OpenPgpKey, _new_openpgp_ed25519_key
+    from tests.support.rekor_server import OpenPgpKey, _new_openpgp_ed25519_key
     path = os.path.join(cache, 'monitor-our-key.asc')
     if not os.path.isfile(path):
         with open(path, 'wb') as fo:

@@ -2,7 +2,7 @@
 """Benchmark koji-rekor monitor on a Rekor v2 shard: what a scan of N
 entries costs in time, requests and memory, at several log sizes.
 
-For each size N, the local v2 log (tests/rekor_v2_server.py, on 127.0.0.1,
+For each size N, the local v2 log (tests/support/rekor_v2_server.py, on 127.0.0.1,
 in this process's threads) is seeded directly with N entries by nobody we
 know (~450-byte bodies) and one checkpoint. The monitor (api = 2) then reads
 every entry from the shard's start, in this process: one entry bundle and
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 sys.path.insert(0, ROOT)
 
 import koji_rekor  # noqa: E402
-from rekor_v2_server import RekorV2Server, leaf_hash  # noqa: E402
+from tests.support.rekor_v2_server import RekorV2Server, leaf_hash  # noqa: E402
 
 
 def run(size):
@@ -60,7 +60,7 @@ def run(size):
             with open(os.devnull, 'w') as null:
                 stdout, sys.stdout = sys.stdout, null
                 try:
-                    status = koji_rekor.main(['monitor', '--config', conf, '--topdir', topdir,
+                    status = koji_rekor.cli.main(['monitor', '--config', conf, '--topdir', topdir,
                                               '--json'])
                 finally:
                     sys.stdout = stdout

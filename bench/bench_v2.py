@@ -6,7 +6,7 @@ should cost what logging a 10 KB one does: within 1.5x the time, at no
 more than 64 MiB peak. For each size it builds (once, cached in --cache)
 an RPM signed header-only with RSA/SHA-256, then runs --runs uploads per
 size, alternating the order, each in a fresh child process against a fresh
-local v2 log (tests/rekor_v2_server.py, in this process, checkpoints every
+local v2 log (tests/support/rekor_v2_server.py, in this process, checkpoints every
 --interval s). The child times the upload inside itself (imports done
 beforehand, as in a running hub or worker): entry built from the headers,
 then the POST that waits for the checkpoint. It reports its peak RSS
@@ -48,8 +48,8 @@ def proc_field(path, name):
 def child(args):
     """One upload, timed inside this process; prints a JSON line."""
     sys.path.insert(0, ROOT)
-    from rekor_v2 import upload
-    from rekor_v2.client import ClientSettings
+    from koji_rekor.v2 import upload
+    from koji_rekor.v2.client import ClientSettings
     __import__('requests')  # imported beforehand, as in a running worker
     with open(args.key, 'rb') as fo:
         key = fo.read()
@@ -68,7 +68,7 @@ def child(args):
 def prepare(cache, size):
     """(rpm, key path) for a payload of size bytes, built and signed once."""
     sys.path.insert(0, TESTS)
-    import rpmfactory
+    from tests.support import rpmfactory
     where = os.path.join(cache, str(size))
     rpm, key = os.path.join(where, 'signed.rpm'), os.path.join(where, 'key.asc')
     if os.path.exists(rpm) and os.path.exists(key):
@@ -94,7 +94,7 @@ def prepare(cache, size):
 
 def one_run(rpm, key, interval):
     sys.path.insert(0, TESTS)
-    from rekor_v2_server import RekorV2Server
+    from tests.support.rekor_v2_server import RekorV2Server
     with RekorV2Server(interval=interval) as log:
         out = subprocess.run([sys.executable, __file__, '--child', '--rpm', rpm, '--key', key,
                               '--url', log.url], capture_output=True, timeout=600, check=True,

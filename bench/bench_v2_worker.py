@@ -5,7 +5,7 @@ A v2 write blocks until the shard publishes its next checkpoint, so a
 worker uploading one at a time logs one signature per checkpoint interval;
 its throughput is how many uploads it has in flight. This builds (once,
 cached in --cache) --count RPMs signed with RSA/SHA-256, queues a committed
-outbox record for each, starts a local v2 log (tests/rekor_v2_server.py)
+outbox record for each, starts a local v2 log (tests/support/rekor_v2_server.py)
 that publishes a checkpoint every --interval seconds, and times
 `koji-rekor retry --now` (its own process, the default --jobs unless
 --jobs is given) until every record has its verified receipt.
@@ -57,7 +57,7 @@ def sign_sha256(rpms, outdir, key):
 
 
 def prepare(cache, count):
-    import rpmfactory
+    from tests.support import rpmfactory
     base = os.path.join(cache, 'v2-%d' % count)
     done = os.path.join(base, 'ready.json')
     if os.path.exists(done):
@@ -90,7 +90,7 @@ def prepare(cache, count):
 
 
 def one_run(info, interval, jobs, workdir):
-    from rekor_v2_server import RekorV2Server
+    from tests.support.rekor_v2_server import RekorV2Server
     reset_topdir(info['topdir'], info['signatures'])
     with RekorV2Server(interval=interval) as log:
         pem = os.path.join(workdir, 'log.pub')

@@ -10,7 +10,7 @@ signatures, one with all COUNT x KEYS. The outbox records are written
 directly (what postCommit leaves for the worker), a fresh set per run.
 
 1. Batch: COUNT signatures, each run against a fresh local log
-   (tests/rekor_server.py in its own process on 127.0.0.1):
+   (tests/support/rekor_server.py in its own process on 127.0.0.1):
      worker   drain_outbox(jobs=N) in a child process, timed around the
               drain: rpm check, upload, verification, receipt, for each;
      bare     the same prebuilt request bodies (the bytes the plugin
@@ -133,7 +133,7 @@ def sign_many(rpms, outdir, key):
 
 def prepare(cache, count, nkeys):
     """{topdirs, keydir, signatures: [[build, rpm, sigkey, sighash, signed path]]}."""
-    import rpmfactory
+    from tests.support import rpmfactory
     base = os.path.join(cache, '%dx%d' % (count, nkeys))
     done = os.path.join(base, 'ready.json')
     if os.path.exists(done):
@@ -183,15 +183,20 @@ def write_conf(path, rekor, keydir):
 def reset_topdir(topdir, signatures=None):
     """No receipts, no state; with signatures, a committed outbox record for
     each, as postCommit leaves them for the worker."""
-    import rekor_log
+    import koji_rekor.cli
+    import koji_rekor.config
+    import koji_rekor.entry
+    import koji_rekor.outbox
+    import koji_rekor.rpmsig
+    import koji_rekor.worker
     shutil.rmtree(os.path.join(topdir, 'rekor-logs'), ignore_errors=True)
     if signatures is None:
         return
-    outbox = rekor_log.outbox_dir(topdir)
+    outbox = koji_rekor.outbox.outbox_dir(topdir)
     os.makedirs(outbox)
     for build, rpm, sigkey, sighash, _ in signatures:
-        record = rekor_log.new_record(build, rpm, sigkey, sighash)
-        name = rekor_log.record_name(rpm, sigkey) + rekor_log.COMMITTED
+        record = koji_rekor.outbox.new_record(build, rpm, sigkey, sighash)
+        name = koji_rekor.outbox.record_name(rpm, sigkey) + koji_rekor.outbox.COMMITTED
         with open(os.path.join(outbox, name), 'w') as fo:
             json.dump(record, fo)
 
@@ -202,12 +207,22 @@ def reset_topdir(topdir, signatures=None):
 
 def child_worker(args):
     import koji
-    import koji_rekor
-    import rekor_log
+    import koji_rekor.cli
+    import koji_rekor.config
+    import koji_rekor.entry
+    import koji_rekor.outbox
+    import koji_rekor.rpmsig
+    import koji_rekor.worker
+    import koji_rekor.cli
+    import koji_rekor.config
+    import koji_rekor.entry
+    import koji_rekor.outbox
+    import koji_rekor.rpmsig
+    import koji_rekor.worker
     koji.pathinfo.topdir = args.topdir
-    settings = rekor_log.load_config(args.conf)
+    settings = koji_rekor.config.load_config(args.conf)
     start = time.perf_counter()
-    counts = koji_rekor.drain_outbox(settings, args.topdir, now=True, jobs=args.jobs)
+    counts = koji_rekor.worker.drain_outbox(settings, args.topdir, now=True, jobs=args.jobs)
     seconds = time.perf_counter() - start
     print(json.dumps({'seconds': seconds, 'counts': counts}))
 
@@ -215,13 +230,18 @@ def child_worker(args):
 def request_bodies(info):
     """The request body the plugin sends for each signature, prebuilt."""
     import koji
-    import rekor_log
+    import koji_rekor.cli
+    import koji_rekor.config
+    import koji_rekor.entry
+    import koji_rekor.outbox
+    import koji_rekor.rpmsig
+    import koji_rekor.worker
     bodies = []
     for build, rpm, sigkey, sighash, _ in info['signatures']:
         koji.pathinfo.topdir = info['small']
-        signed = rekor_log.locate_signed_rpm(build, rpm, sigkey)
+        signed = koji_rekor.rpmsig.locate_signed_rpm(build, rpm, sigkey)
         with open(os.path.join(info['keydir'], sigkey + '.asc'), 'rb') as fo:
-            body = rekor_log.EntryBody(signed, fo.read())
+            body = koji_rekor.entry.EntryBody(signed, fo.read())
         bodies.append(b''.join(body))
     return bodies
 
@@ -266,11 +286,16 @@ def child_verify(args):
     """koji-rekor verify over a directory, timed inside the process."""
     import contextlib
     import io
-    import koji_rekor
+    import koji_rekor.cli
+    import koji_rekor.config
+    import koji_rekor.entry
+    import koji_rekor.outbox
+    import koji_rekor.rpmsig
+    import koji_rekor.worker
     out = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(out):
-        status = koji_rekor.main(['verify', args.topdir, '--log-key', args.url,
+        status = koji_rekor.cli.main(['verify', args.topdir, '--log-key', args.url,
                                   '--origin', '127.0.0.1', '--config', empty_conf(args.url)])
     seconds = time.perf_counter() - start
     print(json.dumps({'seconds': seconds, 'status': status,

@@ -2,12 +2,12 @@
 """Benchmark `koji-rekor verify-rpm` on many RPMs against hashing them.
 
 N signed RPMs of a given size are generated once (cached in --cache) and
-logged in a fresh local Rekor-compatible log (tests/rekor_server.py, in this
+logged in a fresh local Rekor-compatible log (tests/support/rekor_server.py, in this
 process on 127.0.0.1). Then, side by side in one run, each in its own
 process and each --runs times (the median is reported):
 
   sha256sum   coreutils hashing every file: the floor;
-  hashlib     one Python process hashing every file with rekor_log.sha256_of;
+  hashlib     one Python process hashing every file with koji_rekor.rpmsig.sha256_of;
   verify-rpm  `koji-rekor verify-rpm` of every file (index search, fetch,
               full verification, rpm's signature check), as a user runs it;
   startup     `koji-rekor --version`: the interpreter and imports alone.
@@ -42,7 +42,7 @@ def parse_size(text):
 
 def prepare(cache, count, size):
     """count signed RPMs of about size bytes and their key; made once."""
-    import rpmfactory
+    from tests.support import rpmfactory
     base = os.path.join(cache, 'verify-rpm-%dx%d' % (count, size))
     done = os.path.join(base, 'ready.json')
     if os.path.exists(done):
@@ -84,15 +84,17 @@ def main():
     size = parse_size(args.size)
     info = prepare(args.cache, args.count, size)
 
-    import rekor_log
-    from rekor_server import RekorServer
+    import koji_rekor.config
+    import koji_rekor.delivery
+    import koji_rekor.rpmsig
+    from tests.support.rekor_server import RekorServer
     with RekorServer() as rekor:
         log_key = os.path.join(args.cache, 'verify-rpm-log.pub')
         with open(log_key, 'wb') as fo:
             fo.write(rekor.log.public_key_pem)
-        settings = rekor_log.Settings(url=rekor.url, allow_insecure_http=True,
+        settings = koji_rekor.config.Settings(url=rekor.url, allow_insecure_http=True,
                                       log_public_key=log_key, timeout=600)
-        hashes = [rekor_log.upload_signed_rpm(settings, rekor_log.signed_rpm_from_file(path),
+        hashes = [koji_rekor.delivery.upload_signed_rpm(settings, koji_rekor.rpmsig.signed_rpm_from_file(path),
                                               info['key']).receipt['sha256']
                   for path in info['rpms']]
         # The log writes its index after answering: wait (boundedly) for it.
@@ -103,7 +105,7 @@ def main():
             time.sleep(0.01)
         hashlib_code = ('import sys, rekor_log\n'
                         'for p in sys.argv[1:]:\n'
-                        '    rekor_log.sha256_of(open(p, "rb"))\n')
+                        '    koji_rekor.rpmsig.sha256_of(open(p, "rb"))\n')
         commands = {
             'sha256sum': ['sha256sum'] + info['rpms'],
             'hashlib': [sys.executable, '-c', hashlib_code] + info['rpms'],

@@ -13,9 +13,9 @@ import textwrap
 import koji
 import pytest
 
-import hubsim
-import rpmfactory
-from rekor_server import BUSY_RATE, RekorServer
+from tests.support import hubsim
+from tests.support import rpmfactory
+from tests.support.rekor_server import BUSY_RATE, RekorServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), 'shared')

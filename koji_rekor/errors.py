@@ -1,0 +1,113 @@
+"""The errors, and the policy each one carries (permanent, about the log)."""
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+class RekorLogError(Exception):
+    """A signature could not be logged; str() is a one-line cause.
+
+    permanent: trying again cannot help, so a queued record is moved aside.
+    """
+    permanent = False
+
+
+class SignatureSourceError(RekorLogError):
+    """The public key for a signature is missing or does not match."""
+
+
+class SourceGone(SignatureSourceError):
+    """The signed RPM or its signature header is missing or corrupt."""
+    permanent = True
+
+
+class RekorRejected(RekorLogError):
+    """Rekor refused the entry for good (4xx)."""
+    permanent = True
+
+
+class BreaksRekorRule(RekorLogError):
+    """The RPM breaks a rule of Rekor's rpm type, so Rekor would refuse it:
+    found before anything is sent."""
+    permanent = True
+
+
+class RekorUnavailable(RekorLogError):
+    """Rekor could not be reached or answered with a server error.
+
+    The log's failure, not the record's: the record waits for the log
+    (see the log's outage state). at_once: not worth retrying within the
+    same upload."""
+    about_the_log = True
+
+    def __init__(self, message, at_once=False):
+        super().__init__(message)
+        self.at_once = at_once
+
+
+class LogBehind(RekorUnavailable):
+    """The log has not caught up with itself: the instance that answered
+    is behind the one that signed a tree head (Rekor's 400 "the tree size
+    requested(N) was greater than what is currently observable(M)"), or an
+    entry is queued but not integrated (409, then 404 for it). Retried
+    with backoff; then the record waits for the next pass. Neither an
+    outage of the log nor a refusal of the record, nor a finding."""
+    about_the_log = False
+    next_pass = True
+
+
+class RekorMisconfigured(RekorUnavailable):
+    """The log answered as no Rekor at that URL would (a redirect, refused
+    credentials, no entries API): a configuration problem. The record is
+    kept and waits like for an unavailable log; retrying now cannot help."""
+
+    def __init__(self, message):
+        super().__init__(message, at_once=True)
+
+
+class VerificationError(RekorLogError):
+    """Something the log returned does not verify."""
+
+
+class LogClosed(RekorUnavailable):
+    """The log answers 501 for its entries: an operator turned the
+    endpoint off (Rekor's --enabled_api_endpoints; Sigstore turns the v1
+    write path off). The log's state, not the record's: records are kept,
+    and status and doctor say that this log no longer takes entries."""
+    closed = True
+
+    def __init__(self, message):
+        super().__init__(message, at_once=True)
+
+
+class BadRecord(RekorLogError):
+    """An outbox record that is not one the plugin writes: set aside."""
+    permanent = True
+
+
+class DeadlinePassed(Exception):
+    """The watchdog cut a request at its deadline."""
+
+
+class UnsafePath(RekorLogError):
+    """A path under rekor-logs/ is a link, or not what it should be."""
+
+
+def failure_cause(exc):
+    if isinstance(exc, RekorLogError):
+        return str(exc)
+    return 'unexpected %s: %s' % (type(exc).__name__, exc)
+
+
+class KojiUnavailable(Exception):
+    """Koji could not be asked, or its copy of a package not read."""
+
+
+class UsageError(Exception):
+    """A command could not even start; exit status 2."""
+
+
+class CannotCheck(UsageError):
+    """No key for the log in question: nothing was judged (exit 2)."""

@@ -1,0 +1,1 @@
+"""koji-rekor monitor: watch the log for entries made with our keys."""

@@ -1,0 +1,1 @@
+"""Clients of Rekor logs and the models of what they answer."""
