@@ -4,10 +4,10 @@ PYTHON ?= python3
 # /usr/bin/python3); it needs nothing but the standard library.
 RPM_PYTHON ?=
 
-VERSION := $(shell sed -n "s/^__version__ = '\\(.*\\)'/\\1/p" rekor_log.py)
+VERSION := $(shell sed -n "s/^__version__ = '\\(.*\\)'/\\1/p" koji_rekor/__init__.py)
 RPMTOP := $(CURDIR)/build/rpm
 # rekor_cli.py is the Koji CLI plugin, shipped when the checkout has it.
-SOURCES := rekor_log.py koji_rekor.py $(wildcard rekor_cli.py) rekor_log.conf README.md LICENSE systemd
+SOURCES := rekor_log.py koji_rekor $(wildcard rekor_cli.py) rekor_log.conf README.md LICENSE systemd
 # A Debian host's rpm database knows none of the BuildRequires; mock and
 # Koji build roots check them.
 RPMBUILD_NODEPS := $(if $(wildcard /etc/debian_version),--nodeps)
@@ -37,16 +37,16 @@ test: setup
 	$(PYTHON) -m pytest -q
 
 demo: setup
-	$(PYTHON) tests/support/demo.py
+	$(PYTHON) -m tests.support.demo
 
 # build/koji-rekor.1, the man page, from the same parser as --help
 # (argparse-manpage, installed by `make setup`).
 man: build/koji-rekor.1
 
-build/koji-rekor.1: koji_rekor.py rekor_log.py
+build/koji-rekor.1: $(wildcard koji_rekor/*.py koji_rekor/*/*.py)
 	mkdir -p build
 	PYTHONPATH=$(CURDIR) $(PYTHON) -c "from argparse_manpage.cli import main; main()" \
-	    --module koji_rekor \
+	    --module koji_rekor.cli \
 	    --function build_parser --project-name koji-rekor --prog koji-rekor \
 	    --version $(VERSION) --manual-title 'koji-rekor manual' \
 	    --description 'record Koji RPM signatures in a Rekor transparency log' \
@@ -62,7 +62,7 @@ mutation:
 # dist/koji-rekor-<version>-1.src.rpm and the two noarch RPMs built from it.
 rpm:
 	rm -rf $(RPMTOP) && mkdir -p $(RPMTOP)/SOURCES dist
-	tar -czf $(RPMTOP)/SOURCES/koji-rekor-$(VERSION).tar.gz \
+	tar -czf $(RPMTOP)/SOURCES/koji-rekor-$(VERSION).tar.gz --exclude=__pycache__ \
 	    --transform 's,^,koji-rekor-$(VERSION)/,' $(SOURCES)
 	rpmbuild -bs $(RPMBUILD_NODEPS) --define "_topdir $(RPMTOP)" \
 	    --define "version_from_source $(VERSION)" koji-rekor.spec

@@ -28,6 +28,8 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 sys.path.insert(0, ROOT)
 
 from bench import machine_note, parse_size  # noqa: E402
+import koji_rekor.config
+import koji_rekor.receipts
 
 STATES = ('healthy', 'refusing', 'slow', 'hanging', 'dripping')
 
@@ -79,13 +81,13 @@ def one_run(workdir, number, inputs, rekor, budget, state, slow):
             start = time.monotonic()
             hubsim.hub_request([imported])
             held = time.monotonic() - start
-            in_hub = os.path.exists(module.receipt_path(topdir, imported.rpm, key.sigkey))
+            in_hub = os.path.exists(koji_rekor.receipts.receipt_path(topdir, imported.rpm, key.sigkey))
             rekor.reset_faults()
             front.mode = 'forward'
             if front.listener is None:
                 front.serve()
-            counts = koji_rekor.worker.drain_outbox(module.load_config(conf), topdir)
-            delivered = os.path.exists(module.receipt_path(topdir, imported.rpm, key.sigkey))
+            counts = koji_rekor.worker.drain_outbox(koji_rekor.config.load_config(conf), topdir)
+            delivered = os.path.exists(koji_rekor.receipts.receipt_path(topdir, imported.rpm, key.sigkey))
         finally:
             hubsim.unregister(registered)
     return held, in_hub, delivered, counts

@@ -356,5 +356,3 @@ def main(argv=None):
                                         sort_keys=True) + '\n')
         return status
 
-if __name__ == '__main__':
-    sys.exit(main())

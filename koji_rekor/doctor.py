@@ -16,7 +16,7 @@ from .logkey import load_log_key, log_key_id, LogKeys
 from .openpgp import (
     binding_can_sign,
     dearmor,
-    openpgp_packets,
+    strict_packets,
     OPENPGP_PUBLIC_KEY,
     OPENPGP_PUBLIC_SUBKEY,
     OPENPGP_SIGNATURE,
@@ -239,7 +239,7 @@ def key_file_problem(path, data):
     binary = dearmor(data)
     if binary is not None:
         try:
-            packets = openpgp_packets(binary)
+            packets = strict_packets(binary)
         except (ValueError, IndexError) as e:
             return 'not a readable OpenPGP key: %s' % e, set()
     if not packets:

@@ -3,13 +3,10 @@
 import os
 import time
 
-from koji.plugin import callback
-from koji.plugin import ignore_error
 import koji
 
-from . import config as defaults
 from . import LOG
-from .config import enforce_explicitly_off, load_config
+from .config import enforce_explicitly_off
 from .delivery import (
     body_size,
     deliver,
@@ -37,17 +34,6 @@ from .rpmsig import locate_signed_rpm, nvra_of
 from .safefs import logs_dir
 from .state import read_outage
 
-CONFIG = None
-
-
-def get_config():
-    """The plugin's settings, read once per process as Koji's plugins do."""
-    global CONFIG
-    if CONFIG is None:
-        CONFIG = load_config(defaults.CONFIG_FILE)
-    return CONFIG
-
-
 # ---------------------------------------------------------------------------
 # Callbacks
 #
@@ -58,8 +44,10 @@ def get_config():
 # ---------------------------------------------------------------------------
 
 
-@callback('postRPMSign')
-def rpm_signed(cbtype, *args, **kws):
+def rpm_signed(kws, settings_of, config_file):
+    """postRPMSign: queue the signature, then (under enforce) log it before
+    Koji commits. settings_of() gives the settings or raises
+    ConfigurationError; config_file is the file it reads."""
     sigkey, rpminfo, build = kws.get('sigkey'), kws['rpm'], kws['build']
     nvra = nvra_of(rpminfo)
     if not sigkey:
@@ -76,7 +64,7 @@ def rpm_signed(cbtype, *args, **kws):
         path, queue_error = queue_signature(topdir, record), None
     except (OSError, RekorLogError) as e:
         path, queue_error = None, e
-    settings = config_for_import(nvra, sigkey, path)
+    settings = config_for_import(nvra, sigkey, path, settings_of, config_file)
     if settings is None:
         return
     if queue_error is not None:
@@ -101,14 +89,14 @@ def rpm_signed(cbtype, *args, **kws):
     add_pending(path)
 
 
-def config_for_import(nvra, sigkey, path):
+def config_for_import(nvra, sigkey, path, settings_of, config_file):
     """The settings; on a configuration error, fail the import (Koji rolls
     back, the queued record goes) unless the file parses and sets enforce to
     false, in which case the signature waits in the outbox (None)."""
     try:
-        return get_config()
+        return settings_of()
     except koji.ConfigurationError as e:
-        if path is not None and enforce_explicitly_off(defaults.CONFIG_FILE):
+        if path is not None and enforce_explicitly_off(config_file):
             LOG.error('rekor_log: failed %s sigkey %s (kept in the outbox): configuration: %s',
                       nvra, sigkey, e)
             add_pending(path)
@@ -162,9 +150,9 @@ def verified_receipts():
     return request_context('rekor_log_receipts', dict)
 
 
-@callback('postCommit')
-@ignore_error
-def signatures_committed(cbtype, *args, **kws):
+def signatures_committed(settings_of):
+    """postCommit: the request's records are committed; log them within the
+    hub budget and leave the rest to the worker."""
     paths = pending_records()
     if not paths:
         return
@@ -185,7 +173,7 @@ def signatures_committed(cbtype, *args, **kws):
             continue
         committed.append((path, receipts.pop(uncommitted, None)))
     try:
-        settings = get_config()
+        settings = settings_of()
     except koji.ConfigurationError as e:
         LOG.error('rekor_log: %s in the outbox: configuration: %s',
                   counted(len(committed), 'signature waits', 'signatures wait'), e)

@@ -49,58 +49,96 @@ def signature_issuer(blob):
 
 def openpgp_packets(data):
     """The packets [(tag, body)] of an OpenPGP key, armored (RFC 4880,
-    section 6.2; several blocks are joined) or binary, split by their
-    framing (section 4.2); [] when it is neither.
+    section 6.2; several blocks are joined) or binary: the lenient reader
+    over packets(), keeping what precedes a break in the framing ([] when
+    the data is neither armored nor OpenPGP)."""
+    if data.lstrip().startswith(b'-----BEGIN'):
+        data = dearmor_all(data)
+        if data is None:
+            return []
+    found = []
+    try:
+        for packet in iter_packets(data):
+            found.append(packet)
+    except CutShort as e:
+        found.append(e.packet)
+    except ValueError:
+        pass
+    return found
+
+
+def dearmor_all(data):
+    """The binary of every armored block joined (RFC 4880, section 6.2),
+    None when a block's base64 is broken.
 
     Written by hand because none of the project's dependencies parses
     OpenPGP; only the armor and the packet framing are read here.
     """
-    if data.lstrip().startswith(b'-----BEGIN'):
-        binary = b''
-        lines = data.decode('ascii', 'replace').replace('\r', '').split('\n')
-        inside = header = False
-        for line in lines:
-            if line.startswith('-----BEGIN'):
-                inside = header = True
-                body = []
-            elif line.startswith('-----END') and inside:
-                inside = False
-                try:
-                    binary += base64.b64decode(''.join(body))
-                except (ValueError, binascii.Error):
-                    return []
-            elif inside and header:
-                header = bool(line.strip())  # armor headers end at the empty line
-            elif inside and line and not line.startswith('='):
-                body.append(line.strip())
-        data = binary
-    packets, pos = [], 0
+    binary = b''
+    lines = data.decode('ascii', 'replace').replace('\r', '').split('\n')
+    inside = header = False
+    for line in lines:
+        if line.startswith('-----BEGIN'):
+            inside = header = True
+            body = []
+        elif line.startswith('-----END') and inside:
+            inside = False
+            try:
+                binary += base64.b64decode(''.join(body))
+            except (ValueError, binascii.Error):
+                return None
+        elif inside and header:
+            header = bool(line.strip())  # armor headers end at the empty line
+        elif inside and line and not line.startswith('='):
+            body.append(line.strip())
+    return binary
+
+
+class CutShort(ValueError):
+    """A packet whose body runs past the end of the data."""
+
+    def __init__(self, packet):
+        super().__init__('packet cut short')
+        self.packet = packet
+
+
+def iter_packets(data):
+    """Yield (tag, body) for each packet of a binary OpenPGP stream, split
+    by its framing (RFC 4880, section 4.2); ValueError where the framing
+    breaks (partial lengths never occur in keys)."""
+    pos = 0
     while pos < len(data):
         first = data[pos]
         if not first & 0x80:
-            return packets if packets else []
+            raise ValueError('not an OpenPGP packet at byte %d' % pos)
         try:
             if first & 0x40:
                 tag, octet = first & 0x3f, data[pos + 1]
                 if octet < 192:
-                    pos, length = pos + 2, octet
+                    head, length = 2, octet
                 elif octet < 224:
-                    pos, length = pos + 3, ((octet - 192) << 8) + data[pos + 2] + 192
+                    head, length = 3, ((octet - 192) << 8) + data[pos + 2] + 192
                 elif octet == 255:
-                    pos, length = pos + 6, int.from_bytes(data[pos + 2:pos + 6], 'big')
+                    head, length = 6, int.from_bytes(data[pos + 2:pos + 6], 'big')
                 else:
-                    return packets  # partial lengths never occur in keys
+                    raise ValueError('partial body length')
             else:
-                tag, width = (first >> 2) & 0x0f, {0: 1, 1: 2, 2: 4}.get(first & 0x03)
+                tag, width = (first >> 2) & 0x0f, {0: 1, 1: 2, 2: 4}.get(first & 3)
                 if width is None:
-                    return packets
-                length = int.from_bytes(data[pos + 1:pos + 1 + width], 'big')
-                pos += 1 + width
+                    raise ValueError('indeterminate length')
+                head, length = 1 + width, int.from_bytes(data[pos + 1:pos + 1 + width], 'big')
         except IndexError:
-            return packets
-        packets.append((tag, data[pos:pos + length]))
-        pos += length
-    return packets
+            raise ValueError('packet header cut short')
+        if pos + head + length > len(data):
+            raise CutShort((tag, data[pos + head:pos + head + length]))
+        yield tag, data[pos + head:pos + head + length]
+        pos += head + length
+
+
+def strict_packets(data):
+    """[(tag, body)] of a binary OpenPGP stream; ValueError when it is cut
+    short or its framing breaks (the strict reader, for doctor)."""
+    return list(iter_packets(data))
 
 PGP_TAG_SIGNATURE, PGP_TAG_PUBLIC_KEY, PGP_TAG_USER_ID, PGP_TAG_PUBLIC_SUBKEY = 2, 6, 13, 14
 
@@ -182,36 +220,6 @@ def dearmor(armored):
                                         if l and not l.startswith(('=', '-----'))))
     except (StopIteration, ValueError, binascii.Error):
         return None
-
-
-def openpgp_packets(data):
-    """[(tag, body)] of a binary OpenPGP stream (RFC 4880, 4.2); ValueError
-    when it is cut short or uses partial lengths, which keys never do."""
-    packets, pos = [], 0
-    while pos < len(data):
-        first = data[pos]
-        if not first & 0x80:
-            raise ValueError('not an OpenPGP packet at byte %d' % pos)
-        if first & 0x40:
-            tag, octet = first & 0x3f, data[pos + 1]
-            if octet < 192:
-                head, length = 2, octet
-            elif octet < 224:
-                head, length = 3, ((octet - 192) << 8) + data[pos + 2] + 192
-            elif octet == 255:
-                head, length = 6, int.from_bytes(data[pos + 2:pos + 6], 'big')
-            else:
-                raise ValueError('partial body length')
-        else:
-            tag, width = (first >> 2) & 0x0f, {0: 1, 1: 2, 2: 4}.get(first & 3)
-            if width is None:
-                raise ValueError('indeterminate length')
-            head, length = 1 + width, int.from_bytes(data[pos + 1:pos + 1 + width], 'big')
-        if pos + head + length > len(data):
-            raise ValueError('packet cut short')
-        packets.append((tag, data[pos + head:pos + head + length]))
-        pos += head + length
-    return packets
 
 
 def v4_short_id(body):

@@ -3,12 +3,10 @@
 import base64
 import os
 
-from koji.plugin import export
 import koji
 
 from .display import display_url
 from .errors import failure_cause, RekorLogError, VerificationError
-from .hub import get_config
 from .outbox import COMMITTED, OUTBOX_DIR, outbox_dir, record_name, UNCOMMITTED
 from .receipts import read_receipt, receipt_path
 from .rpmsig import (
@@ -37,8 +35,7 @@ from .verify import verify_log_entry, verify_rpm_body
 # ---------------------------------------------------------------------------
 
 
-@export
-def rekorLogStatus(rpm):
+def rekor_log_status(rpm, settings_of):
     """Per signature of an RPM (its ID or N-V-R.A): logged, queued, set
     aside (rejected or rolled back), unverified or not logged."""
     # kojihub exists only inside the hub, which has loaded it by the time
@@ -51,7 +48,7 @@ def rekorLogStatus(rpm):
         return [signature_status(rpminfo, sigkey, 'not logged', reason=(
             'from external repo %s: the plugin logs only what this Koji signs'
             % rpminfo.get('external_repo_name'))) for sigkey in sigkeys]
-    settings = get_config()
+    settings = settings_of()
     build = kojihub.get_build(rpminfo['build_id'], strict=True)
     return [status_of_signature(settings, koji.pathinfo.topdir, build, rpminfo, sigkey)
             for sigkey in sigkeys]

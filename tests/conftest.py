@@ -17,15 +17,7 @@ from tests.support import hubsim
 from tests.support import rpmfactory
 from tests.support.rekor_server import BUSY_RATE, RekorServer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
-sys.path.insert(0, ROOT)
-
-KEY_ALGOS = ('rsa', 'ed25519')
-# The hub's user in the tests' configurations: whoever runs them, so that a
-# command started as root in CI stays root instead of becoming apache.
-HUB_USER = pwd.getpwuid(os.geteuid()).pw_name
-SIGN_MODES = ('header', 'rpmv3')
+from tests.support.common import HUB_USER, KEY_ALGOS, SIGN_MODES, frozen  # noqa: F401
 
 
 @pytest.fixture(scope='session')
@@ -159,7 +151,3 @@ def koji_import(topdir, unsigned_rpm):
 def plugin_log(caplog):
     caplog.set_level(logging.DEBUG, logger='koji.plugin.rekor_log')
     return caplog
-
-
-def frozen(value):
-    return copy.deepcopy(value)

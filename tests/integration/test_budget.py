@@ -15,6 +15,7 @@ import time
 import pytest
 
 import koji_rekor.worker
+import koji_rekor.config
 
 from tests.support.hostile_server import HostileServer
 from tests.integration.test_outbox import packages, sigs, world  # noqa: F401 - fixtures
@@ -231,7 +232,7 @@ def test_while_the_log_fails_the_worker_only_probes_it(world, front, sigs):
     # retry --watch waits for the outage's next probe: the log back meanwhile
     # is not even asked; a single pass asks it, and delivers.
     back(world, front)
-    settings = world.module.load_config(str(world.hub.conf_path))
+    settings = koji_rekor.config.load_config(str(world.hub.conf_path))
     assert koji_rekor.worker.probe_log(settings, str(world.topdir), watch=True, now=False) is False
     assert world.rekor.count('GET', '/api/v1/log') == 0
     done = world.retry()

@@ -16,6 +16,7 @@ import pytest
 
 import koji_rekor.cli
 import koji_rekor.outbox
+import koji_rekor.state
 
 from tests.support.common import HUB_USER, ROOT
 from tests.support.rekor_server import RekorLog
@@ -342,7 +343,7 @@ def test_an_existing_pin_keeps_working_and_is_read_back(site):
         'log_public_key = %s\n' % site.log_key_file, '')
     site.hub.conf_path.write_text(text)
     site.hub.module.CONFIG = None
-    site.hub.module.PINS_SEEN.clear()
+    koji_rekor.state.PINS_SEEN.clear()
     site.hub.sign(ed)
     assert site.receipt_path(ed).exists()
     assert site.rekor.count('GET', '/api/v1/log/publicKey') == 1

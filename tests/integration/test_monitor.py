@@ -1123,7 +1123,7 @@ def test_the_command_logs_findings_and_exits_1(monitor, rekor):
     assert monitor.run()[0] == 0
     rekor.log.rewrite_history()
 
-    done = subprocess.run([sys.executable, 'koji_rekor.py', 'monitor', '--config', monitor.conf,
+    done = subprocess.run([sys.executable, '-m', 'koji_rekor', 'monitor', '--config', monitor.conf,
                            '--topdir', monitor.topdir], cwd=ROOT, capture_output=True, text=True,
                           timeout=PROCESS_TIMEOUT, stdin=subprocess.DEVNULL)
 

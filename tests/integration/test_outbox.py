@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
 import koji
+import koji_rekor.outbox
 import koji.plugin
 import koji.util
 import pytest
@@ -35,7 +36,6 @@ from tests.support.common import HUB_USER, ROOT
 from tests.support.rekor_server import RekorServer
 
 ENTRIES = '/api/v1/log/entries'
-HUB_REQUEST = os.path.join(ROOT, 'tests', 'hub_request.py')
 PROCESS_TIMEOUT = 30     # upper bound for any child process; none should come near it
 POLL_TIMEOUT = 20        # upper bound for a condition polled for
 PACKAGES = ('hello', 'alpha', 'beta', 'gamma')
@@ -173,7 +173,7 @@ class HubProcess:
                 'build': koji.util.encode_datetime_recurse(imported.build),
                 'rpm': imported.rpm}))
             files += ['--import', str(path)]
-        cmd = [sys.executable, HUB_REQUEST, '--conf', str(world.hub.conf_path),
+        cmd = [sys.executable, '-m', 'tests.support.hub_request', '--conf', str(world.hub.conf_path),
                '--topdir', str(world.topdir)] + files + (['--no-commit'] if no_commit else [])
         self.out = open(self.tmp / 'stdout', 'w+')
         self.err = open(self.tmp / 'stderr', 'w+')
@@ -290,7 +290,7 @@ class World:
     def age(self, imported):
         """Make an uncommitted record older than COMMIT_GRACE."""
         path = self.outbox_dir / (imported.name + '.uncommitted')
-        then = time.time() - self.module.COMMIT_GRACE - 60
+        then = time.time() - koji_rekor.outbox.COMMIT_GRACE - 60
         os.utime(path, (then, then))
 
     def account(self, *imports):
@@ -955,7 +955,7 @@ def test_a_record_held_by_one_process_is_skipped_by_another(world, sigs):
     path = str(world.outbox_dir / (imported.name + '.json'))
     # This process holds the record, as a hub's postCommit or a worker does
     # while it uploads it; a worker meanwhile must leave it alone.
-    with world.module.claimed(path) as record:
+    with koji_rekor.outbox.claimed(path) as record:
         assert record['nvra'] == 'hello-1.0-1.noarch'
         done = world.retry('--now')
         assert world.posts() == 0, 'the other worker uploaded a record this process holds'
@@ -1105,7 +1105,6 @@ def test_a_record_queued_again_during_its_upload_is_not_removed(world, sigs):
     """The hub queues the signature again while the worker uploads it (the
     hub's rename replaces the file): the worker's removal after its upload
     must leave the newer record for the next pass."""
-    rekor_log = world.module
     world.configure(queue_only=True)
     world.sign(sigs[0])
     path = str(world.outbox_dir / (sigs[0].name + '.json'))
@@ -1127,7 +1126,6 @@ def test_a_record_queued_again_during_its_upload_is_not_removed(world, sigs):
 def test_a_record_is_claimed_by_one_thread_of_a_process(world, sigs):
     """fcntl locks belong to the process: a second thread of the same worker
     (--jobs) must not take a record the first one holds."""
-    rekor_log = world.module
     world.configure(queue_only=True)
     world.sign(sigs[0])
     path = str(world.outbox_dir / (sigs[0].name + '.json'))
@@ -1148,7 +1146,6 @@ def test_a_record_replaced_after_it_was_opened_is_not_claimed(world, sigs):
     """A worker that opened and locked the file a name held before: the
     record now under that name is another's to deliver (the same-inode check
     claimed() makes after its lock)."""
-    rekor_log = world.module
     world.configure(queue_only=True)
     world.sign(sigs[0])
     path = str(world.outbox_dir / (sigs[0].name + '.json'))

@@ -9,6 +9,8 @@ import re
 import socket
 
 import koji
+import koji_rekor.config
+import koji_rekor.outbox
 import pytest
 
 from tests.support.common import KEY_ALGOS, SIGN_MODES, frozen
@@ -118,7 +120,7 @@ def test_hub_dicts_are_not_changed(configured_hub, rekor, topdir, koji_import, s
     assert imported.build == build and imported.rpm == rpm
     # And the record kept no reference to them: changing Koji's dicts later
     # changes nothing the plugin wrote.
-    record = configured_hub.module.new_record(imported.build, imported.rpm, imported.sigkey, None)
+    record = koji_rekor.outbox.new_record(imported.build, imported.rpm, imported.sigkey, None)
     imported.rpm['name'] = 'changed'
     imported.build['name'] = 'changed'
     assert record['rpm']['name'] == 'hello' and record['build']['name'] == 'hello'
@@ -227,7 +229,7 @@ def test_without_a_key_or_trust_on_first_use_nothing_is_trusted(hub, rekor, topd
 def test_bad_configuration_names_the_option(hub, koji_import, signed_rpms, text, option):
     hub.configure(text)
     with pytest.raises(koji.ConfigurationError) as info:
-        hub.module.load_config(str(hub.conf_path))
+        koji_rekor.config.load_config(str(hub.conf_path))
     assert option in str(info.value)
     # Through the hub, the call fails with that cause.
     with pytest.raises(koji.CallbackError) as info:
@@ -238,7 +240,7 @@ def test_bad_configuration_names_the_option(hub, koji_import, signed_rpms, text,
 def test_a_missing_configuration_file_is_an_error_not_defaults(hub):
     # Defaults would send a private site's packages to the public log.
     with pytest.raises(koji.ConfigurationError) as info:
-        hub.module.load_config('/nonexistent/rekor_log.conf')
+        koji_rekor.config.load_config('/nonexistent/rekor_log.conf')
     assert str(info.value) == '/nonexistent/rekor_log.conf: no such configuration file'
 
 

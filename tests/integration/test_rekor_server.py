@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support import rekor_server
+from tests.support.common import ROOT
 from tests.support import rpmfactory
 from tests.support import sigheader
 from tests.support.rekor_server import ENTRIES_PATH, MerkleTree, RekorLog, RekorServer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 HTTP_TIMEOUT = 30
 
 
@@ -805,7 +805,7 @@ class CommandLineServer:
 
     def __init__(self, *args):
         self.process = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "rekor_server.py"), *args],
+            [sys.executable, "-m", "tests.support.rekor_server", *args], cwd=ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = self._first_line(HTTP_TIMEOUT)
         assert line.startswith("rekor-compatible log listening on http://127.0.0.1:"), line

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import koji
+import koji_rekor.state
 import pytest
 
 from tests.support import hubsim
@@ -34,7 +35,7 @@ def signatures(configured_hub, rekor, koji_import, signed_rpms, unsigned_rpm, ke
     configured_hub.sign(queued)
     # The log's outage has passed by the next import (the plugin holds
     # further uploads back while it lasts).
-    configured_hub.module.clear_outage(str(topdir))
+    koji_rekor.state.clear_outage(str(topdir))
     rejected = koji_import(other)
     rekor.faults.update({'fail_status': 400, 'fail_count': 100})
     configured_hub.sign(rejected)

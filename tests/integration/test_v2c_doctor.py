@@ -12,9 +12,9 @@ import pytest
 
 from tests.support.rekor_v2_server import RekorV2Server
 from tests.integration.test_doctor import Setup
+from tests.support.common import SHARED
 
-REAL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), 'shared', 'rekor-v2-real')
+REAL = os.path.join(SHARED, 'rekor-v2-real')
 
 
 def stamp(when):

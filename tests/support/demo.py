@@ -27,13 +27,9 @@ import koji
 import koji.plugin
 from koji.context import context
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-
-import hubsim  # noqa: E402
-import rpmfactory  # noqa: E402
-from tests.support.rekor_server import RekorServer  # noqa: E402
+from tests.support import hubsim, rpmfactory
+from tests.support.common import ROOT
+from tests.support.rekor_server import RekorServer
 
 
 def step(text):
@@ -102,7 +98,7 @@ def run(work):
     args = ['verify', receipt_path, '--rpm', signed, '--log-key', log_key, '--config', conf]
     # Whole paths: the command works from anywhere, after the demo ends.
     print('$ koji-rekor %s' % ' '.join(shlex.quote(a) for a in args))
-    status = subprocess.run([sys.executable, os.path.join(ROOT, 'koji_rekor.py')] + args,
+    status = subprocess.run([sys.executable, '-m', 'koji_rekor'] + args, cwd=ROOT,
                             timeout=60).returncode
     print('\nThe demo\'s files are in %s (remove it when done); the command above works '
           'until then.' % work)

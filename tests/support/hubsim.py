@@ -22,7 +22,7 @@ import koji.util
 import koji.xmlrpcplus
 from koji.context import context
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support.common import ROOT
 
 # kojixmlrpc's HandlerRegistry.funcs: the hub calls, by name.
 HANDLERS = {}

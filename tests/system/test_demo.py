@@ -15,7 +15,7 @@ from tests.support.common import ROOT
 
 
 def test_the_demo_logs_a_signature_and_verifies_its_receipt(tmp_path):
-    done = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'demo.py'),
+    done = subprocess.run([sys.executable, '-m', 'tests.support.demo',
                            '--keep', str(tmp_path / 'demo')],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL)
@@ -35,7 +35,7 @@ def short_tmp():
 def test_the_command_the_demo_prints_works_after_it_ends(short_tmp):
     # Without --keep, as `make demo` runs it: the directory stays, named.
     tmp_path = short_tmp
-    done = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'demo.py')],
+    done = subprocess.run([sys.executable, '-m', 'tests.support.demo'],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

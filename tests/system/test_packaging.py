@@ -22,7 +22,7 @@ def run(cmd, **kws):
 
 
 def version():
-    return run([sys.executable, '-c', 'import rekor_log; print(koji_rekor.__version__)'],
+    return run([sys.executable, '-c', 'import koji_rekor; print(koji_rekor.__version__)'],
                cwd=ROOT).stdout.strip()
 
 
@@ -52,17 +52,32 @@ class Build:
         return self.info[0]
 
     def expected_cli_files(self, cli_plugin):
-        pyc = ['%s/__pycache__/%s.%s%s.pyc' % (self.sitelib, module, self.info[1], opt)
-               for module in ('rekor_log', 'koji_rekor') for opt in ('', '.opt-1')]
-        files = {'/usr/bin/koji-rekor', self.sitelib + '/rekor_log.py',
-                 self.sitelib + '/koji_rekor.py', '/usr/share/doc/koji-rekor',
+        files = {'/usr/bin/koji-rekor', '/usr/share/doc/koji-rekor',
                  '/usr/share/doc/koji-rekor/README.md', '/usr/share/licenses/koji-rekor',
-                 '/usr/share/licenses/koji-rekor/LICENSE'} | set(pyc)
+                 '/usr/share/licenses/koji-rekor/LICENSE'} | self.package_files()
         files |= {'/usr/lib/systemd/system/' + unit for unit in UNITS}
         if cli_plugin:
             files |= {self.sitelib + '/koji_cli_plugins/rekor_cli.py'} | {
                 '%s/koji_cli_plugins/__pycache__/rekor_cli.%s%s.pyc' % (
                     self.sitelib, self.info[1], opt) for opt in ('', '.opt-1')}
+        return files
+
+    def package_files(self):
+        """Every module of koji_rekor/ in the checkout, its directories and
+        its byte-compiled forms, as installed in site-packages."""
+        files = set()
+        for folder, _, names in os.walk(os.path.join(ROOT, 'koji_rekor')):
+            if os.path.basename(folder) == '__pycache__':
+                continue
+            relative = os.path.relpath(folder, ROOT)
+            files.add('%s/%s' % (self.sitelib, relative))
+            for name in names:
+                if name.endswith('.py'):
+                    files.add('%s/%s/%s' % (self.sitelib, relative, name))
+                    files.add('%s/%s/__pycache__' % (self.sitelib, relative))
+                    files |= {'%s/%s/__pycache__/%s.%s%s.pyc' % (
+                        self.sitelib, relative, name[:-3], self.info[1], opt)
+                        for opt in ('', '.opt-1')}
         return files
 
     def expected_hub_files(self):
@@ -138,20 +153,32 @@ def test_the_source_rpm_names_what_the_build_needs(built):
     assert 'python3-devel' in requires_of(built.srpm)
 
 
-def test_installed_the_hub_loads_the_very_module_the_command_imports(built, tmp_path):
+def test_installed_the_hub_plugin_is_a_shim_over_the_package_the_command_imports(built, tmp_path):
     root = tmp_path / 'root'
     run(['rpm', '--root', str(root), '--initdb'])
     run(['rpm', '--root', str(root), '-i', '--nodeps', '--noscripts', built.cli, built.hub])
     plugins = root / 'usr/lib/koji-hub-plugins'
     sitelib = str(root) + built.sitelib
-    assert os.path.realpath(plugins / 'rekor_log.py') == os.path.join(sitelib, 'rekor_log.py')
-    module = koji.plugin.PluginTracker(path=[str(plugins)], prefix='_rpm_test_').load(
-        'rekor_log', reload=True)
+    # A real file, the checkout's shim, not a link into site-packages.
+    assert not os.path.islink(plugins / 'rekor_log.py')
+    with open(os.path.join(ROOT, 'rekor_log.py')) as fo:
+        assert (plugins / 'rekor_log.py').read_text() == fo.read()
+    sys.path.insert(0, sitelib)  # as the hub's python finds site-packages
+    try:
+        for name in [m for m in sys.modules if m == 'koji_rekor' or m.startswith('koji_rekor.')]:
+            del sys.modules[name]
+        module = koji.plugin.PluginTracker(path=[str(plugins)], prefix='_rpm_test_').load(
+            'rekor_log', reload=True)
+        assert module.hub.__file__.startswith(sitelib)
+    finally:
+        sys.path.remove(sitelib)
+        for name in [m for m in sys.modules if m == 'koji_rekor' or m.startswith('koji_rekor.')]:
+            del sys.modules[name]
     assert {cb for f in vars(module).values() for cb in getattr(f, 'callbacks', ()) or ()} == {
         'postRPMSign', 'postCommit'}
     # The byte-compiled plugin is the one Python uses: its header records
     # the installed source's mtime and size.
-    for source in (str(plugins / 'rekor_log.py'), os.path.join(sitelib, 'koji_rekor.py')):
+    for source in (str(plugins / 'rekor_log.py'), os.path.join(sitelib, 'koji_rekor', 'hub.py')):
         import importlib.util
         with open(importlib.util.cache_from_source(source), 'rb') as fo:
             header = fo.read(16)
@@ -164,7 +191,7 @@ def test_installed_the_hub_loads_the_very_module_the_command_imports(built, tmp_
     assert wrapper.startswith('#!/usr/bin/python3\n') and 'sys.path' not in wrapper
     out = run([sys.executable, str(root / 'usr/bin/koji-rekor'), '--version'],
               env=dict(os.environ, PYTHONPATH=sitelib)).stdout
-    assert out.strip() == 'koji-rekor %s' % module.__version__
+    assert out.strip() == 'koji-rekor %s' % version()
     # Every file installed is one the code reads: no copy of the log key.
     assert not (root / 'usr/share/koji-rekor').exists()
 
@@ -172,9 +199,11 @@ def test_installed_the_hub_loads_the_very_module_the_command_imports(built, tmp_
 def test_the_koji_cli_plugin_is_shipped_when_the_sources_have_it(tmp_path):
     source = tmp_path / 'src'
     source.mkdir()
-    for name in ('rekor_log.py', 'koji_rekor.py', 'rekor_log.conf', 'README.md', 'LICENSE',
+    for name in ('rekor_log.py', 'rekor_log.conf', 'README.md', 'LICENSE',
                  'koji-rekor.spec', 'Makefile'):
         shutil.copy(os.path.join(ROOT, name), source / name)
+    shutil.copytree(os.path.join(ROOT, 'koji_rekor'), source / 'koji_rekor',
+                    ignore=shutil.ignore_patterns('__pycache__'))
     shutil.copytree(os.path.join(ROOT, 'systemd'), source / 'systemd')
     if os.path.isfile(os.path.join(ROOT, 'rekor_cli.py')):
         shutil.copy(os.path.join(ROOT, 'rekor_cli.py'), source / 'rekor_cli.py')
@@ -185,7 +214,7 @@ def test_the_koji_cli_plugin_is_shipped_when_the_sources_have_it(tmp_path):
     assert 'python3-koji-cli-plugins' in requires_of(built.cli)
 
 
-def test_pip_installs_the_module_and_the_command_in_a_clean_venv(tmp_path):
+def test_pip_installs_the_package_the_shim_and_the_command_in_a_clean_venv(tmp_path):
     env_dir = tmp_path / 'venv'
     venv.create(env_dir, with_pip=True)
     pip = [str(env_dir / 'bin/python'), '-m', 'pip', 'install', '-q',
@@ -193,5 +222,5 @@ def test_pip_installs_the_module_and_the_command_in_a_clean_venv(tmp_path):
     run(pip + [ROOT])
     out = run([str(env_dir / 'bin/koji-rekor'), '--version']).stdout
     assert out.startswith('koji-rekor ')
-    run([str(env_dir / 'bin/python'), '-c', 'import rekor_log, koji, requests, rpm, cryptography'],
-        cwd=str(tmp_path))
+    run([str(env_dir / 'bin/python'), '-c', 'import koji_rekor.cli, koji_rekor.hub, rekor_log, '
+         'koji, requests, rpm, cryptography'], cwd=str(tmp_path))

@@ -211,6 +211,8 @@ def test_a_crash_at_any_step_leaves_the_old_receipt_or_the_new_one(topdir, monke
 HOLD_LOCK = '''
 import sys
 
+import koji_rekor.safefs
+
 topdir, logid, name = sys.argv[1:]
 with koji_rekor.safefs.logs_dir(topdir, ('@state', 'checkpoints', logid)) as fd, \\
         koji_rekor.safefs.locked_at(fd, name, 'held'):
