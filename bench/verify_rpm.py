@@ -12,11 +12,10 @@ process and each --runs times (the median is reported):
               full verification, rpm's signature check), as a user runs it;
   startup     `koji-rekor --version`: the interpreter and imports alone.
 
-    python3 bench/verify_rpm.py [--count 8] [--size 64M] [--runs 3] [--cache DIR]
+    python3 -m bench.verify_rpm [--count 8] [--size 64M] [--runs 3] [--cache DIR]
 """
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -25,31 +24,19 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, 'tests'))
-sys.path.insert(0, ROOT)
+from bench.common import CACHE, MiB, ROOT, child_command, parse_size, prepared
 
-MiB = 1024 * 1024
 CHILD_SECONDS = 1800
-
-
-def parse_size(text):
-    units = {'K': 1024, 'M': MiB, 'G': 1024 * MiB}
-    text = text.strip().upper()
-    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
 
 
 def prepare(cache, count, size):
     """count signed RPMs of about size bytes and their key; made once."""
+    return prepared(os.path.join(cache, 'verify-rpm-%dx%d' % (count, size)),
+                    lambda base: make_inputs(base, count, size))
+
+
+def make_inputs(base, count, size):
     from tests.support import rpmfactory
-    base = os.path.join(cache, 'verify-rpm-%dx%d' % (count, size))
-    done = os.path.join(base, 'ready.json')
-    if os.path.exists(done):
-        with open(done) as fo:
-            return json.load(fo)
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(base)
     key = rpmfactory.generate_key(os.path.join(base, 'gnupg'), algo='rsa', name='Bench Key')
     try:
         rpms = []
@@ -61,10 +48,7 @@ def prepare(cache, count, size):
             shutil.rmtree(os.path.join(base, 'build%d' % number))
     finally:
         rpmfactory.stop_gpg_agent(key.gnupghome)
-    info = {'key': key.path, 'rpms': rpms}
-    with open(done, 'w') as fo:
-        json.dump(info, fo)
-    return info
+    return {'key': key.path, 'rpms': rpms}
 
 
 def timed(cmd):
@@ -79,7 +63,7 @@ def main():
     parser.add_argument('--count', type=int, default=8)
     parser.add_argument('--size', default='64M')
     parser.add_argument('--runs', type=int, default=3)
-    parser.add_argument('--cache', default=os.path.join(HERE, '.cache'))
+    parser.add_argument('--cache', default=CACHE)
     args = parser.parse_args()
     size = parse_size(args.size)
     info = prepare(args.cache, args.count, size)
@@ -103,16 +87,16 @@ def main():
             if time.monotonic() > deadline:
                 sys.exit('the log did not index the RPMs')
             time.sleep(0.01)
-        hashlib_code = ('import sys, rekor_log\n'
+        hashlib_code = ('import sys, koji_rekor.rpmsig\n'
                         'for p in sys.argv[1:]:\n'
                         '    koji_rekor.rpmsig.sha256_of(open(p, "rb"))\n')
         commands = {
             'sha256sum': ['sha256sum'] + info['rpms'],
             'hashlib': [sys.executable, '-c', hashlib_code] + info['rpms'],
-            'verify-rpm': [sys.executable, '-m', 'koji_rekor', 'verify-rpm', '--url', rekor.url,
-                           '--allow-insecure-http', '--log-key', log_key,
-                           '--key', info['key']] + info['rpms'],
-            'startup': [sys.executable, '-m', 'koji_rekor', '--version'],
+            'verify-rpm': child_command('koji_rekor', 'verify-rpm', '--url', rekor.url,
+                                        '--allow-insecure-http', '--log-key', log_key,
+                                        '--key', info['key'], *info['rpms']),
+            'startup': child_command('koji_rekor', '--version'),
         }
         times = {name: [] for name in commands}
         for _ in range(args.runs):

@@ -26,10 +26,11 @@ directly (what postCommit leaves for the worker), a fresh set per run.
    over KEYS copies of them, in one process: receipts a second, with and
    without interpreter start-up.
 
-    python3 bench/bench_worker.py [--count 1000] [--keys 10] [--jobs 1,4] [--busy RATE]
+    python3 -m bench.worker [--count 1000] [--keys 10] [--jobs 1,4] [--busy RATE]
 """
 
 import argparse
+import compileall
 import http.client
 import json
 import os
@@ -37,7 +38,6 @@ import pwd
 import shutil
 import socket
 import statistics
-import py_compile
 import subprocess
 import sys
 import tempfile
@@ -45,31 +45,28 @@ import threading
 import time
 import urllib.parse
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TESTS = os.path.join(ROOT, 'tests')
-sys.path.insert(0, TESTS)
-sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
+from bench.common import (CACHE, MiB, ROOT, LocalRekor, child_command, json_safe, machine_note,
+                          prepared, process_cpu)
 
-from bench import LocalRekor, json_safe, machine_note  # noqa: E402 - after sys.path
+CHILD_SECONDS = 3600
 
 
-def measure(cmd):
+def measure(cmd, stderr=None):
     """Run a child under /usr/bin/time, so its peak RSS is its own (a child
     forked from this Python process would count the pages it inherits).
     Returns the child's JSON report (its last line), if it prints one,
     with 'rss' added."""
     # As installed (the RPM byte-compiles, pip compiles on install), the
-    # modules load from bytecode: compiling koji_rekor.py alone would add
-    # about 8 MiB to every child's peak.
-    for module in ('rekor_log.py', 'koji_rekor.py'):
-        py_compile.compile(os.path.join(ROOT, module), doraise=True)
+    # modules load from bytecode: compiling them in the child would add
+    # several MiB to its peak.
+    compiled = compileall.compile_file(os.path.join(ROOT, 'rekor_log.py'), quiet=1)
+    if not (compileall.compile_dir(os.path.join(ROOT, 'koji_rekor'), quiet=1) and compiled):
+        raise SystemExit('bench: could not byte-compile the plugin and koji_rekor')
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONDONTWRITEBYTECODE'}
     with tempfile.NamedTemporaryFile('r', prefix='bench-time-') as rss_file:
         proc = subprocess.run(['/usr/bin/time', '-f', '%M', '-o', rss_file.name] + cmd,
-                              stdout=subprocess.PIPE, text=True, timeout=CHILD_SECONDS,
-                              env=env)
+                              stdout=subprocess.PIPE, stderr=stderr, text=True,
+                              timeout=CHILD_SECONDS, env=env, cwd=ROOT)
         if proc.returncode != 0:
             raise SystemExit('bench: %s failed (%d): %s' % (
                 ' '.join(cmd[:4]), proc.returncode, proc.stdout[-500:]))
@@ -78,9 +75,6 @@ def measure(cmd):
     report = json.loads(lines[-1]) if lines and lines[-1].startswith('{') else {'out': proc.stdout}
     report['rss'] = rss
     return report
-
-CHILD_SECONDS = 3600
-MiB = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------
@@ -132,15 +126,13 @@ def sign_many(rpms, outdir, key):
 
 
 def prepare(cache, count, nkeys):
-    """{topdirs, keydir, signatures: [[build, rpm, sigkey, sighash, signed path]]}."""
+    """{topdirs, keydir, signatures: [[build, rpm, sigkey, sighash, signed path]]}; made once."""
+    return prepared(os.path.join(cache, '%dx%d' % (count, nkeys)),
+                    lambda base: make_inputs(base, count, nkeys))
+
+
+def make_inputs(base, count, nkeys):
     from tests.support import rpmfactory
-    base = os.path.join(cache, '%dx%d' % (count, nkeys))
-    done = os.path.join(base, 'ready.json')
-    if os.path.exists(done):
-        with open(done) as fo:
-            return json.load(fo)
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(base)
     print('preparing %d RPMs x %d keys in %s (once) ...' % (count, nkeys, base), flush=True)
     rpms = build_many(base, count)
     keydir = os.path.join(base, 'keys')
@@ -165,11 +157,8 @@ def prepare(cache, count, nkeys):
                                    imported.sigkey, imported.sighash, path])
         print('  key %d/%d signed and imported' % (number + 1, nkeys), flush=True)
     shutil.rmtree(os.path.join(base, 'rpmbuild'), ignore_errors=True)
-    info = {'count': count, 'keys': nkeys, 'small': small, 'large': large, 'keydir': keydir,
+    return {'count': count, 'keys': nkeys, 'small': small, 'large': large, 'keydir': keydir,
             'signatures': signatures}
-    with open(done, 'w') as fo:
-        json.dump(info, fo)
-    return info
 
 
 def write_conf(path, rekor, keydir):
@@ -183,12 +172,7 @@ def write_conf(path, rekor, keydir):
 def reset_topdir(topdir, signatures=None):
     """No receipts, no state; with signatures, a committed outbox record for
     each, as postCommit leaves them for the worker."""
-    import koji_rekor.cli
-    import koji_rekor.config
-    import koji_rekor.entry
     import koji_rekor.outbox
-    import koji_rekor.rpmsig
-    import koji_rekor.worker
     shutil.rmtree(os.path.join(topdir, 'rekor-logs'), ignore_errors=True)
     if signatures is None:
         return
@@ -207,17 +191,7 @@ def reset_topdir(topdir, signatures=None):
 
 def child_worker(args):
     import koji
-    import koji_rekor.cli
     import koji_rekor.config
-    import koji_rekor.entry
-    import koji_rekor.outbox
-    import koji_rekor.rpmsig
-    import koji_rekor.worker
-    import koji_rekor.cli
-    import koji_rekor.config
-    import koji_rekor.entry
-    import koji_rekor.outbox
-    import koji_rekor.rpmsig
     import koji_rekor.worker
     koji.pathinfo.topdir = args.topdir
     settings = koji_rekor.config.load_config(args.conf)
@@ -230,12 +204,8 @@ def child_worker(args):
 def request_bodies(info):
     """The request body the plugin sends for each signature, prebuilt."""
     import koji
-    import koji_rekor.cli
-    import koji_rekor.config
     import koji_rekor.entry
-    import koji_rekor.outbox
     import koji_rekor.rpmsig
-    import koji_rekor.worker
     bodies = []
     for build, rpm, sigkey, sighash, _ in info['signatures']:
         koji.pathinfo.topdir = info['small']
@@ -287,16 +257,11 @@ def child_verify(args):
     import contextlib
     import io
     import koji_rekor.cli
-    import koji_rekor.config
-    import koji_rekor.entry
-    import koji_rekor.outbox
-    import koji_rekor.rpmsig
-    import koji_rekor.worker
     out = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(out):
         status = koji_rekor.cli.main(['verify', args.topdir, '--log-key', args.url,
-                                  '--origin', '127.0.0.1', '--config', empty_conf(args.url)])
+                                      '--origin', '127.0.0.1', '--config', empty_conf(args.url)])
     seconds = time.perf_counter() - start
     print(json.dumps({'seconds': seconds, 'status': status,
                       'summary': out.getvalue().splitlines()[-1]}))
@@ -306,15 +271,8 @@ def child_verify(args):
 # Running
 # ---------------------------------------------------------------------------
 
-def cpu_seconds(pid):
-    """CPU time of a process and its waited-for children (the log's rpmkeys)."""
-    with open('/proc/%d/stat' % pid) as fo:
-        fields = fo.read().rsplit(')', 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf('SC_CLK_TCK')
-
-
 def child(name, *args):
-    return [sys.executable, __file__, '--child', name] + [str(a) for a in args]
+    return child_command('bench.worker', '--child', name, *args)
 
 
 def batch_run(info, work, what, jobs, busy=0.0):
@@ -322,10 +280,10 @@ def batch_run(info, work, what, jobs, busy=0.0):
     topdir = info['small']
     conf = os.path.join(work, 'rekor_log.conf')
     reset_topdir(topdir, info['signatures'] if what == 'worker' else None)
-    rekor = LocalRekor(work, busy)
+    rekor = LocalRekor(work, busy=busy)
     try:
         write_conf(conf, rekor, info['keydir'])
-        cpu = cpu_seconds(rekor.proc.pid)
+        cpu = process_cpu(rekor.proc.pid)
         if what == 'worker':
             report = measure(child('worker', '--topdir', topdir, '--conf', conf,
                                    '--jobs', jobs))
@@ -334,7 +292,7 @@ def batch_run(info, work, what, jobs, busy=0.0):
             report = measure(child('bare', '--info', os.path.join(
                 work, 'info.json'), '--url', rekor.url, '--jobs', jobs))
             done = report['created']
-        report['log_cpu'] = cpu_seconds(rekor.proc.pid) - cpu
+        report['log_cpu'] = process_cpu(rekor.proc.pid) - cpu
         report['done'] = done
         if what == 'worker':
             # every receipt verified, and kept for the verify case
@@ -389,10 +347,9 @@ def empty_conf(near):
 
 def verify_run(receipts, key):
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, '-m', 'koji_rekor', 'verify', receipts,
-                           '--log-key', key, '--origin', '127.0.0.1',
-                           '--config', empty_conf(key)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=CHILD_SECONDS)
+    proc = subprocess.run(child_command('koji_rekor', 'verify', receipts, '--log-key', key,
+                                        '--origin', '127.0.0.1', '--config', empty_conf(key)),
+                          cwd=ROOT, capture_output=True, text=True, timeout=CHILD_SECONDS)
     seconds = time.perf_counter() - start
     summary = proc.stdout.splitlines()[-1] if proc.stdout else proc.stderr
     if proc.returncode != 0:
@@ -407,9 +364,9 @@ def backfill_run(info, work, topdir, count, jobs):
     try:
         write_conf(conf, rekor, info['keydir'])
         start = time.perf_counter()
-        report = measure(['sh', '-c', 'cd %s && exec %s -m koji_rekor backfill --topdir %s '
-                          '--config %s --jobs %d 2>/dev/null' % (
-                              ROOT, sys.executable, topdir, conf, jobs)])
+        report = measure(child_command('koji_rekor', 'backfill', '--topdir', topdir,
+                                       '--config', conf, '--jobs', jobs),
+                         stderr=subprocess.DEVNULL)
         report['seconds'] = time.perf_counter() - start
     finally:
         rekor.stop()
@@ -427,7 +384,7 @@ def main():
     parser.add_argument('--jobs', default='4', help='worker threads to compare (e.g. 1,4)')
     parser.add_argument('--backfill-jobs', type=int, default=4)
     parser.add_argument('--repeat', type=int, default=2, help='runs of each batch case')
-    parser.add_argument('--cache', default=os.path.join(HERE, '.cache', 'worker'))
+    parser.add_argument('--cache', default=os.path.join(CACHE, 'worker'))
     parser.add_argument('--skip-backfill', action='store_true')
     parser.add_argument('--busy', type=float, default=0.0, metavar='RATE',
                         help='the log takes RATE entries a second from other clients during '

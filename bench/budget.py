@@ -12,7 +12,7 @@ one plain worker pass (`koji-rekor retry`'s) runs; the table says whether it
 delivered the signature. Other options are the plugin's defaults
 (timeout 30, retries 3, backoff 1, min_rate 1 MiB/s).
 
-    python3 bench/bench_budget.py [--budgets 10,1] [--size 1M] [--slow 20]
+    python3 -m bench.budget [--budgets 10,1] [--size 1M] [--slow 20]
 """
 
 import argparse
@@ -22,14 +22,9 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, 'tests'))
-sys.path.insert(0, ROOT)
-
-from bench import machine_note, parse_size  # noqa: E402
 import koji_rekor.config
 import koji_rekor.receipts
+from bench.common import machine_note, parse_size
 
 STATES = ('healthy', 'refusing', 'slow', 'hanging', 'dripping')
 

@@ -29,15 +29,14 @@ median and spread of the per-pair ratio plugin/curl, client CPU per GB,
 the log's CPU per GB, peak RSS, then, in the queue_only mode, what
 postRPMSign + postCommit add to a signature import (median of many).
 
-    python3 bench/bench.py [--sizes 1M,200M,1G] [--pairs 5] [--cache DIR]
-                           [--queue-runs N] [--json FILE]
+    python3 -m bench.upload [--sizes 1M,200M,1G] [--pairs 5] [--cache DIR]
+                            [--queue-runs N] [--json FILE]
 """
 
 import argparse
 import base64
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -45,44 +44,24 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TESTS = os.path.join(ROOT, 'tests')
-sys.path.insert(0, TESTS)
+from bench.common import (CACHE, TICK, MiB, ROOT, LocalRekor, child_command, human, json_safe,
+                          machine_note, parse_size, prepared, process_cpu, ready_file)
 
-SERVER_START_SECONDS = 30
 CHILD_SECONDS = 1800
-MiB = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------
 # Inputs, cached between runs
 # ---------------------------------------------------------------------------
 
-def parse_size(text):
-    units = {'K': 1024, 'M': MiB, 'G': 1024 * MiB}
-    text = text.strip().upper()
-    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
-
-
-def human(nbytes):
-    for unit, size in (('GB', 1024 * MiB), ('MB', MiB), ('KB', 1024)):
-        if nbytes >= size:
-            return '%g %s' % (round(nbytes / size, 1), unit)
-    return '%d B' % nbytes
-
-
 def prepare(cache, size):
     """A signed RPM of about `size` bytes laid out in a Koji topdir, its key,
     and a request body for curl; made once."""
+    return prepared(os.path.join(cache, str(size)), lambda base: make_inputs(base, size))
+
+
+def make_inputs(base, size):
     from tests.support import rpmfactory
-    base = os.path.join(cache, str(size))
-    done = os.path.join(base, 'ready.json')
-    if os.path.exists(done):
-        with open(done) as fo:
-            return json.load(fo)
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(base)
     key = rpmfactory.generate_key(os.path.join(base, 'gnupg'), algo='rsa', name='Bench Key')
     try:
         unsigned = rpmfactory.build_rpm(os.path.join(base, 'build'), name='bench',
@@ -99,18 +78,10 @@ def prepare(cache, size):
     shutil.copy(key.path, os.path.join(keydir, key.sigkey + '.asc'))
     body = os.path.join(base, 'body.json')
     write_request_body(body, signed, key.armored)
-    info = {'size': os.path.getsize(signed), 'signed': signed, 'topdir': topdir, 'keydir': keydir,
+    return {'size': os.path.getsize(signed), 'signed': signed, 'topdir': topdir, 'keydir': keydir,
             'key': key.path, 'body': body,
             'callback': {'sigkey': imported.sigkey, 'sighash': imported.sighash,
                          'build': json_safe(imported.build), 'rpm': json_safe(imported.rpm)}}
-    with open(done, 'w') as fo:
-        json.dump(info, fo)
-    return info
-
-
-def json_safe(value):
-    from koji.util import encode_datetime_recurse
-    return encode_datetime_recurse(value)
 
 
 def write_request_body(path, rpm_path, armored_key):
@@ -126,51 +97,8 @@ def write_request_body(path, rpm_path, armored_key):
 
 
 # ---------------------------------------------------------------------------
-# The local log, in its own process
-# ---------------------------------------------------------------------------
-
-class LocalRekor:
-    def __init__(self, workdir, busy=0.0):
-        """busy: other clients append this many entries a second, as on a
-        live log."""
-        self.key = os.path.join(workdir, 'rekor.pub')
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(TESTS, 'rekor_server.py'), '--port', '0',
-             '--key-out', self.key, '--busy', str(busy)],
-            stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        line = ''
-        while time.monotonic() < deadline and 'listening on' not in line:
-            line = self.proc.stdout.readline()
-            if not line and self.proc.poll() is not None:
-                break
-        if 'listening on' not in line:
-            self.stop()
-            raise SystemExit('bench: the local Rekor did not start')
-        self.url = line.rsplit(' ', 1)[1].strip()
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-
-# ---------------------------------------------------------------------------
 # CPU counters
 # ---------------------------------------------------------------------------
-
-TICK = os.sysconf('SC_CLK_TCK')
-
-
-def process_cpu(pid):
-    """CPU seconds of a process and of its children it waited for."""
-    with open('/proc/%d/stat' % pid) as fo:
-        fields = fo.read().rsplit(')', 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / TICK
-
 
 def machine_busy():
     """CPU seconds the whole machine spent busy, all cores."""
@@ -195,7 +123,8 @@ def vm_hwm():
 # ---------------------------------------------------------------------------
 
 def run_child(cmd):
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=CHILD_SECONDS)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=CHILD_SECONDS,
+                          cwd=ROOT)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines or not lines[-1].startswith('{'):
         raise SystemExit('bench: %s failed (%d): %s' % (
@@ -204,8 +133,8 @@ def run_child(cmd):
 
 
 def run_plugin(info_path, conf, log_pid):
-    return run_child([sys.executable, __file__, '--child', 'plugin', '--info', info_path,
-                      '--conf', conf, '--log-pid', str(log_pid)])
+    return run_child(child_command('bench.upload', '--child', 'plugin', '--info', info_path,
+                                   '--conf', conf, '--log-pid', log_pid))
 
 
 def child_plugin(args):
@@ -262,7 +191,6 @@ def child_floor(args):
     of the plugin's size, no network: the floor of the client's CPU."""
     import binascii
     import hashlib
-    sys.path.insert(0, ROOT)
     from koji_rekor.rpmsig import CHUNK_SIZE
     info, _ = load_child_inputs(args)
     buffer = bytearray(CHUNK_SIZE)
@@ -355,23 +283,11 @@ def child_queue(args):
 # The table
 # ---------------------------------------------------------------------------
 
-def machine_note():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as fo:
-            cpu = next(l.split(':', 1)[1].strip() for l in fo if l.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (1024 ** 3)
-    return '%s, %d cores, %.0f GiB RAM, Python %s, %s' % (
-        cpu, os.cpu_count(), mem, platform.python_version(), platform.platform())
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--sizes', default='1M,200M,1G')
     parser.add_argument('--pairs', type=int, default=5)
-    parser.add_argument('--cache', default=os.path.join(HERE, '.cache'))
+    parser.add_argument('--cache', default=CACHE)
     parser.add_argument('--queue-runs', type=int, default=50)
     parser.add_argument('--json', help='also write every run\'s numbers here')
     parser.add_argument('--child', choices=('plugin', 'floor', 'queue'), help=argparse.SUPPRESS)
@@ -392,12 +308,12 @@ def main():
     for size in [parse_size(s) for s in args.sizes.split(',')]:
         print('preparing %s ...' % human(size), flush=True)
         info = prepare(args.cache, size)
-        info_path = os.path.join(args.cache, str(size), 'ready.json')
+        info_path = ready_file(os.path.join(args.cache, str(size)))
         warm([info['signed'], info['body'], os.path.join(
             koji_pathinfo(info).build(info['callback']['build']),
             koji_pathinfo(info).rpm(info['callback']['rpm']))])
-        floor = run_child([sys.executable, __file__, '--child', 'floor', '--info', info_path,
-                           '--runs', '3'])
+        floor = run_child(child_command('bench.upload', '--child', 'floor', '--info', info_path,
+                                        '--runs', 3))
         print('  Python read+sha256+base64: %.2f s CPU, %.2f s' % (floor['cpu'], floor['seconds']),
               flush=True)
         runs = {'curl': [], 'plugin': []}
@@ -414,8 +330,9 @@ def main():
             try:
                 conf = os.path.join(work, 'rekor_log.conf')
                 write_conf(conf, rekor, info, queue_only=True)
-                queue = run_child([sys.executable, __file__, '--child', 'queue', '--info',
-                                   info_path, '--conf', conf, '--runs', str(args.queue_runs)])
+                queue = run_child(child_command('bench.upload', '--child', 'queue', '--info',
+                                                info_path, '--conf', conf, '--runs',
+                                                args.queue_runs))
             finally:
                 rekor.stop()
         rows.append((info['size'], runs, floor))

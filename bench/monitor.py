@@ -16,7 +16,7 @@ It reports each run's wall time (a whole process, start-up included, which
 is printed too), entries a second, and the requests each run made (counted
 by the log). CI does not run it.
 
-    python3 bench/bench_monitor.py [--sizes 100,1000,10000] [--cache DIR]
+    python3 -m bench.monitor [--sizes 100,1000,10000] [--cache DIR]
 """
 
 import argparse
@@ -26,18 +26,13 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TESTS = os.path.join(ROOT, 'tests')
-sys.path.insert(0, TESTS)
-sys.path.insert(0, ROOT)
+from bench.common import CACHE, ROOT, LocalRekor, child_command
+from tests.support.common import HUB_USER
 
-SERVER_START_SECONDS = 60
 RUN_SECONDS = 3600
 
 
@@ -62,19 +57,6 @@ def seeded_log(cache, size):
     return state
 
 
-def start_log(state, workdir):
-    key_out = os.path.join(workdir, 'log.pem')
-    proc = subprocess.Popen([sys.executable, os.path.join(TESTS, 'rekor_server.py'),
-                             '--state-dir', state, '--key-out', key_out],
-                            stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    line = proc.stdout.readline()
-    if 'listening on' not in line or time.monotonic() > deadline:
-        proc.kill()
-        raise RuntimeError('the local log did not start: %r' % line)
-    return proc, line.split()[-1], key_out
-
-
 def request_count(url):
     with urllib.request.urlopen(url + '/_test/state', timeout=30) as answer:
         return json.load(answer)['requests']
@@ -82,8 +64,8 @@ def request_count(url):
 
 def run_monitor(conf, topdir, *args):
     started = time.monotonic()
-    done = subprocess.run([sys.executable, os.path.join(ROOT, 'koji_rekor.py'), 'monitor',
-                           '--json', '--config', conf, '--topdir', topdir] + list(args),
+    done = subprocess.run(child_command('koji_rekor', 'monitor', '--json', '--config', conf,
+                                        '--topdir', topdir, *args),
                           capture_output=True, text=True, timeout=RUN_SECONDS, cwd=ROOT)
     seconds = time.monotonic() - started
     if done.returncode != 0:
@@ -94,22 +76,24 @@ def run_monitor(conf, topdir, *args):
 def measure(cache, size, our_key):
     state = seeded_log(cache, size)
     with tempfile.TemporaryDirectory(prefix='bench-monitor-') as workdir:
-        proc, url, log_key = start_log(state, workdir)
+        rekor = LocalRekor(workdir, state_dir=state)
+        url, log_key = rekor.url, rekor.key
         try:
             topdir = os.path.join(workdir, 'topdir')
             os.makedirs(topdir)
             conf = os.path.join(workdir, 'monitor.conf')
             with open(conf, 'w') as fo:
+                # the hub's user owns rekor-logs/: here, whoever runs the benchmark
                 fo.write('[rekor]\nurl = %s\nallow_insecure_http = true\nlog_public_key = %s\n'
-                         '[signing]\npublic_key_path = %s\n' % (url, log_key, our_key))
+                         '[signing]\npublic_key_path = %s\n[upload]\nhub_user = %s\n'
+                         % (url, log_key, our_key, HUB_USER))
             before = request_count(url)
             scan_seconds, scan = run_monitor(conf, topdir, '--start-index', '0')
             after_scan = request_count(url)
             quiet_seconds, quiet = run_monitor(conf, topdir)
             after_quiet = request_count(url)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            rekor.stop()
     assert scan['scan']['counts']['read'] == size, scan['scan']
     assert quiet['scan']['counts']['read'] == 0
     return {'size': size, 'scan_seconds': scan_seconds, 'scan_requests': after_scan - before,
@@ -132,7 +116,7 @@ def startup_seconds():
     """What any koji-rekor run costs before it does anything: the interpreter
     and the imports (the --version of the same command)."""
     started = time.monotonic()
-    subprocess.run([sys.executable, os.path.join(ROOT, 'koji_rekor.py'), '--version'],
+    subprocess.run(child_command('koji_rekor', '--version'),
                    capture_output=True, timeout=RUN_SECONDS, cwd=ROOT, check=True)
     return time.monotonic() - started
 
@@ -140,7 +124,7 @@ def startup_seconds():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sizes', default='100,1000,10000')
-    parser.add_argument('--cache', default=os.path.join(HERE, '.cache'))
+    parser.add_argument('--cache', default=CACHE)
     args = parser.parse_args()
     os.makedirs(args.cache, exist_ok=True)
     our_key = our_key_file(args.cache)

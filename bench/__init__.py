@@ -1,0 +1,9 @@
+"""The benchmarks: speed and memory measured against the local log on
+127.0.0.1, with numbers for README.md; not part of the test suite.
+
+Each runs from the checkout's root as a module, e.g.
+`python3 -m bench.upload --sizes 1M --pairs 1`: upload (the plugin's
+upload against curl), worker (outbox drain, backfill, verify), monitor,
+budget (how long the log holds an import) and verify_rpm. What they
+share is in bench/common.py.
+"""
