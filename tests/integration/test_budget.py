@@ -6,7 +6,7 @@ a hub that does hang is killed after PROCESS_TIMEOUT instead of hanging the
 suite. The log is the local log of tests/support/rekor_server.py behind the hostile
 front of tests/support/hostile_server.py, which refuses, hangs or drips on the same
 port and then turns healthy again. Time bounds are loose: the exact figures
-are in bench/bench_budget.py.
+are in bench/budget.py.
 """
 
 import json
