@@ -10,6 +10,9 @@ import os
 import shutil
 
 import koji
+import koji_rekor.delivery
+import koji_rekor.config
+import koji_rekor.hub
 import pytest
 
 from tests.support import rpmfactory
@@ -129,7 +132,7 @@ def test_a_v1_receipt_is_kept_under_rekor_v1(
     imported = koji_import(v2_rpms['rsa'])
     v1 = {'rekor_url': 'https://rekor.example', 'nvra': 'x', 'sigkey': imported.sigkey,
           'sha256': '00' * 32, 'log_entry': {'ab': {}}}
-    hub.module.write_receipt(hub.module.get_config(), str(topdir), imported.rpm,
+    koji_rekor.delivery.write_receipt(hub.module.get_config(), str(topdir), imported.rpm,
                              imported.sigkey, v1)
     hub.sign(imported)
     receipt = receipt_of(topdir, imported)
@@ -290,7 +293,7 @@ def test_the_hub_leaves_v2_to_the_worker_when_its_budget_cannot_cover_a_checkpoi
     assert 'waits for the next checkpoint' in plugin_log.text
     # The worker then logs it.
     import koji_rekor.worker
-    settings = hub.module.load_config(hub.conf_path)
+    settings = koji_rekor.config.load_config(hub.conf_path)
     counts = koji_rekor.worker.drain_outbox(settings, str(topdir), jobs=4)
     assert counts['logged'] == 1 and hub.outbox() == []
     assert receipt_of(topdir, imported)['rekor_api'] == 2
@@ -358,7 +361,7 @@ def test_a_v2_receipt_kept_in_a_record_is_verified_again_before_it_is_written(
     record = record_of(topdir, imported)
     assert record['receipt']['rekor_api'] == 2
     good = record['receipt']
-    settings = hub.module.load_config(hub.conf_path)
+    settings = koji_rekor.config.load_config(hub.conf_path)
     # A kept entry that does not verify is not written.
     record['receipt'] = dict(good, transparency_log_entry=dict(
         good['transparency_log_entry'], logIndex='5'))
@@ -387,7 +390,7 @@ def test_the_hub_holds_a_v2_upload_at_most_10_s_whatever_its_budget(
     start = time.monotonic()
     hub.sign(imported)
     took = time.monotonic() - start
-    assert hub.module.V2_HUB_HOLD - 1 <= took < hub.module.V2_HUB_HOLD + 3
+    assert koji_rekor.hub.V2_HUB_HOLD - 1 <= took < koji_rekor.hub.V2_HUB_HOLD + 3
     record = record_of(topdir, imported)
     assert 'hub budget of 10 s is spent' in record['last_error']
     assert receipt_of(topdir, imported) is None
