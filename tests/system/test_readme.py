@@ -60,6 +60,12 @@ def test_readme_mentions_make_man_and_it_is_a_target():
     assert 'man' in makefile_targets()
 
 
+@pytest.mark.parametrize('page', PAGES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_make_command_it_names_is_a_target(page):
+    named = set(re.findall(r'`make (\w+)', read(page))) | set(re.findall(r'^make (\w+)', read(page), re.M))
+    assert named <= makefile_targets(), named - makefile_targets()
+
+
 def test_readme_is_short():
     assert len(read(README).splitlines()) < 300
 
@@ -105,7 +111,7 @@ def test_every_path_in_the_tree_it_names_exists(page):
 @pytest.mark.parametrize('page', PAGES, ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_python_module_it_runs_exists(page):
     missing = []
-    for module in set(re.findall(r'python3 -m ([\w.]+)', read(page))):
+    for module in set(re.findall(r'python3\s+-m\s+([\w.]+)', read(page))):
         if module.split('.')[0] not in ('koji_rekor', 'tests', 'bench') or module.endswith('.'):
             continue                   # pytest, pip, venv ...; bench.<name>
         base = os.path.join(ROOT, *module.split('.'))
