@@ -24,7 +24,7 @@ MUTATE ?= rekor_log.hash_leaf rekor_log.hash_children rekor_log.shift_past_right
 	rekor_log.check_part rekor_log.read_regular_file \
 	rekor_log.check_rpm_naming rekor_log.check_sigkey rekor_log.check_record \
 	koji_rekor.body_public_keys 'koji_rekor.xǁKojiViewǁaccount__mutmut_*'
-# The lowest score the release checklist accepts (README, Development).
+# The lowest score the release checklist accepts (docs/development.md).
 MUTATION_FLOOR ?= 70
 MUTATION_VENV := build/mutation-venv
 

@@ -1,5 +1,5 @@
 """The benchmarks: speed and memory measured against the local log on
-127.0.0.1, with numbers for README.md; not part of the test suite.
+127.0.0.1, with numbers for docs/performance.md; not part of the test suite.
 
 Each runs from the checkout's root as a module, e.g.
 `python3 -m bench.upload --sizes 1M --pairs 1`: upload (the plugin's

@@ -14,7 +14,7 @@ allocations during the run (tracemalloc, which also slows the run): the
 point is that the last two grow with N while memory does not. CI does not
 run it.
 
-    python3 bench/bench_monitor_v2.py [--sizes 2560,25600]
+    python3 -m bench.bench_monitor_v2 [--sizes 2560,25600]
 """
 
 import argparse

@@ -12,7 +12,7 @@ beforehand, as in a running hub or worker): entry built from the headers,
 then the POST that waits for the checkpoint. It reports its peak RSS
 (VmHWM) and the bytes it read (rchar in /proc/self/io) during the upload.
 
-    python3 bench/bench_v2.py [--sizes 10K,1G] [--runs 5] [--interval 0.05]
+    python3 -m bench.bench_v2 [--sizes 10K,1G] [--runs 5] [--interval 0.05]
                               [--cache DIR] [--json FILE]
 """
 

@@ -13,7 +13,7 @@ that publishes a checkpoint every --interval seconds, and times
 Target (issue 22): 200 signatures, a checkpoint every second, default jobs:
 at most 25 s (one at a time: about 200 s).
 
-    python3 bench/bench_v2_worker.py [--count 200] [--interval 1] [--jobs N,...]
+    python3 -m bench.bench_v2_worker [--count 200] [--interval 1] [--jobs N,...]
                                      [--cache DIR] [--json FILE]
 """
 

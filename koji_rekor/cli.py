@@ -74,7 +74,7 @@ CONTRACT = ('exit status: 0 success; 1 %s; 2 could not run (bad arguments, a mis
             'prints one JSON object with exit_status.')
 
 # name -> (what it does, what exit 1 means, what else exit 2 covers); the
-# README's "One contract for every subcommand", per command.
+# docs/admin-guide.md's "One contract for every subcommand", per command.
 COMMAND_DOCS = {
     'upload': ('Log one RPM that is already signed: rpm checks that --key signed it, then it is '
                'sent to the log, the answer verified, and the receipt written (or printed).',

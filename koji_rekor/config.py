@@ -218,7 +218,7 @@ def load_config(path):
 def enforce_explicitly_off(path):
     """True only when the file parses and sets enforce to false: a file
     that does not load fails the import unless the admin said not to. The
-    same for a bad value and an unknown name (README: Configuration): only a
+    same for a bad value and an unknown name (docs/admin-guide.md: Configuration): only a
     misspelt section or enforce itself leaves enforce unsaid."""
     try:
         parser = parse_config_file(path)

@@ -251,7 +251,7 @@ def reverify_v2_receipt(settings, record, topdir):
 
 
 def make_v2_receipt(topdir, build, rpminfo, sigkey, sighash, url, log, body, tle):
-    """The v2 receipt (README: Receipts); a v1 receipt of the same signature
+    """The v2 receipt (docs/admin-guide.md: Receipts); a v1 receipt of the same signature
     already there is kept, unchanged, under rekor_v1."""
     receipt = {'rekor_api': 2, 'rekor_url': display_url(url), 'origin': log.origin,
                'nvra': nvra_of(rpminfo), 'sigkey': sigkey, 'sighash': sighash,

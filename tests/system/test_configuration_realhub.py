@@ -1,6 +1,6 @@
 """One rule for configuration errors, on a real Koji hub (../shared/koji-hub
 through tests/support/realhub.py): with `[upload] enforce = false` in the file, a
-misspelt option name queues the signature, as a bad value does (README:
+misspelt option name queues the signature, as a bad value does (docs/admin-guide.md:
 Configuration); `koji import-sig` succeeds and nothing is sent."""
 
 import os
