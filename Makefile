@@ -7,7 +7,7 @@ RPM_PYTHON ?=
 VERSION := $(shell sed -n "s/^__version__ = '\\(.*\\)'/\\1/p" koji_rekor/__init__.py)
 RPMTOP := $(CURDIR)/build/rpm
 # rekor_cli.py is the Koji CLI plugin, shipped when the checkout has it.
-SOURCES := rekor_log.py koji_rekor $(wildcard rekor_cli.py) rekor_log.conf README.md LICENSE systemd
+SOURCES := rekor_log.py koji_rekor $(wildcard rekor_cli.py) rekor_log.conf README.md docs LICENSE systemd
 # A Debian host's rpm database knows none of the BuildRequires; mock and
 # Koji build roots check them.
 RPMBUILD_NODEPS := $(if $(wildcard /etc/debian_version),--nodeps)

@@ -53,8 +53,10 @@ class Build:
 
     def expected_cli_files(self, cli_plugin):
         files = {'/usr/bin/koji-rekor', '/usr/share/doc/koji-rekor',
-                 '/usr/share/doc/koji-rekor/README.md', '/usr/share/licenses/koji-rekor',
-                 '/usr/share/licenses/koji-rekor/LICENSE'} | self.package_files()
+                 '/usr/share/doc/koji-rekor/README.md', '/usr/share/doc/koji-rekor/docs',
+                 '/usr/share/licenses/koji-rekor',
+                 '/usr/share/licenses/koji-rekor/LICENSE'} | self.package_files() | {
+            '/usr/share/doc/koji-rekor/docs/' + name for name in os.listdir(os.path.join(ROOT, 'docs'))}
         files |= {'/usr/lib/systemd/system/' + unit for unit in UNITS}
         if cli_plugin:
             files |= {self.sitelib + '/koji_cli_plugins/rekor_cli.py'} | {
@@ -202,6 +204,7 @@ def test_the_koji_cli_plugin_is_shipped_when_the_sources_have_it(tmp_path):
     for name in ('rekor_log.py', 'rekor_log.conf', 'README.md', 'LICENSE',
                  'koji-rekor.spec', 'Makefile'):
         shutil.copy(os.path.join(ROOT, name), source / name)
+    shutil.copytree(os.path.join(ROOT, 'docs'), source / 'docs')
     shutil.copytree(os.path.join(ROOT, 'koji_rekor'), source / 'koji_rekor',
                     ignore=shutil.ignore_patterns('__pycache__'))
     shutil.copytree(os.path.join(ROOT, 'systemd'), source / 'systemd')
