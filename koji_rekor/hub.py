@@ -18,6 +18,7 @@ from .delivery import (
 from .display import counted, seconds
 from .errors import BadRecord, failure_cause, RekorLogError
 from .outbox import (
+    ROLLED_BACK_FOLDER,
     claimed,
     committed_name,
     mark_committed,
@@ -124,7 +125,7 @@ def reclaim_rolled_back(uncommitted):
     name = committed_name(name)
     try:
         with logs_dir(topdir, (OUTBOX_DIR,), create=False) as out, \
-                subdir(out, 'rolled-back', create=False) as aside:
+                subdir(out, ROLLED_BACK_FOLDER, create=False) as aside:
             os.rename(name, name, src_dir_fd=aside, dst_dir_fd=out)
     except FileNotFoundError:
         return None

@@ -7,7 +7,7 @@ import koji
 
 from .display import display_url
 from .errors import failure_cause, RekorLogError, VerificationError
-from .outbox import COMMITTED, OUTBOX_DIR, outbox_dir, record_name, UNCOMMITTED
+from .outbox import COMMITTED_STATE, OUTBOX_DIR, outbox_dir, record_name, STATES, view
 from .receipts import read_receipt, receipt_path
 from .rpmsig import (
     check_key_signed_rpm,
@@ -77,18 +77,16 @@ def status_of_signature(settings, topdir, build, rpminfo, sigkey):
             return signature_status(rpminfo, sigkey, 'unverified', receipt=path,
                                     reason='the receipt does not verify: %s' % failure_cause(e))
     name = record_name(rpminfo, sigkey)
-    for status, folder, suffix in (('queued', None, COMMITTED), ('queued', None, UNCOMMITTED),
-                                   ('rejected', 'rejected', COMMITTED),
-                                   ('rolled back', 'rolled-back', COMMITTED)):
-        record_path = os.path.join(outbox_dir(topdir), folder or '', name + suffix)
+    for state in STATES:
+        record_path = os.path.join(outbox_dir(topdir), state.folder, name + state.ending)
         try:
-            record = read_outbox_file(topdir, folder, name + suffix)
+            record = read_outbox_file(topdir, state.folder, name + state.ending)
         except RekorLogError as e:
-            return signature_status(rpminfo, sigkey, status, record=record_path,
+            return signature_status(rpminfo, sigkey, state.hub, record=record_path,
                                     reason='the record is unreadable: %s' % e)
         if record is not None:
-            return signature_status(rpminfo, sigkey, status, record=record_path,
-                                    **record_fields(record, status, suffix))
+            return signature_status(rpminfo, sigkey, state.hub, record=record_path,
+                                    **record_fields(record, state))
     return signature_status(rpminfo, sigkey, 'not logged', reason=(
         'no receipt and nothing in the outbox' if settings.record_log_info else
         '[upload] record_log_info is off: no receipts are kept'))
@@ -156,21 +154,15 @@ def check_v2_receipt(settings, build, rpminfo, sigkey, path, receipt):
             'receipt': path, 'rekor_api': 2}
 
 
-def record_fields(record, status, suffix):
-    """What an outbox record says, read as input: only fields of the
-    expected types are passed on."""
-    record = record if isinstance(record, dict) else {}
-    fields = {}
-    if status == 'queued':
-        fields['committed'] = suffix == COMMITTED
-        for name, kind in (('attempts', int), ('last_error', str), ('next_attempt', int),
-                           ('queued', int)):
-            if isinstance(record.get(name), kind) and not isinstance(record.get(name), bool):
-                fields[name] = record[name]
-    else:
-        aside = record.get('set_aside') if isinstance(record.get('set_aside'), dict) else {}
-        if isinstance(aside.get('reason'), str):
-            fields['reason'] = aside['reason']
-        if isinstance(aside.get('time'), int):
-            fields['time'] = aside['time']
-    return fields
+def record_fields(record, state):
+    """What an outbox record says (outbox.view), in the hub call's fields."""
+    seen = view(record)
+    if not state.set_aside:
+        fields = {'committed': state is COMMITTED_STATE}
+        fields.update((k, v) for k, v in (
+            ('attempts', seen.attempts), ('last_error', seen.last_error),
+            ('next_attempt', seen.next_attempt),
+            ('queued', seen.queued if isinstance(seen.queued, int) else None)) if v is not None)
+        return fields
+    return {k: v for k, v in (('reason', seen.reason), ('time', seen.set_aside_time))
+            if v is not None}

@@ -14,6 +14,8 @@ from .koji_client import signature_in_koji
 from .logkey import log_key_id
 from .merkle import left_subtrees, prefix_roots
 from .outbox import (
+    REJECTED_FOLDER,
+    ROLLED_BACK_FOLDER,
     claimed,
     COMMIT_GRACE,
     COMMITTED,
@@ -56,7 +58,7 @@ def resolve_uncommitted(settings, path, counts):
             with contextlib.suppress(FileNotFoundError):  # the hub committed it meanwhile
                 mark_committed(path)
         else:
-            set_aside(path, record, 'rolled-back', 'Koji has no such signature: the import '
+            set_aside(path, record, ROLLED_BACK_FOLDER, 'Koji has no such signature: the import '
                       'that queued it was rolled back')
             LOG.warning('rekor_log: rolled back %s sigkey %s: Koji has no such signature, '
                         'set aside in rolled-back/', record['nvra'], record['sigkey'])
@@ -333,9 +335,9 @@ def age(path):
 
 def summary_line(counts, topdir, settings=None):
     left, soonest = outbox_left(topdir)
-    rejected = os.path.join(outbox_dir(topdir), 'rejected')
+    rejected = os.path.join(outbox_dir(topdir), REJECTED_FOLDER)
     try:
-        aside = sum(1 for name in list_outbox(topdir, 'rejected')
+        aside = sum(1 for name in list_outbox(topdir, REJECTED_FOLDER)
                     if not name.startswith('.') and not name.endswith('.reason'))
     except RekorLogError:  # a link there: the pass already said so
         aside = 0
