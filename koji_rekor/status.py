@@ -60,36 +60,56 @@ def signature_status(rpminfo, sigkey, status, **fields):
 
 
 def status_of_signature(settings, topdir, build, rpminfo, sigkey):
+    """Gather the facts (the receipt checked, else the record found), then
+    status_of decides."""
     path = receipt_path(topdir, rpminfo, sigkey)
     try:
         receipt = read_receipt(topdir, rpminfo, sigkey)
     except RekorLogError as e:  # a link, not a file, not JSON: not believed
-        receipt, unreadable = None, e
+        receipt, checked = None, e
     else:
-        unreadable = None
-    if receipt is not None or unreadable:
+        checked = None
+    if receipt is not None:
         try:
-            if unreadable:
-                raise unreadable
-            return signature_status(rpminfo, sigkey, 'logged', **check_receipt(
-                settings, topdir, build, rpminfo, sigkey, path, receipt))
+            checked = check_receipt(settings, topdir, build, rpminfo, sigkey, path, receipt)
         except Exception as e:
-            return signature_status(rpminfo, sigkey, 'unverified', receipt=path,
-                                    reason='the receipt does not verify: %s' % failure_cause(e))
-    name = record_name(rpminfo, sigkey)
+            checked = e
+    found = None if checked is not None else find_record(topdir, record_name(rpminfo, sigkey))
+    status, fields = status_of(checked, path, found, settings.record_log_info)
+    return signature_status(rpminfo, sigkey, status, **fields)
+
+
+def find_record(topdir, name):
+    """(state, path, parsed record or the RekorLogError reading it) of the
+    first file of this signature in the outbox's states; None when none."""
     for state in STATES:
         record_path = os.path.join(outbox_dir(topdir), state.folder, name + state.ending)
         try:
             record = read_outbox_file(topdir, state.folder, name + state.ending)
         except RekorLogError as e:
-            return signature_status(rpminfo, sigkey, state.hub, record=record_path,
-                                    reason='the record is unreadable: %s' % e)
+            return state, record_path, e
         if record is not None:
-            return signature_status(rpminfo, sigkey, state.hub, record=record_path,
-                                    **record_fields(record, state))
-    return signature_status(rpminfo, sigkey, 'not logged', reason=(
-        'no receipt and nothing in the outbox' if settings.record_log_info else
-        '[upload] record_log_info is off: no receipts are kept'))
+            return state, record_path, record
+    return None
+
+
+def status_of(checked, receipt_file, found, record_log_info):
+    """(status, fields) of a signature from the facts: checked is None (no
+    receipt), what the receipt proves (a dict), or why it does not verify
+    (an exception); found is find_record's answer."""
+    if isinstance(checked, BaseException):
+        return 'unverified', {'receipt': receipt_file, 'reason':
+                              'the receipt does not verify: %s' % failure_cause(checked)}
+    if checked is not None:
+        return 'logged', dict(checked)
+    if found is not None:
+        state, record_path, record = found
+        if isinstance(record, BaseException):
+            return state.hub, {'record': record_path,
+                               'reason': 'the record is unreadable: %s' % record}
+        return state.hub, dict(record_fields(record, state), record=record_path)
+    return 'not logged', {'reason': 'no receipt and nothing in the outbox' if record_log_info
+                          else '[upload] record_log_info is off: no receipts are kept'}
 
 
 def read_outbox_file(topdir, folder, name):

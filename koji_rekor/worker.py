@@ -26,7 +26,7 @@ from .outbox import (
     set_aside,
     UNCOMMITTED,
 )
-from .progress import run_bounded
+from .progress import run_bounded, ThreadClients
 from .rekor.client_v1 import RekorClient
 from .safefs import locked_at, logs_dir
 from .state import (
@@ -109,6 +109,20 @@ DRAIN_COUNTS = ('logged', 'already in the log', 'failed', 'rejected', 'waiting',
                 'unconfirmed', 'rolled back', 'log failing', 'tree head not kept')
 
 
+def is_due(record, now, log_failing, force=False):
+    """Whether this pass tries a (checked) record: never while the log is
+    failing; else when its next attempt has come, or at once with --now
+    (force)."""
+    if log_failing:
+        return False
+    return force or record['next_attempt'] <= now
+
+
+def due(records, now, log_failing, force=False):
+    """The records of a pass to try now (is_due), in their order."""
+    return [record for record in records if is_due(record, now, log_failing, force)]
+
+
 def drain_outbox(settings, topdir, limit=None, now=False, watch=False, jobs=1):
     """One pass over the outbox, jobs records at a time; returns counts of
     what happened. A file that is not a valid record is set aside in
@@ -135,7 +149,7 @@ def drain_outbox(settings, topdir, limit=None, now=False, watch=False, jobs=1):
             with claimed(path) as record:
                 if record is None:
                     return 'busy'
-                if not log_up[0] or (not now and record['next_attempt'] > time.time()):
+                if not is_due(record, time.time(), not log_up[0], force=now):
                     return 'waiting'
                 if not work.take_one():
                     return None
@@ -171,8 +185,8 @@ class WorkerPass:
         self.state = state_dir(topdir)
         self.heads = TreeHeads(self.state)
         self.left = limit
-        self.local = threading.local()
-        self.clients = []
+        self.clients = ThreadClients(lambda: RekorClient(settings))
+        self.client = self.clients.get
         self.guard = threading.Lock()
         self.log_key = None
 
@@ -185,14 +199,6 @@ class WorkerPass:
                 return False
             self.left -= 1
             return True
-
-    def client(self):
-        client = getattr(self.local, 'client', None)
-        if client is None:
-            client = self.local.client = RekorClient(self.settings)
-            with self.guard:
-                self.clients.append(client)
-        return client
 
     def shared(self):
         """The keyword arguments of deliver() for this thread."""
@@ -212,8 +218,7 @@ class WorkerPass:
             if self.heads.trees:
                 counts['tree head not kept'] += self.heads.save(self.client())
         finally:
-            for client in self.clients:
-                client.close()
+            self.clients.close()
 
 # Tree heads a pass remembers per tree; beyond this the smallest are
 # dropped, which costs at most a consistency proof, never a check.
