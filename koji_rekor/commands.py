@@ -42,7 +42,8 @@ from .outbox import (
     outbox_left,
     outbox_line,
     outbox_records,
-    OUTBOX_STATES,
+    REJECTED_STATE,
+    STATES,
     requeue_rejected,
 )
 from .progress import Progress
@@ -137,7 +138,7 @@ def cmd_outbox(args):
         names = args.requeue
         if names == ['all']:
             names = [item['name'] for item in outbox_records(topdir)
-                     if item['state'] == 'rejected']
+                     if item['state'] == REJECTED_STATE.cli]
         lines = []
         for name in names:
             requeue_rejected(topdir, name)
@@ -145,8 +146,7 @@ def cmd_outbox(args):
         lines.append('requeued %d; run koji-rekor retry to upload them' % len(names))
         return emit(args, 0, {'requeued': names}, '\n'.join(lines))
     items = list(outbox_records(topdir))
-    counts = {state: sum(1 for i in items if i['state'] == state)
-              for state, _, _ in OUTBOX_STATES}
+    counts = {state.cli: sum(1 for i in items if i['state'] == state.cli) for state in STATES}
     lines = [outbox_line(item) for item in items]
     lines.append(', '.join('%s %d' % item for item in counts.items()))
     return emit(args, 0, {'outbox': outbox_dir(topdir), 'counts': counts, 'records': items},

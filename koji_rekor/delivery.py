@@ -6,8 +6,8 @@ import time
 
 from . import LOG
 from .entry import EntryBody
-from .errors import failure_cause, RekorLogError, VerificationError
-from .outbox import OUTBOX_BACKOFF, OUTBOX_BACKOFF_MAX, remove_record, set_aside, write_record
+from .errors import disposition, failure_cause, REJECTED, RekorLogError, VerificationError, waits_for_log
+from .outbox import next_attempt, REJECTED_FOLDER, remove_record, set_aside, write_record
 from .receipts import make_receipt, Outcome, receipt_parts
 from .rekor.client_v1 import RekorClient
 from .rpmsig import (
@@ -193,9 +193,10 @@ def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None
         write_receipt(settings, topdir, record['rpm'], sigkey, receipt)
     except Exception as e:
         cause = failure_cause(e)
-        if getattr(e, 'permanent', False):
+        fate = disposition(e)
+        if fate == REJECTED:
             try:
-                set_aside(path, record, 'rejected', cause)
+                set_aside(path, record, REJECTED_FOLDER, cause)
             except (OSError, RekorLogError) as aside:
                 # Kept, then: a record is never lost.
                 cause = '%s; cannot set it aside: %s' % (cause, failure_cause(aside))
@@ -205,14 +206,9 @@ def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None
                 return 'rejected'
         record['attempts'] += 1
         record['last_error'] = cause
-        if getattr(e, 'next_pass', False):
-            record['next_attempt'] = 0   # the log catches up with itself: no outage
-        elif getattr(e, 'about_the_log', False):
-            record['next_attempt'] = 0
-            record_outage(settings, topdir, cause, getattr(e, 'closed', False))
-        else:
-            record['next_attempt'] = int(time.time()) + min(
-                OUTBOX_BACKOFF * 2 ** min(record['attempts'] - 1, 30), OUTBOX_BACKOFF_MAX)
+        record['next_attempt'] = next_attempt(record['attempts'], waits_for_log(e), time.time())
+        if isinstance(e, RekorLogError) and e.about_the_log and not e.next_pass:
+            record_outage(settings, topdir, cause, e.closed)
         write_record(path, record)
         LOG.error('rekor_log: failed %s sigkey %s (attempt %d, kept in the outbox): %s',
                   nvra, sigkey, record['attempts'], cause)

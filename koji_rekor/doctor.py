@@ -22,7 +22,7 @@ from .openpgp import (
     OPENPGP_SIGNATURE,
     v4_short_id,
 )
-from .outbox import COMMITTED, outbox_dir, UNCOMMITTED
+from .outbox import COMMITTED, outbox_dir, REJECTED_FOLDER, ROLLED_BACK_FOLDER, UNCOMMITTED
 from .privileges import unreadable_by
 from .rekor.client_v1 import RekorClient
 from .rekor.models import tree_head_fields
@@ -457,14 +457,14 @@ def summarise_outbox(checkup, topdir):
             return []
     queued = records(outbox)
     aside = {folder: len(records(os.path.join(outbox, folder)))
-             for folder in ('rejected', 'rolled-back')}
+             for folder in (REJECTED_FOLDER, ROLLED_BACK_FOLDER)}
     parts = ['%d queued' % len(queued)]
     ages = [age(path) for path in queued]
     if ages:
         parts[0] += ' (oldest %s)' % format_age(max(ages))
     parts += ['%d in %s/' % (n, folder) for folder, n in aside.items() if n]
     detail = '%s: %s' % (outbox, ', '.join(parts))
-    if aside['rejected']:
+    if aside[REJECTED_FOLDER]:
         checkup.add('warn', 'outbox', detail + '; look at rejected/, move each record back '
                     'once fixed')
     else:

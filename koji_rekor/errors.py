@@ -10,8 +10,16 @@ class RekorLogError(Exception):
     """A signature could not be logged; str() is a one-line cause.
 
     permanent: trying again cannot help, so a queued record is moved aside.
+    about_the_log: the log's failure, not the record's (an outage).
+    next_pass: the log has not caught up with itself; try at the next pass.
+    closed: the log no longer takes entries. at_once: not worth retrying
+    within the same upload.
     """
     permanent = False
+    about_the_log = False
+    next_pass = False
+    closed = False
+    at_once = False
 
 
 class SignatureSourceError(RekorLogError):
@@ -93,6 +101,30 @@ class DeadlinePassed(Exception):
 
 class UnsafePath(RekorLogError):
     """A path under rekor-logs/ is a link, or not what it should be."""
+
+
+# What becomes of a failed outbox record (disposition()).
+REJECTED = 'rejected'          # set aside for good
+WAIT_FOR_LOG = 'wait_for_log'  # due again as soon as the log answers
+RETRY = 'retry'                # the record's own failure: back off
+
+
+def disposition(exc):
+    """What becomes of a record whose delivery raised exc: 'rejected'
+    (permanent), 'wait_for_log' (the log's failure, or the log behind
+    itself) or 'retry' (backoff per record). An error that is not ours is
+    retried."""
+    if not isinstance(exc, RekorLogError):
+        return RETRY
+    if exc.permanent:
+        return REJECTED
+    return WAIT_FOR_LOG if waits_for_log(exc) else RETRY
+
+
+def waits_for_log(exc):
+    """Whether a failed record waits for the log rather than backing off
+    (also for a permanent failure that could not be set aside)."""
+    return isinstance(exc, RekorLogError) and bool(exc.about_the_log or exc.next_pass)
 
 
 def failure_cause(exc):

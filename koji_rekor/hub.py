@@ -18,6 +18,7 @@ from .delivery import (
 from .display import counted, seconds
 from .errors import BadRecord, failure_cause, RekorLogError
 from .outbox import (
+    ROLLED_BACK_FOLDER,
     claimed,
     committed_name,
     mark_committed,
@@ -124,7 +125,7 @@ def reclaim_rolled_back(uncommitted):
     name = committed_name(name)
     try:
         with logs_dir(topdir, (OUTBOX_DIR,), create=False) as out, \
-                subdir(out, 'rolled-back', create=False) as aside:
+                subdir(out, ROLLED_BACK_FOLDER, create=False) as aside:
             os.rename(name, name, src_dir_fd=aside, dst_dir_fd=out)
     except FileNotFoundError:
         return None
@@ -213,33 +214,42 @@ V2_CHECKPOINT_WAIT = 5.0
 
 
 def worker_reason(settings, topdir, record, deadline):
+    """Why the hub leaves a record to the worker without trying, or None
+    (why_leave_to_worker over the facts: the RPM's size, the outage)."""
+    left = deadline - time.monotonic()
+    size = outage = None
+    if left > 0:
+        if settings.api != 2:
+            try:
+                size = locate_signed_rpm(record['build'], record['rpm'], record['sigkey']).size()
+            except (RekorLogError, OSError, KeyError, TypeError):
+                size = 0  # deliver() reports it
+        outage = read_outage(settings, topdir)
+    return why_leave_to_worker(left, size, settings.min_rate, outage, time.time(),
+                               settings.hub_budget, v2=settings.api == 2)
+
+
+def why_leave_to_worker(budget_left, rpm_size, min_rate, outage, now, hub_budget, v2=False):
     """Why the hub leaves a record to the worker without trying, or None:
     the budget is spent, the RPM cannot be sent within what is left of it
     at min_rate (v1), a v2 checkpoint wait does not fit in it, or the log
-    is failing."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        return 'the hub budget of %s is spent' % seconds(settings.hub_budget)
-    if settings.api == 2:
-        if left < V2_CHECKPOINT_WAIT:
+    is failing (outage: state.Outage or None)."""
+    if budget_left <= 0:
+        return 'the hub budget of %s is spent' % seconds(hub_budget)
+    if v2:
+        if budget_left < V2_CHECKPOINT_WAIT:
             return 'a Rekor v2 upload waits for the next checkpoint (up to %s), more than ' \
-                'the %s left of the hub budget' % (seconds(V2_CHECKPOINT_WAIT), seconds(left))
-        outage = read_outage(settings, topdir)
-        if outage and time.time() < outage.next_probe:
-            return 'the log is failing (%s)' % outage.last_error
-        return None
-    try:
-        size = locate_signed_rpm(record['build'], record['rpm'], record['sigkey']).size()
-    except (RekorLogError, OSError, KeyError, TypeError):
-        size = 0  # deliver() reports it
-    if body_size(size) / settings.min_rate > left:
-        return 'an RPM of %d MiB cannot be sent within the hub budget of %s at [rekor] ' \
-            'min_rate' % (size // (1024 * 1024), seconds(settings.hub_budget))
-    outage = read_outage(settings, topdir)
-    if outage and outage.closed:
-        return 'the log no longer takes entries (%s)' % outage.last_error
-    if outage and time.time() < outage.next_probe:
+                'the %s left of the hub budget' % (seconds(V2_CHECKPOINT_WAIT), seconds(budget_left))
+    else:
+        size = rpm_size or 0
+        if body_size(size) / min_rate > budget_left:
+            return 'an RPM of %d MiB cannot be sent within the hub budget of %s at [rekor] ' \
+                'min_rate' % (size // (1024 * 1024), seconds(hub_budget))
+        if outage and outage.closed:
+            return 'the log no longer takes entries (%s)' % outage.last_error
+    if outage and now < outage.next_probe:
         return 'the log is failing (%s)' % outage.last_error
+    return None
 
 
 def report_failure(settings, nvra, sigkey, exc):

@@ -1,6 +1,7 @@
 """The outbox under rekor-logs/@outbox: records, their states, claims."""
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -45,10 +46,49 @@ UNCOMMITTED = '.uncommitted'
 
 COMMITTED = '.json'
 
+# The set-aside folders under @outbox.
+REJECTED_FOLDER = 'rejected'
+
+ROLLED_BACK_FOLDER = 'rolled-back'
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """One state of a record: where its file is, and what users are told.
+    hub: the word of the rekorLogStatus hub call; cli: of koji-rekor outbox."""
+    name: str
+    folder: str   # under @outbox; '' for the outbox itself
+    ending: str
+    hub: str
+    cli: str
+
+    @property
+    def set_aside(self):
+        return bool(self.folder)
+
+
+COMMITTED_STATE = State('committed', '', COMMITTED, 'queued', 'pending')
+UNCOMMITTED_STATE = State('uncommitted', '', UNCOMMITTED, 'queued', 'uncommitted')
+REJECTED_STATE = State('rejected', REJECTED_FOLDER, COMMITTED, 'rejected', 'rejected')
+ROLLED_BACK_STATE = State('rolled_back', ROLLED_BACK_FOLDER, COMMITTED, 'rolled back',
+                          'rolled-back')
+
+# The one state table of the outbox, in the order a signature is looked for.
+STATES = (COMMITTED_STATE, UNCOMMITTED_STATE, REJECTED_STATE, ROLLED_BACK_STATE)
+
 # Per-record retry delays of the worker: doubled per attempt, capped.
 OUTBOX_BACKOFF = 60
 
 OUTBOX_BACKOFF_MAX = 6 * 3600
+
+
+def next_attempt(attempts, about_the_log, now):
+    """When a record that failed its attempts-th time is due again: at once
+    (0: as soon as the log answers) when the log failed, else after a
+    per-record backoff doubled per attempt and capped."""
+    if about_the_log:
+        return 0
+    return int(now) + min(OUTBOX_BACKOFF * 2 ** min(attempts - 1, 30), OUTBOX_BACKOFF_MAX)
 
 # A record still uncommitted after this long belongs to a hub request that
 # died or rolled back (hub requests end long before), so the worker asks the
@@ -148,6 +188,65 @@ def check_record(record, name):
     return record
 
 
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """A checked outbox record (check_record's rules), as the plugin wrote it."""
+    nvra: str
+    sigkey: str
+    sighash: object
+    build: dict
+    rpm: dict
+    queued: object
+    attempts: int
+    next_attempt: object
+    last_error: object
+    receipt: object
+    set_aside: object = None
+
+    @classmethod
+    def from_json(cls, data, name):
+        """data: a parsed record; name: its file name. Raises BadRecord."""
+        check_record(data, name)
+        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
+
+    def view(self):
+        return view(dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordView:
+    """What a record says for display (the hub call and koji-rekor outbox),
+    read as input: a field not of its type is None."""
+    nvra: object = None
+    sigkey: object = None
+    attempts: object = None
+    last_error: object = None
+    next_attempt: object = None
+    queued: object = None        # a time, int or float
+    reason: object = None        # why it was set aside
+    set_aside_time: object = None
+
+
+def view(record):
+    """The one reader of a record's display fields, any JSON value in."""
+    record = record if isinstance(record, dict) else {}
+
+    def typed(name, kind):
+        value = record.get(name)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+    aside = record.get('set_aside') if isinstance(record.get('set_aside'), dict) else {}
+    return RecordView(
+        nvra=typed('nvra', str), sigkey=typed('sigkey', str), attempts=typed('attempts', int),
+        last_error=typed('last_error', str), next_attempt=typed('next_attempt', int),
+        queued=record['queued'] if is_number(record.get('queued')) else None,
+        reason=aside['reason'] if isinstance(aside.get('reason'), str) else None,
+        set_aside_time=aside['time'] if isinstance(aside.get('time'), int) else None)
+
+
 def record_json(record):
     return json.dumps(record, indent=1, sort_keys=True).encode()
 
@@ -206,7 +305,7 @@ def set_aside_as_is(out, name, reason):
     """Move what is not a valid record, as it is (a link stays a link, never
     followed), to rejected/, with the reason in <name>.reason."""
     try:
-        with subdir(out, 'rejected') as aside:
+        with subdir(out, REJECTED_FOLDER) as aside:
             os.rename(name, name, src_dir_fd=out, dst_dir_fd=aside)
             write_file_at(aside, name + '.reason', (reason + '\n').encode())
     except (OSError, RekorLogError) as e:
@@ -335,7 +434,7 @@ def outbox_left(topdir):
     file that does not read as a record counts, with no time."""
     left, soonest = 0, None
     with contextlib.suppress(FileNotFoundError), \
-            logs_dir(topdir, ('@outbox',), create=False) as out:
+            logs_dir(topdir, (OUTBOX_DIR,), create=False) as out:
         for name in sorted(os.listdir(out)):
             if name.endswith((COMMITTED, UNCOMMITTED)) and not name.startswith('.'):
                 left += 1
@@ -358,26 +457,21 @@ def read_record_at(out, name):
 # Seeing the outbox: koji-rekor outbox
 # ---------------------------------------------------------------------------
 
-# (state, folder under @outbox, file name ending) of every kind of record
-OUTBOX_STATES = (('pending', '', COMMITTED), ('uncommitted', '', UNCOMMITTED),
-                 ('rejected', 'rejected', COMMITTED), ('rolled-back', 'rolled-back', COMMITTED))
-
-
 def outbox_records(topdir, now=None):
     """One dict per record in the outbox and its set-aside folders. A record
     is input: one that cannot be read is listed with the cause."""
     now = time.time() if now is None else now
-    for state, folder, ending in OUTBOX_STATES:
-        for name in list_outbox(topdir, folder or None):
-            if not name.endswith(ending) or name.startswith('.'):
+    for state in STATES:
+        for name in list_outbox(topdir, state.folder or None):
+            if not name.endswith(state.ending) or name.startswith('.'):
                 continue
-            yield outbox_entry(topdir, state, folder, name, ending, now)
+            yield outbox_entry(topdir, state, name, now)
 
 
-def outbox_entry(topdir, state, folder, name, ending, now):
-    parts = (OUTBOX_DIR,) + ((folder,) if folder else ())
-    item = {'state': state, 'name': name[:-len(ending)],
-            'path': os.path.join(outbox_dir(topdir), folder, name), 'nvra': None,
+def outbox_entry(topdir, state, name, now):
+    parts = (OUTBOX_DIR,) + ((state.folder,) if state.folder else ())
+    item = {'state': state.cli, 'name': name[:-len(state.ending)],
+            'path': os.path.join(outbox_dir(topdir), state.folder, name), 'nvra': None,
             'sigkey': None, 'age': None, 'attempts': None, 'last_error': None,
             'next_attempt': None, 'reason': None}
     try:
@@ -389,31 +483,28 @@ def outbox_entry(topdir, state, folder, name, ending, now):
     except (OSError, ValueError, RekorLogError) as e:
         item['reason'] = 'unreadable record: %s' % (getattr(e, 'strerror', None) or e)
         return item
-    queued = record.get('queued')
-    if not isinstance(queued, (int, float)) or isinstance(queued, bool):
-        queued = mtime
-    item.update({k: record.get(k) if isinstance(record.get(k), t) else None for k, t in (
-        ('nvra', str), ('sigkey', str), ('attempts', int), ('last_error', str),
-        ('next_attempt', int))})
-    item['age'] = max(0, int(now - queued))
-    aside = record.get('set_aside')
-    if isinstance(aside, dict) and isinstance(aside.get('reason'), str):
-        item['reason'] = aside['reason']
+    seen = view(record)
+    item.update(nvra=seen.nvra, sigkey=seen.sigkey, attempts=seen.attempts,
+                last_error=seen.last_error, next_attempt=seen.next_attempt, reason=seen.reason)
+    item['age'] = max(0, int(now - (mtime if seen.queued is None else seen.queued)))
     return item
+
+
+CLI_SET_ASIDE = tuple(state.cli for state in STATES if state.set_aside)
 
 
 def outbox_line(item):
     parts = ['age %s' % ('?' if item['age'] is None else format_age(item['age']))]
     if item['attempts'] is not None:
         parts.append('%d attempt%s' % (item['attempts'], '' if item['attempts'] == 1 else 's'))
-    if item['state'] == 'pending' and item['next_attempt']:
+    if item['state'] == COMMITTED_STATE.cli and item['next_attempt']:
         parts.append('next attempt %s' % time.strftime('%Y-%m-%d %H:%M:%S UTC',
                                                         time.gmtime(item['next_attempt'])))
     if item['last_error']:
         parts.append('last error: %s' % item['last_error'])
     if item['reason'] and item['reason'] != item['last_error']:
         parts.append('set aside: %s' % item['reason'] if item['state'] in
-                     ('rejected', 'rolled-back') else item['reason'])
+                     CLI_SET_ASIDE else item['reason'])
     return '%-11s %s: %s' % (item['state'], item['name'], '; '.join(parts))
 
 
@@ -421,11 +512,11 @@ def requeue_rejected(topdir, name):
     """Move a rejected record back into the outbox, due now; the admin has
     fixed its cause. Refuses when the outbox already holds that signature."""
     file_name = name + COMMITTED
-    where = os.path.join(outbox_dir(topdir), 'rejected')
+    where = os.path.join(outbox_dir(topdir), REJECTED_FOLDER)
     try:
         check_part(file_name)
         with logs_dir(topdir, (OUTBOX_DIR,), create=False) as out, \
-                subdir(out, 'rejected', create=False) as aside:
+                subdir(out, REJECTED_FOLDER, create=False) as aside:
             data = read_file_at(aside, file_name)
             if data is None:
                 raise UsageError('no rejected record %s in %s' % (name, where))

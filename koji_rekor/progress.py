@@ -1,7 +1,34 @@
 """Progress on stderr and bounded concurrent work."""
 
 import sys
+import threading
 import time
+
+
+class ThreadClients:
+    """One client per thread, made by make() on the thread's first call and
+    kept for the whole run (its connection, and TLS, reused); close()
+    closes them all. The pool of the worker's passes and the monitor's scans."""
+
+    def __init__(self, make):
+        self.make = make
+        self.local = threading.local()
+        self.clients = []
+        self.lock = threading.Lock()
+
+    def get(self):
+        client = getattr(self.local, 'client', None)
+        if client is None:
+            client = self.local.client = self.make()
+            with self.lock:
+                self.clients.append(client)
+        return client
+
+    def close(self):
+        with self.lock:
+            clients, self.clients = self.clients, []
+        for client in clients:
+            client.close()
 
 
 def run_bounded(jobs, items, work, done):

@@ -7,7 +7,7 @@ import koji
 
 from .display import display_url
 from .errors import failure_cause, RekorLogError, VerificationError
-from .outbox import COMMITTED, OUTBOX_DIR, outbox_dir, record_name, UNCOMMITTED
+from .outbox import COMMITTED_STATE, OUTBOX_DIR, outbox_dir, record_name, STATES, view
 from .receipts import read_receipt, receipt_path
 from .rpmsig import (
     check_key_signed_rpm,
@@ -60,38 +60,56 @@ def signature_status(rpminfo, sigkey, status, **fields):
 
 
 def status_of_signature(settings, topdir, build, rpminfo, sigkey):
+    """Gather the facts (the receipt checked, else the record found), then
+    status_of decides."""
     path = receipt_path(topdir, rpminfo, sigkey)
     try:
         receipt = read_receipt(topdir, rpminfo, sigkey)
     except RekorLogError as e:  # a link, not a file, not JSON: not believed
-        receipt, unreadable = None, e
+        receipt, checked = None, e
     else:
-        unreadable = None
-    if receipt is not None or unreadable:
+        checked = None
+    if receipt is not None:
         try:
-            if unreadable:
-                raise unreadable
-            return signature_status(rpminfo, sigkey, 'logged', **check_receipt(
-                settings, topdir, build, rpminfo, sigkey, path, receipt))
+            checked = check_receipt(settings, topdir, build, rpminfo, sigkey, path, receipt)
         except Exception as e:
-            return signature_status(rpminfo, sigkey, 'unverified', receipt=path,
-                                    reason='the receipt does not verify: %s' % failure_cause(e))
-    name = record_name(rpminfo, sigkey)
-    for status, folder, suffix in (('queued', None, COMMITTED), ('queued', None, UNCOMMITTED),
-                                   ('rejected', 'rejected', COMMITTED),
-                                   ('rolled back', 'rolled-back', COMMITTED)):
-        record_path = os.path.join(outbox_dir(topdir), folder or '', name + suffix)
+            checked = e
+    found = None if checked is not None else find_record(topdir, record_name(rpminfo, sigkey))
+    status, fields = status_of(checked, path, found, settings.record_log_info)
+    return signature_status(rpminfo, sigkey, status, **fields)
+
+
+def find_record(topdir, name):
+    """(state, path, parsed record or the RekorLogError reading it) of the
+    first file of this signature in the outbox's states; None when none."""
+    for state in STATES:
+        record_path = os.path.join(outbox_dir(topdir), state.folder, name + state.ending)
         try:
-            record = read_outbox_file(topdir, folder, name + suffix)
+            record = read_outbox_file(topdir, state.folder, name + state.ending)
         except RekorLogError as e:
-            return signature_status(rpminfo, sigkey, status, record=record_path,
-                                    reason='the record is unreadable: %s' % e)
+            return state, record_path, e
         if record is not None:
-            return signature_status(rpminfo, sigkey, status, record=record_path,
-                                    **record_fields(record, status, suffix))
-    return signature_status(rpminfo, sigkey, 'not logged', reason=(
-        'no receipt and nothing in the outbox' if settings.record_log_info else
-        '[upload] record_log_info is off: no receipts are kept'))
+            return state, record_path, record
+    return None
+
+
+def status_of(checked, receipt_file, found, record_log_info):
+    """(status, fields) of a signature from the facts: checked is None (no
+    receipt), what the receipt proves (a dict), or why it does not verify
+    (an exception); found is find_record's answer."""
+    if isinstance(checked, BaseException):
+        return 'unverified', {'receipt': receipt_file, 'reason':
+                              'the receipt does not verify: %s' % failure_cause(checked)}
+    if checked is not None:
+        return 'logged', dict(checked)
+    if found is not None:
+        state, record_path, record = found
+        if isinstance(record, BaseException):
+            return state.hub, {'record': record_path,
+                               'reason': 'the record is unreadable: %s' % record}
+        return state.hub, dict(record_fields(record, state), record=record_path)
+    return 'not logged', {'reason': 'no receipt and nothing in the outbox' if record_log_info
+                          else '[upload] record_log_info is off: no receipts are kept'}
 
 
 def read_outbox_file(topdir, folder, name):
@@ -156,21 +174,15 @@ def check_v2_receipt(settings, build, rpminfo, sigkey, path, receipt):
             'receipt': path, 'rekor_api': 2}
 
 
-def record_fields(record, status, suffix):
-    """What an outbox record says, read as input: only fields of the
-    expected types are passed on."""
-    record = record if isinstance(record, dict) else {}
-    fields = {}
-    if status == 'queued':
-        fields['committed'] = suffix == COMMITTED
-        for name, kind in (('attempts', int), ('last_error', str), ('next_attempt', int),
-                           ('queued', int)):
-            if isinstance(record.get(name), kind) and not isinstance(record.get(name), bool):
-                fields[name] = record[name]
-    else:
-        aside = record.get('set_aside') if isinstance(record.get('set_aside'), dict) else {}
-        if isinstance(aside.get('reason'), str):
-            fields['reason'] = aside['reason']
-        if isinstance(aside.get('time'), int):
-            fields['time'] = aside['time']
-    return fields
+def record_fields(record, state):
+    """What an outbox record says (outbox.view), in the hub call's fields."""
+    seen = view(record)
+    if not state.set_aside:
+        fields = {'committed': state is COMMITTED_STATE}
+        fields.update((k, v) for k, v in (
+            ('attempts', seen.attempts), ('last_error', seen.last_error),
+            ('next_attempt', seen.next_attempt),
+            ('queued', seen.queued if isinstance(seen.queued, int) else None)) if v is not None)
+        return fields
+    return {k: v for k, v in (('reason', seen.reason), ('time', seen.set_aside_time))
+            if v is not None}

@@ -14,6 +14,8 @@ from .koji_client import signature_in_koji
 from .logkey import log_key_id
 from .merkle import left_subtrees, prefix_roots
 from .outbox import (
+    REJECTED_FOLDER,
+    ROLLED_BACK_FOLDER,
     claimed,
     COMMIT_GRACE,
     COMMITTED,
@@ -24,7 +26,7 @@ from .outbox import (
     set_aside,
     UNCOMMITTED,
 )
-from .progress import run_bounded
+from .progress import run_bounded, ThreadClients
 from .rekor.client_v1 import RekorClient
 from .safefs import locked_at, logs_dir
 from .state import (
@@ -56,7 +58,7 @@ def resolve_uncommitted(settings, path, counts):
             with contextlib.suppress(FileNotFoundError):  # the hub committed it meanwhile
                 mark_committed(path)
         else:
-            set_aside(path, record, 'rolled-back', 'Koji has no such signature: the import '
+            set_aside(path, record, ROLLED_BACK_FOLDER, 'Koji has no such signature: the import '
                       'that queued it was rolled back')
             LOG.warning('rekor_log: rolled back %s sigkey %s: Koji has no such signature, '
                         'set aside in rolled-back/', record['nvra'], record['sigkey'])
@@ -107,6 +109,20 @@ DRAIN_COUNTS = ('logged', 'already in the log', 'failed', 'rejected', 'waiting',
                 'unconfirmed', 'rolled back', 'log failing', 'tree head not kept')
 
 
+def is_due(record, now, log_failing, force=False):
+    """Whether this pass tries a (checked) record: never while the log is
+    failing; else when its next attempt has come, or at once with --now
+    (force)."""
+    if log_failing:
+        return False
+    return force or record['next_attempt'] <= now
+
+
+def due(records, now, log_failing, force=False):
+    """The records of a pass to try now (is_due), in their order."""
+    return [record for record in records if is_due(record, now, log_failing, force)]
+
+
 def drain_outbox(settings, topdir, limit=None, now=False, watch=False, jobs=1):
     """One pass over the outbox, jobs records at a time; returns counts of
     what happened. A file that is not a valid record is set aside in
@@ -133,7 +149,7 @@ def drain_outbox(settings, topdir, limit=None, now=False, watch=False, jobs=1):
             with claimed(path) as record:
                 if record is None:
                     return 'busy'
-                if not log_up[0] or (not now and record['next_attempt'] > time.time()):
+                if not is_due(record, time.time(), not log_up[0], force=now):
                     return 'waiting'
                 if not work.take_one():
                     return None
@@ -169,8 +185,8 @@ class WorkerPass:
         self.state = state_dir(topdir)
         self.heads = TreeHeads(self.state)
         self.left = limit
-        self.local = threading.local()
-        self.clients = []
+        self.clients = ThreadClients(lambda: RekorClient(settings))
+        self.client = self.clients.get
         self.guard = threading.Lock()
         self.log_key = None
 
@@ -183,14 +199,6 @@ class WorkerPass:
                 return False
             self.left -= 1
             return True
-
-    def client(self):
-        client = getattr(self.local, 'client', None)
-        if client is None:
-            client = self.local.client = RekorClient(self.settings)
-            with self.guard:
-                self.clients.append(client)
-        return client
 
     def shared(self):
         """The keyword arguments of deliver() for this thread."""
@@ -210,8 +218,7 @@ class WorkerPass:
             if self.heads.trees:
                 counts['tree head not kept'] += self.heads.save(self.client())
         finally:
-            for client in self.clients:
-                client.close()
+            self.clients.close()
 
 # Tree heads a pass remembers per tree; beyond this the smallest are
 # dropped, which costs at most a consistency proof, never a check.
@@ -333,9 +340,9 @@ def age(path):
 
 def summary_line(counts, topdir, settings=None):
     left, soonest = outbox_left(topdir)
-    rejected = os.path.join(outbox_dir(topdir), 'rejected')
+    rejected = os.path.join(outbox_dir(topdir), REJECTED_FOLDER)
     try:
-        aside = sum(1 for name in list_outbox(topdir, 'rejected')
+        aside = sum(1 for name in list_outbox(topdir, REJECTED_FOLDER)
                     if not name.startswith('.') and not name.endswith('.reason'))
     except RekorLogError:  # a link there: the pass already said so
         aside = 0

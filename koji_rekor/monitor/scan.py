@@ -1,7 +1,6 @@
 """Scanning the log by index, checking each entry and tree head."""
 
 import base64
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from .state import (
 )
 from .watchlist import our_keys
 from ..openpgp import openpgp_emails, openpgp_fingerprints
+from ..progress import ThreadClients
 from ..rekor.client_v1 import RekorClient, RETRIEVE_BATCH, RETRIEVE_PATH
 from ..rekor.models import body_public_keys
 from ..state import resolve_log_key, state_dir
@@ -212,22 +212,12 @@ class Fetcher:
         import concurrent.futures
         self.settings = settings
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=SCAN_JOBS)
-        self.local = threading.local()
-        self.clients = []
-        self.lock = threading.Lock()
-
-    def client(self):
-        client = getattr(self.local, 'client', None)
-        if client is None:
-            client = self.local.client = RekorClient(self.settings)
-            with self.lock:
-                self.clients.append(client)
-        return client
+        self.clients = ThreadClients(lambda: RekorClient(settings))
+        self.client = self.clients.get
 
     def close(self):
         self.pool.shutdown(wait=True)
-        for client in self.clients:
-            client.close()
+        self.clients.close()
 
 
 def fetch_indexes(view, batch):
@@ -268,12 +258,10 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
     # The log signs the global index and proves the tree index: together
     # they must place the entry where it was asked for, or the entry really
     # there is never read.
-    offset = shard_offset(view, verified.tree_id)
-    if offset is None or offset + verified.tree_index != index:
+    misplaced = placement_finding(verified, shard_offset(view, verified.tree_id), index)
+    if misplaced:
         counts['findings'] += 1
-        flag(view, scan, verified, 'unverified entry', 'log index %d: the log answered with '
-             'entry %s, which it proves at index %d of tree %s' % (
-                 index, verified.entry_id, verified.tree_index, verified.tree_id))
+        flag(view, scan, verified, misplaced.kind, misplaced.message)
         return
     # The tree head the entry comes with must be one history with those
     # held, or the entry may be in a fork shown to this monitor alone.
@@ -292,32 +280,18 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
                            'not one history with the one held: not taken as the log\'s'
                            % (index, verified.entry_id, verified.checkpoint.size))
         return
-    logged = body_public_keys(verified.body)
-    fingerprints = {fp for armored in logged for fp in openpgp_fingerprints(armored)}
-    ours = sorted(fingerprints & set(keys.fingerprints))
-    subjects = sorted({e for armored in logged for e in openpgp_emails(armored)}
-                      & keys.subjects)
-    if not ours and not subjects:
+    seen = classify_entry(verified, keys)
+    if not seen.ours:
         check_pem_keyed_entry(view, keys, koji_view, scan, index, verified, counts)
         return
     counts['ours'] += 1
-    where = 'log index %d, entry %s (integrated %s)' % (
-        verified.log_index, verified.uuid,
-        utc(verified.integrated_time))
-    if not ours:
+    if seen.finding:
         counts['findings'] += 1
-        flag(view, scan, verified, 'our identity',
-             '%s: made with key %s, not one of ours, whose user ID claims %s'
-             % (where, ', '.join(sorted(fingerprints)) or '?', ', '.join(subjects)))
+        flag(view, scan, verified, seen.finding.kind, seen.finding.message)
         return
-    kind = verified.body.get('kind')
-    if kind != 'rpm':
-        counts['findings'] += 1
-        flag(view, scan, verified, 'other kind', '%s: a %s entry made with our key %s; this '
-             'Koji makes only rpm entries' % (where, kind, keys.name(ours[0])))
-        return
+    where = seen.where
     try:
-        outcome = koji_view.account(verified, sorted(fingerprints), where)
+        outcome = koji_view.account(verified, list(seen.fingerprints), where)
     except KojiUnavailable as e:
         counts['unchecked'] += 1
         scan.data['pending'].append(index)
@@ -328,6 +302,60 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
         return
     counts['findings'] += 1
     flag(view, scan, verified, *outcome)
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str      # the report's kind: 'unverified entry', 'our identity', 'other kind'
+    message: str
+
+
+@dataclass(frozen=True)
+class Classified:
+    """What a verified entry is to this Koji: ours (made with one of our
+    keys, or claiming one of our identities), the finding it makes if any,
+    the OpenPGP fingerprints it was made with, and where it is, in words."""
+    ours: bool
+    finding: object = None
+    fingerprints: tuple = ()
+    where: str = ''
+
+
+def placement_finding(verified, offset, index):
+    """A Finding when the entry the log answered for a global index is not
+    where it proves to be (offset: the global index of its tree's first
+    entry, None for a tree the log does not list); else None."""
+    if offset is None or offset + verified.tree_index != index:
+        return Finding('unverified entry', 'log index %d: the log answered with entry %s, '
+                       'which it proves at index %d of tree %s' % (
+                           index, verified.entry_id, verified.tree_index, verified.tree_id))
+    return None
+
+
+def classify_entry(verified, keys):
+    """Classify a verified entry by its keys (keys: the watchlist's
+    fingerprints, subjects and names): not ours; ours but a finding (made
+    with another key under our identity, or not an rpm entry); or ours and
+    for Koji to account for."""
+    logged = body_public_keys(verified.body)
+    fingerprints = {fp for armored in logged for fp in openpgp_fingerprints(armored)}
+    ours = sorted(fingerprints & set(keys.fingerprints))
+    subjects = sorted({e for armored in logged for e in openpgp_emails(armored)}
+                      & keys.subjects)
+    if not ours and not subjects:
+        return Classified(False, fingerprints=tuple(sorted(fingerprints)))
+    where = 'log index %d, entry %s (integrated %s)' % (
+        verified.log_index, verified.uuid, utc(verified.integrated_time))
+    finding = None
+    if not ours:
+        finding = Finding('our identity', '%s: made with key %s, not one of ours, whose user '
+                          'ID claims %s' % (where, ', '.join(sorted(fingerprints)) or '?',
+                                            ', '.join(subjects)))
+    elif verified.body.get('kind') != 'rpm':
+        finding = Finding('other kind', '%s: a %s entry made with our key %s; this Koji makes '
+                          'only rpm entries' % (where, verified.body.get('kind'),
+                                                keys.name(ours[0])))
+    return Classified(True, finding, tuple(sorted(fingerprints)), where)
 
 
 def shard_offset(view, tree_id):
