@@ -20,7 +20,8 @@ from .rpmsig import (
     sha256_of,
 )
 from .safefs import logs_dir, write_file_at
-from .state import check_consistency, clear_outage, record_outage, resolve_log_key, state_dir
+from .state import (check_consistency, clear_behind, clear_outage, record_behind, record_outage,
+                    resolve_log_key, state_dir)
 from .v2log import log_signature_v2, reverify_v2_receipt, v2_error
 from .verify import verify_log_entry, verify_rpm_body
 
@@ -186,6 +187,7 @@ def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None
                                         topdir, deadline, spent, record.get('sighash'),
                                         **shared)
                 clear_outage(topdir)
+                clear_behind(topdir)
                 if not outcome.created:
                     result = 'already in the log'
             receipt = outcome.receipt
@@ -207,6 +209,8 @@ def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None
         record['last_error'] = cause
         if getattr(e, 'next_pass', False):
             record['next_attempt'] = 0   # the log catches up with itself: no outage
+            if getattr(e, 'proof_refused', False):
+                record_behind(settings, topdir, cause)
         elif getattr(e, 'about_the_log', False):
             record['next_attempt'] = 0
             record_outage(settings, topdir, cause, getattr(e, 'closed', False))

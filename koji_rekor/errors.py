@@ -56,6 +56,13 @@ class LogBehind(RekorUnavailable):
     outage of the log nor a refusal of the record, nor a finding."""
     about_the_log = False
     next_pass = True
+    proof_refused = False
+
+
+class ProofRefused(LogBehind):
+    """LogBehind for a consistency proof refused (the 400), not a queued
+    entry: a run of them is kept, and past a bound reported (state.Behind)."""
+    proof_refused = True
 
 
 class RekorMisconfigured(RekorUnavailable):

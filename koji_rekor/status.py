@@ -20,7 +20,7 @@ from .rpmsig import (
     sha256_of,
 )
 from .safefs import logs_dir, parse_json, read_file_at
-from .state import known_log_key, state_dir
+from .state import behind_reason, known_log_key, read_behind, state_dir
 from .v2log import v2_error, v2_log_key, v2_shards, v2_trusted_logs
 from .verify import verify_log_entry, verify_rpm_body
 
@@ -87,8 +87,11 @@ def status_of_signature(settings, topdir, build, rpminfo, sigkey):
             return signature_status(rpminfo, sigkey, status, record=record_path,
                                     reason='the record is unreadable: %s' % e)
         if record is not None:
-            return signature_status(rpminfo, sigkey, status, record=record_path,
-                                    **record_fields(record, status, suffix))
+            fields = record_fields(record, status, suffix)
+            behind = read_behind(settings, topdir) if status == 'queued' else None
+            if behind is not None and behind.not_checked:
+                status, fields['reason'] = 'not checked', behind_reason(behind)
+            return signature_status(rpminfo, sigkey, status, record=record_path, **fields)
     return signature_status(rpminfo, sigkey, 'not logged', reason=(
         'no receipt and nothing in the outbox' if settings.record_log_info else
         '[upload] record_log_info is off: no receipts are kept'))

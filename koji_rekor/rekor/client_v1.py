@@ -10,6 +10,7 @@ from ..display import display_url, same_origin, seconds, short_reason, text_exce
 from ..errors import (
     DeadlinePassed,
     LogBehind,
+    ProofRefused,
     LogClosed,
     RekorMisconfigured,
     RekorRejected,
@@ -309,7 +310,7 @@ def raise_for_status(answer, body=None):
         # Several instances serve one log; this one has not seen the tree
         # head another signed (GetLogProofHandler, sigstore/rekor
         # pkg/api/tlog.go): it will, so this is no refusal.
-        raise LogBehind('a Rekor instance is behind the log: %s' % message)
+        raise ProofRefused('a Rekor instance is behind the log: %s' % message)
     if status == 501:
         raise LogClosed('Rekor answered 501 for %s: %s; this log no longer takes entries '
                         '(point [rekor] url at one that does)'
