@@ -65,6 +65,18 @@ class ProofRefused(LogBehind):
     proof_refused = True
 
 
+class UploadCutOff(RekorUnavailable):
+    """The log closed the connection in the middle of a big upload: its
+    whole-request timeout (Go's http.Server ReadTimeout; Rekor's
+    --read-timeout, 30 s by default) is shorter than sending this entry
+    takes. Not an outage (it takes smaller entries), not worth retrying at
+    once: the record backs off on its own."""
+    about_the_log = False
+
+    def __init__(self, message):
+        super().__init__(message, at_once=True)
+
+
 class RekorMisconfigured(RekorUnavailable):
     """The log answered as no Rekor at that URL would (a redirect, refused
     credentials, no entries API): a configuration problem. The record is
