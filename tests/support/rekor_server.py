@@ -157,10 +157,11 @@ class Faults:
     queued_lookups: int = 2
     # Endpoints an operator turned off (Rekor's --enabled_api_endpoints).
     disabled_paths: Optional[list] = None
-    # The whole-request timeout, in seconds, of Rekor's HTTP server: the
-    # go-swagger server (sigstore/rekor pkg/generated/restapi/server.go)
-    # sets http.Server ReadTimeout and WriteTimeout from --read-timeout and
-    # --write-timeout, 30 s each by default. Go's ReadTimeout covers the
+    # The whole-request timeout, in seconds, of Rekor's HTTP server:
+    # rekor-server serve (cmd/rekor-server/app/serve.go) runs the go-swagger
+    # server (pkg/generated/restapi/server.go) as it is, which sets
+    # http.Server ReadTimeout and WriteTimeout from its --read-timeout and
+    # --write-timeout flags, 30 s each by default. Go's ReadTimeout covers the
     # request body; once it passes, reading fails and, the write deadline
     # being gone too, the client gets no answer: the connection is closed
     # under it. None: no such limit (a test's default, for speed).
