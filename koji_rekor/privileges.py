@@ -70,20 +70,20 @@ def switch_for(args):
     decide = WRITES_UNDER_LOGS.get(args.command)
     if decide is None or not decide(args):
         return
-    if args.command == 'upload' and args.ack is not None and os.geteuid() == 0:
-        # The upload becomes the hub's user, who must not write the
-        # monitor's memory; said before anything is sent.
-        raise UsageError(
-            "upload --ack with --topdir, started as root: the upload runs as the hub's user, "
-            "who may not write the monitor's state_dir; upload without --ack, then "
-            'acknowledge the uuid it prints with koji-rekor monitor --ack UUID --reason REASON '
-            '(or upload without --topdir)')
     topdir = args.topdir or default_topdir()
     if not os.path.isdir(topdir):
         return  # the command says so, in its own words
     # Only root needs hub_user, and only when rekor-logs/ does not say whom
     # to become (missing, or root's): the configuration is read then.
     become_hub_user(lambda: load_config(args.config), topdir)
+    if args.command == 'upload' and args.ack is not None and SWITCHED:
+        # Root became the hub's user, who must not write the monitor's
+        # memory: said before anything is sent.
+        raise UsageError(
+            "upload --ack with --topdir, started as root: the upload runs as the hub's user, "
+            "who may not write the monitor's state_dir; upload without --ack, then "
+            'acknowledge the uuid it prints with koji-rekor monitor --ack UUID --reason REASON '
+            '(or upload without --topdir)')
 
 # Whom a command became (become_hub_user), for the one line an import that
 # fails afterwards gets.
