@@ -20,7 +20,8 @@ from .rpmsig import (
     sha256_of,
 )
 from .safefs import logs_dir, write_file_at
-from .state import check_consistency, clear_outage, record_outage, resolve_log_key, state_dir
+from .state import (check_consistency, clear_behind, clear_outage, record_behind, record_outage,
+                    resolve_log_key, state_dir)
 from .v2log import log_signature_v2, reverify_v2_receipt, v2_error
 from .verify import verify_log_entry, verify_rpm_body
 
@@ -186,6 +187,7 @@ def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None
                                         topdir, deadline, spent, record.get('sighash'),
                                         **shared)
                 clear_outage(topdir)
+                clear_behind(topdir)
                 if not outcome.created:
                     result = 'already in the log'
             receipt = outcome.receipt
@@ -209,6 +211,8 @@ def deliver(settings, topdir, path, record, verified_receipt=None, deadline=None
         record['next_attempt'] = next_attempt(record['attempts'], waits_for_log(e), time.time())
         if isinstance(e, RekorLogError) and e.about_the_log and not e.next_pass:
             record_outage(settings, topdir, cause, e.closed)
+        if isinstance(e, RekorLogError) and e.next_pass and e.proof_refused:
+            record_behind(settings, topdir, cause)
         write_record(path, record)
         LOG.error('rekor_log: failed %s sigkey %s (attempt %d, kept in the outbox): %s',
                   nvra, sigkey, record['attempts'], cause)

@@ -28,7 +28,7 @@ from .rekor.client_v1 import RekorClient
 from .rekor.models import tree_head_fields
 from .rpmsig import read_public_key
 from .safefs import RECEIPT_DIR
-from .state import known_log_key, read_outage, state_dir
+from .state import behind_reason, known_log_key, read_behind, read_outage, state_dir
 from .worker import age
 
 
@@ -366,6 +366,9 @@ def check_log(checkup, settings, topdir):
             checkup.add('fail', 'log', '%s no longer takes entries (since %s: %s): set '
                         '[rekor] url to a log that does; the outbox keeps every signature '
                         'meanwhile' % (settings.url, utc(outage.since), outage.last_error))
+        behind = read_behind(settings, topdir) if topdir else None
+        if behind and behind.not_checked:
+            checkup.add('warn', 'log', '%s: %s' % (settings.url, behind_reason(behind)))
     except VerificationError as e:
         checkup.add('fail', 'log', '%s: its signed tree head does not verify: %s'
                     % (settings.url, e))

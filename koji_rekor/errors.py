@@ -64,6 +64,25 @@ class LogBehind(RekorUnavailable):
     outage of the log nor a refusal of the record, nor a finding."""
     about_the_log = False
     next_pass = True
+    proof_refused = False
+
+
+class ProofRefused(LogBehind):
+    """LogBehind for a consistency proof refused (the 400), not a queued
+    entry: a run of them is kept, and past a bound reported (state.Behind)."""
+    proof_refused = True
+
+
+class UploadCutOff(RekorUnavailable):
+    """The log closed the connection in the middle of a big upload: its
+    whole-request timeout (Go's http.Server ReadTimeout; Rekor's
+    --read-timeout, 30 s by default) is shorter than sending this entry
+    takes. Not an outage (it takes smaller entries), not worth retrying at
+    once: the record backs off on its own."""
+    about_the_log = False
+
+    def __init__(self, message):
+        super().__init__(message, at_once=True)
 
 
 class RekorMisconfigured(RekorUnavailable):

@@ -76,6 +76,14 @@ def switch_for(args):
     # Only root needs hub_user, and only when rekor-logs/ does not say whom
     # to become (missing, or root's): the configuration is read then.
     become_hub_user(lambda: load_config(args.config), topdir)
+    if args.command == 'upload' and args.ack is not None and SWITCHED:
+        # Root became the hub's user, who must not write the monitor's
+        # memory: said before anything is sent.
+        raise UsageError(
+            "upload --ack with --topdir, started as root: the upload runs as the hub's user, "
+            "who may not write the monitor's state_dir; upload without --ack, then "
+            'acknowledge the uuid it prints with koji-rekor monitor --ack UUID --reason REASON '
+            '(or upload without --topdir)')
 
 # Whom a command became (become_hub_user), for the one line an import that
 # fails afterwards gets.

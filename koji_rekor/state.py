@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from . import LOG
 from .checkpoint import unhex, verify_checkpoint
 from .config import PUBLIC_REKOR_HOST, PUBLIC_REKOR_KEY
-from .display import display_url, text_excerpt
+from .display import display_url, text_excerpt, utc
 from .errors import failure_cause, RekorLogError, UnsafePath, VerificationError
 from .logkey import load_log_key, log_key_id, read_log_key
 from .merkle import verify_consistency
@@ -288,3 +288,72 @@ def clear_outage(topdir):
     with contextlib.suppress(FileNotFoundError, UnsafePath), \
             logs_dir(topdir, (STATE_DIR,), create=False) as fd:
         os.unlink(OUTAGE_FILE, dir_fd=fd)
+
+
+# A log that keeps refusing consistency proofs (an instance behind the
+# others: LogBehind) is no outage and refuses no record, so the records wait
+# for the next pass; past PROOFS_REFUSED_BOUND refusals in a row, status and
+# doctor say that its entries are not checked instead of retrying silently.
+BEHIND_FILE = 'behind.json'
+PROOFS_REFUSED_BOUND = 5
+
+
+@dataclass
+class Behind:
+    since: float
+    refusals: int
+    last_error: str
+
+    @property
+    def not_checked(self):
+        return self.refusals >= PROOFS_REFUSED_BOUND
+
+
+def read_behind(settings, topdir):
+    """The configured log's run of refused consistency proofs, or None.
+    Read as input (another process, or anyone, may have written it)."""
+    try:
+        with logs_dir(topdir, (STATE_DIR,), create=False) as fd:
+            data = parse_json(read_file_at(fd, BEHIND_FILE, limit=64 * 1024) or b'null',
+                              BEHIND_FILE)
+    except (OSError, RekorLogError):
+        return None
+    if not isinstance(data, dict) or data.get('url') != display_url(settings.url):
+        return None
+    since, refusals, last_error = data.get('since'), data.get('refusals'), data.get('last_error')
+    if not (isinstance(since, (int, float)) and not isinstance(since, bool)
+            and 0 <= since < 1e11 and isinstance(refusals, int)
+            and not isinstance(refusals, bool) and 0 < refusals < 1e6
+            and isinstance(last_error, str)):
+        return None
+    return Behind(since, refusals, text_excerpt(last_error, 300))
+
+
+def behind_reason(behind):
+    """What status and doctor say of a log past PROOFS_REFUSED_BOUND."""
+    return ('not checked: the log has refused %d consistency proofs in a row since %s (last: '
+            '%s); its entries cannot be checked against the tree head kept, so signatures '
+            'wait in the outbox until it proves one' % (
+                behind.refusals, utc(behind.since),
+                behind.last_error))
+
+
+def record_behind(settings, topdir, cause):
+    """The log refused a consistency proof (again), after the client's retries."""
+    old = read_behind(settings, topdir)
+    try:
+        with logs_dir(topdir, (STATE_DIR,)) as fd:
+            write_file_at(fd, BEHIND_FILE, json.dumps({
+                'url': display_url(settings.url), 'since': old.since if old else time.time(),
+                'refusals': old.refusals + 1 if old else 1, 'last_error': cause,
+            }, indent=1).encode())
+    except (OSError, RekorLogError) as e:
+        LOG.warning('rekor_log: cannot record the refused proofs of %s: %s',
+                    display_url(settings.url), getattr(e, 'strerror', None) or e)
+
+
+def clear_behind(topdir):
+    """An entry was verified with the log's consistency: the run is over."""
+    with contextlib.suppress(FileNotFoundError, UnsafePath), \
+            logs_dir(topdir, (STATE_DIR,), create=False) as fd:
+        os.unlink(BEHIND_FILE, dir_fd=fd)

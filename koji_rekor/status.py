@@ -20,7 +20,7 @@ from .rpmsig import (
     sha256_of,
 )
 from .safefs import logs_dir, parse_json, read_file_at
-from .state import known_log_key, state_dir
+from .state import behind_reason, known_log_key, read_behind, state_dir
 from .v2log import v2_error, v2_log_key, v2_shards, v2_trusted_logs
 from .verify import verify_log_entry, verify_rpm_body
 
@@ -75,7 +75,8 @@ def status_of_signature(settings, topdir, build, rpminfo, sigkey):
         except Exception as e:
             checked = e
     found = None if checked is not None else find_record(topdir, record_name(rpminfo, sigkey))
-    status, fields = status_of(checked, path, found, settings.record_log_info)
+    behind = read_behind(settings, topdir) if found is not None else None
+    status, fields = status_of(checked, path, found, settings.record_log_info, behind)
     return signature_status(rpminfo, sigkey, status, **fields)
 
 
@@ -93,10 +94,11 @@ def find_record(topdir, name):
     return None
 
 
-def status_of(checked, receipt_file, found, record_log_info):
+def status_of(checked, receipt_file, found, record_log_info, behind=None):
     """(status, fields) of a signature from the facts: checked is None (no
     receipt), what the receipt proves (a dict), or why it does not verify
-    (an exception); found is find_record's answer."""
+    (an exception); found is find_record's answer; behind, the log's run of
+    refused consistency proofs (state.Behind) when one is kept."""
     if isinstance(checked, BaseException):
         return 'unverified', {'receipt': receipt_file, 'reason':
                               'the receipt does not verify: %s' % failure_cause(checked)}
@@ -107,7 +109,10 @@ def status_of(checked, receipt_file, found, record_log_info):
         if isinstance(record, BaseException):
             return state.hub, {'record': record_path,
                                'reason': 'the record is unreadable: %s' % record}
-        return state.hub, dict(record_fields(record, state), record=record_path)
+        fields = dict(record_fields(record, state), record=record_path)
+        if state.hub == 'queued' and behind is not None and behind.not_checked:
+            return 'not checked', dict(fields, reason=behind_reason(behind))
+        return state.hub, fields
     return 'not logged', {'reason': 'no receipt and nothing in the outbox' if record_log_info
                           else '[upload] record_log_info is off: no receipts are kept'}
 

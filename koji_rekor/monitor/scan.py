@@ -1,6 +1,7 @@
 """Scanning the log by index, checking each entry and tree head."""
 
 import base64
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -96,6 +97,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
                         look_back(view, keys, koji_view, scan)
                         if len(report.unchecked) == unchecked:
                             scan.data.pop('history', None)
+                            scan.data.pop('history_after', None)
             finally:
                 scan.save()
                 koji_view.close()
@@ -179,6 +181,8 @@ def scan_log(view, keys, koji_view, scan, start_index):
         report.not_checked('%s left to check next run (log indexes %s)'
                            % (counted(len(scan.data['pending']), 'entry is', 'entries are'),
                                             ', '.join(map(str, scan.data['pending'][:10]))))
+
+HISTORY_ID = re.compile('[0-9a-f]{1,80}')   # an entry UUID (with its tree ID)
 
 SCAN_COUNTS = ('read', 'ours', 'accounted', 'findings', 'unchecked')
 
@@ -385,21 +389,43 @@ def look_back(view, keys, koji_view, scan):
             ids += [i.lower() for i in view.client.search_index(query)]
         except RekorLogError as e:
             report.not_checked('--history: the index search failed: %s' % e)
-    ids = list(dict.fromkeys(ids))
+    # In a stable order (the index answers a set), so that an interrupted
+    # search resumes after the last entry it checked (history_after, kept
+    # with the scan position) instead of starting over.
+    ids = sorted(set(ids))
+    after = scan.data.get('history_after')
+    if isinstance(after, str) and HISTORY_ID.fullmatch(after):
+        skipped = len(ids)
+        ids = [i for i in ids if i > after]
+        skipped -= len(ids)
+    else:
+        skipped = 0
     start = report.scan.get('from', scan.data['next_index'])
     counts = dict.fromkeys(SCAN_COUNTS, 0)
-    report.history = {'listed': len(ids), 'before': start, 'counts': counts,
+    report.history = {'listed': len(ids) + skipped, 'resumed_after': skipped,
+                      'before': start, 'counts': counts,
                       'note': "best-effort: Rekor's index can miss entries (it keys a key by "
                               "the hash of its own re-encoding and is written after the upload "
                               "is answered)"}
+    advancing = True   # the position never moves past an entry not checked
     for at in range(0, len(ids), RETRIEVE_BATCH):
+        report.progress.update('history: %d/%d entries the index lists for our keys'
+                               % (skipped + at, skipped + len(ids)))
         try:
             entries = view.client.retrieve_entries(ids[at:at + RETRIEVE_BATCH])
         except RekorLogError as e:
             report.not_checked('--history: entries %s: %s' % (', '.join(ids[at:at + 3]), e))
+            advancing = False
             continue
+        unchecked = counts['unchecked']
         for entry_id, entry in entries:
             index = entry.get('logIndex') if isinstance(entry, dict) else None
             if isinstance(index, int) and index < start:
                 counts['read'] += 1
                 check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts)
+        advancing = advancing and counts['unchecked'] == unchecked
+        if advancing:
+            scan.data['history_after'] = ids[min(at + RETRIEVE_BATCH, len(ids)) - 1]
+            scan.save_now_and_then()
+    report.progress.update('history: %d/%d entries the index lists for our keys'
+                           % (skipped + len(ids), skipped + len(ids)), done=True)

@@ -10,10 +10,12 @@ from ..display import display_url, same_origin, seconds, short_reason, text_exce
 from ..errors import (
     DeadlinePassed,
     LogBehind,
+    ProofRefused,
     LogClosed,
     RekorMisconfigured,
     RekorRejected,
     RekorUnavailable,
+    UploadCutOff,
 )
 from .transport import (
     Answer,
@@ -52,6 +54,31 @@ TRANSIENT_STATUSES = (408, 425, 429)
 
 # Rekor's lastSizeGreaterThanKnown (pkg/api/error.go), after its number.
 LAGGING_INSTANCE = 'was greater than what is currently observable'
+
+# An upload at least this big that the log cuts off is taken for its
+# whole-request timeout (UploadCutOff), not for an outage: smaller bodies
+# go through in well under Rekor's 30 s default on any link.
+CUT_OFF_MIN_BODY = 1 << 20
+
+
+def cut_off(exc):
+    """Whether a request failed because the server closed a connection it
+    had accepted (reset, broken pipe, closed without an answer), not
+    because none could be made."""
+    import http.client
+    from urllib3.exceptions import NewConnectionError
+    chain, todo = [], [exc]
+    while todo and len(chain) < 20:
+        error = todo.pop(0)
+        if not isinstance(error, BaseException) or any(error is e for e in chain):
+            continue
+        chain.append(error)
+        todo += [error.__cause__, error.__context__, getattr(error, 'reason', None)]
+        todo += list(error.args)
+    if any(isinstance(e, (NewConnectionError, ConnectionRefusedError)) for e in chain):
+        return False
+    return any(isinstance(e, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
+                              http.client.RemoteDisconnected)) for e in chain)
 
 
 class RekorClient:
@@ -131,6 +158,7 @@ class RekorClient:
         # Connecting and each send may stall for timeout; the answer may take
         # the whole deadline (the log checks the whole RPM before answering).
         wait = min(settings.timeout, limit)
+        started = time.monotonic()
         try:
             with self.watchdog.deadline(limit):
                 try:
@@ -157,6 +185,15 @@ class RekorClient:
                 raise RekorUnavailable('Rekor at %s timed out after %s' % (
                     self.shown_url, seconds(limit if isinstance(e, self.requests.ReadTimeout)
                                          else wait)))
+            if method == 'POST' and sent >= CUT_OFF_MIN_BODY and cut_off(e):
+                raise UploadCutOff(
+                    'the log cut the upload off after %s (a %s KiB rpm entry; %s): an rpm '
+                    'entry sends the whole package, and the log gives a request less time '
+                    "than sending it takes (Rekor's --read-timeout, 30 s by default); move to "
+                    'Rekor v2 (api = 2), which logs the signature only, or ask the operator of '
+                    '%s for a longer request timeout' % (
+                        seconds(time.monotonic() - started), sent // 1024, short_reason(e),
+                        self.shown_url))
             raise RekorUnavailable('cannot reach Rekor at %s: %s' % (
                 self.shown_url, short_reason(e)))
 
@@ -309,7 +346,7 @@ def raise_for_status(answer, body=None):
         # Several instances serve one log; this one has not seen the tree
         # head another signed (GetLogProofHandler, sigstore/rekor
         # pkg/api/tlog.go): it will, so this is no refusal.
-        raise LogBehind('a Rekor instance is behind the log: %s' % message)
+        raise ProofRefused('a Rekor instance is behind the log: %s' % message)
     if status == 501:
         raise LogClosed('Rekor answered 501 for %s: %s; this log no longer takes entries '
                         '(point [rekor] url at one that does)'

@@ -8,6 +8,8 @@ backwards, and a fork after an older, smaller head is still caught.
 """
 
 import json
+import subprocess
+import sys
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -21,6 +23,7 @@ import koji_rekor.merkle
 import koji_rekor.rekor.client_v1
 import koji_rekor.rekor.transport
 import koji_rekor.state
+from tests.support.common import ROOT
 from tests.support.rekor_server import RekorLog, RekorServer
 from tests.integration.test_outbox import koji_hub, packages, sigs, world  # noqa: F401 - fixtures
 
@@ -364,3 +367,42 @@ def test_an_index_answer_is_read_across_any_chunking():
         chunks = [text[i:i + size] for i in range(0, len(text), size)]
         assert koji_rekor.rekor.transport.read_id_array(iter(chunks)) == ['0a', 'BC', 'f' * 80]
     assert koji_rekor.rekor.transport.read_id_array(iter([b'[]'])) == []
+
+
+def test_a_log_refusing_proofs_past_the_bound_is_not_checked_in_status_and_doctor(world, sigs):
+    """Each pass the lagging instance refuses the proof again: the record
+    waits (no outage), and once the run reaches the bound, rekorLogStatus
+    says 'not checked' with why and doctor warns; a proof at last ends it."""
+    import koji_rekor.config
+    import koji_rekor.state
+    import koji_rekor.status
+    world.configure(queue_only=True)
+    world.sign(sigs[0])
+    assert world.retry().summary == 'logged 1; 0 left in the outbox'
+    world.sign(sigs[1])
+    world.rekor.faults.lagging_count = 10 ** 6
+    settings = koji_rekor.config.load_config(str(world.hub.conf_path))
+
+    def status():
+        return koji_rekor.status.status_of_signature(
+            settings, str(world.topdir), sigs[1].build, sigs[1].rpm, sigs[1].sigkey)
+
+    for _ in range(koji_rekor.state.PROOFS_REFUSED_BOUND - 1):
+        assert world.retry().summary.startswith('failed 1; 1 left in the outbox')
+    assert status()['status'] == 'queued' and not outage_file(world).exists()
+    assert world.retry().summary.startswith('failed 1; 1 left in the outbox')
+    said = status()
+    assert said['status'] == 'not checked', said
+    assert said['reason'].startswith('not checked: the log has refused %d consistency proofs'
+                                     % koji_rekor.state.PROOFS_REFUSED_BOUND)
+    assert 'behind the log' in said['reason'] and not outage_file(world).exists()
+    doctor = subprocess.run([sys.executable, '-m', 'koji_rekor', 'doctor', '--config',
+                             str(world.hub.conf_path), '--topdir', str(world.topdir)],
+                            cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=120)
+    assert 'warn log: %s: not checked: the log has refused' % world.rekor.url \
+        in doctor.stdout, doctor.stdout + doctor.stderr
+    world.rekor.faults.lagging_count = 0
+    assert world.retry().summary == 'already in the log 1; 0 left in the outbox'
+    assert status()['status'] == 'logged'
+    assert not (world.topdir / 'rekor-logs' / '@state' / 'behind.json').exists()

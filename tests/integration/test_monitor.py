@@ -1256,3 +1256,61 @@ def test_shards_with_keys_of_their_own_each_verify_with_theirs(monitor, rekor, t
 
 def new_key():
     return ec.generate_private_key(ec.SECP256R1())
+
+
+def monitor_scan_state(monitor):
+    (path,) = [p for p in (monitor.state / 'rekor-logs' / '@state' / 'monitor').glob('*.json')
+               if not p.name.startswith(('acknowledged', 'v2-'))]
+    return path
+
+
+@pytest.mark.quiet_log  # exact sizes and indexes
+def test_the_first_run_history_search_shows_progress_and_resumes(monitor, rekor, log_key_file,
+                                                                  keys, stray_rpms):
+    """The first run's history search says how far it got on stderr and
+    keeps its position; a run after an interrupted search goes on after
+    the last entry it checked instead of starting over."""
+    # (entry ID as the index lists it, the finding's ID), in the search's order
+    stolen = sorted((v.entry_id.lower(), v.uuid) for v in (
+        upload_by_hand(rekor, log_key_file, stray_rpms[algo], keys[algo].path).verified
+        for algo in ('rsa', 'ed25519')))
+    add_entries(rekor.log, 2)
+    status, out, err = monitor.run()
+    assert status == 1
+    assert 'history: 2/2 entries the index lists for our keys' in err, err
+    # An interrupted search (the position written as it goes, the search
+    # still pending): the next run checks only what comes after it.
+    path = monitor_scan_state(monitor)
+    state = json.loads(path.read_text())
+    assert 'history' not in state and 'history_after' not in state   # done: forgotten
+    state.update(history='pending', history_after=stolen[0][0], findings={})
+    path.write_text(json.dumps(state))
+    retrieved = rekor.count('POST', '/api/v1/log/entries/retrieve')
+    status, report = monitor.report()
+    assert report['history']['listed'] == 2 and report['history']['resumed_after'] == 1
+    assert report['history']['counts']['read'] == 1
+    assert [f['id'] for f in report['findings']] == [stolen[1][1]]
+    assert rekor.count('POST', '/api/v1/log/entries/retrieve') == retrieved + 1
+    assert 'history_after' not in json.loads(path.read_text())
+
+
+@pytest.mark.quiet_log
+def test_the_history_position_never_passes_an_entry_not_checked(monitor, rekor, log_key_file,
+                                                                keys, stray_rpms, monkeypatch):
+    """One entry per request: the first request fails, the second one is
+    read; the position stays before the first, so the next run asks again."""
+    import koji_rekor.monitor.scan
+    monkeypatch.setattr(koji_rekor.monitor.scan, 'RETRIEVE_BATCH', 1)
+    for algo in ('rsa', 'ed25519'):
+        upload_by_hand(rekor, log_key_file, stray_rpms[algo], keys[algo].path)
+    add_entries(rekor.log, 2)
+    rekor.faults.fail_paths = ['/api/v1/log/entries/retrieve']
+    rekor.faults.fail_count = 2       # the first request and its one retry
+    status, report = monitor.report()
+    assert status == 1 and report['history']['counts']['read'] == 1, (
+        report['not_checked'], rekor.requests[-8:])
+    assert any('--history: entries' in u for u in report['not_checked'])
+    state = json.loads(monitor_scan_state(monitor).read_text())
+    assert state['history'] == 'pending' and 'history_after' not in state
+    status, report = monitor.report()
+    assert report['history']['counts']['read'] == 2 and report['not_checked'] == []

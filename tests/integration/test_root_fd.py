@@ -247,3 +247,64 @@ def test_the_monitor_keeps_root_unless_told_and_its_state_private(shared_dir, re
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr
     assert owners(state) == {hub.pw_uid}
+
+
+@needs_root
+def test_the_monitor_becomes_its_user_not_the_hubs(shared_dir, rekor, log_key_file):
+    """[monitor] user names someone else than the hub's user: started as
+    root, the monitor runs as that user (everything it writes is that
+    user's), its existing root-owned state_dir is given to that user, and
+    it writes nothing under rekor-logs/."""
+    hub = pwd.getpwnam('daemon')
+    watcher = pwd.getpwnam('nobody')
+    topdir = os.path.join(shared_dir, 'koji')
+    os.makedirs(os.path.join(topdir, 'rekor-logs'))
+    os.chown(os.path.join(topdir, 'rekor-logs'), hub.pw_uid, hub.pw_gid)
+    conf = config(shared_dir, rekor, log_key_file, hub)
+    with open(conf, 'a') as fo:
+        fo.write('user = %s\n' % watcher.pw_name)
+    state = os.path.join(shared_dir, 'monitor-state')
+    os.mkdir(state, 0o700)     # made by the package (StateDirectory=), root's
+    done = subprocess.run([sys.executable, '-m', 'koji_rekor', 'monitor', '--config', conf,
+                           '--topdir', topdir],
+                          cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    info = os.stat(state)
+    assert (info.st_uid, info.st_mode & 0o777) == (watcher.pw_uid, 0o700)
+    assert len(owners(state)) == 1 and len(os.listdir(state)) > 0
+    assert owners(state) == {watcher.pw_uid}
+    assert os.listdir(os.path.join(topdir, 'rekor-logs')) == []
+
+
+@needs_root
+def test_upload_with_topdir_and_ack_as_root(shared_dir, rekor, log_key_file, keys,
+                                            signed_rpms):
+    """upload --topdir runs as the hub's user, who may not write the
+    monitor's state_dir: --ack there is refused up front with one line
+    saying what to do, before anything is sent; without --topdir, root
+    keeps the acknowledgement in the state_dir."""
+    hub = unprivileged()
+    topdir = os.path.join(shared_dir, 'koji')
+    os.makedirs(os.path.join(topdir, 'rekor-logs'))
+    os.chown(os.path.join(topdir, 'rekor-logs'), hub.pw_uid, hub.pw_gid)
+    conf = config(shared_dir, rekor, log_key_file, hub)
+    rpm = os.path.join(shared_dir, 'signed.rpm')
+    key = os.path.join(shared_dir, 'key.asc')
+    shutil.copy(signed_rpms[('rsa', 'header')], rpm)
+    shutil.copy(keys['rsa'].path, key)
+    os.chmod(rpm, 0o644)
+    os.chmod(key, 0o644)
+    argv = [sys.executable, '-m', 'koji_rekor', 'upload', rpm, '--key', key, '--config', conf,
+            '--ack', 'logged by hand']
+    done = subprocess.run(argv + ['--topdir', topdir], cwd=ROOT, capture_output=True,
+                          text=True, timeout=WAIT)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert 'upload --ack' in line and 'koji-rekor monitor --ack' in line, line
+    assert rekor.count('POST', '/api/v1/log/entries') == 0
+    state = os.path.join(shared_dir, 'monitor-state')
+    assert not os.path.exists(state) or owners(state) == {0}
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+    assert 'acknowledged for koji-rekor monitor: logged by hand' in done.stderr
+    assert owners(state) == {0}

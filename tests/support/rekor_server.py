@@ -119,6 +119,9 @@ _FAULT_CHECKS = {
     "queued_lookups": lambda v: _nonnegative_int(v) and 1 <= v <= 1000,
     "disabled_paths": _optional(lambda v: isinstance(v, (list, tuple))
                                 and all(isinstance(p, str) and p.startswith("/") for p in v)),
+    "request_timeout": _optional(lambda v: isinstance(v, (int, float))
+                                 and not isinstance(v, bool) and 0 < v <= MAX_DELAY_SECONDS),
+    "read_rate": _optional(lambda v: _nonnegative_int(v) and v > 0),
 }
 
 
@@ -154,6 +157,18 @@ class Faults:
     queued_lookups: int = 2
     # Endpoints an operator turned off (Rekor's --enabled_api_endpoints).
     disabled_paths: Optional[list] = None
+    # The whole-request timeout, in seconds, of Rekor's HTTP server:
+    # rekor-server serve (cmd/rekor-server/app/serve.go) runs the go-swagger
+    # server (pkg/generated/restapi/server.go) as it is, which sets
+    # http.Server ReadTimeout and WriteTimeout from its --read-timeout and
+    # --write-timeout flags, 30 s each by default. Go's ReadTimeout covers the
+    # request body; once it passes, reading fails and, the write deadline
+    # being gone too, the client gets no answer: the connection is closed
+    # under it. None: no such limit (a test's default, for speed).
+    request_timeout: Optional[float] = None
+    # Bytes a second the server reads a request body at: a slow link
+    # between the client and the log, to make an upload take time.
+    read_rate: Optional[int] = None
 
     def __setattr__(self, name, value):
         check = _FAULT_CHECKS.get(name)
@@ -432,14 +447,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         control = url.path.startswith("/_test/")
         try:
             try:
-                self.body = _Body(self.rfile, self.headers)
+                self.body = _Body(self.rfile, self.headers, self.server.rekor.faults)
                 if control:
                     self._answer(request, self.server.api.control(request), record=False)
                 else:
                     self._serve(request)
             except ApiError as err:
                 self._answer(request, err.response(), close=err.close, record=not control)
-        except _Drop:
+        except (_Drop, _RequestTimedOut):
             self._drop(request)
         except (ConnectionError, socket.timeout, _ClientGone):
             self.close_connection = True
@@ -543,6 +558,10 @@ class _ClientGone(Exception):
     """The client closed the connection in the middle of the request body."""
 
 
+class _RequestTimedOut(Exception):
+    """The request outlasted Faults.request_timeout (Go's ReadTimeout)."""
+
+
 class _Body:
     """The request body, read lazily in bounded pieces.
 
@@ -550,8 +569,13 @@ class _Body:
     upload never has to be in memory at once.
     """
 
-    def __init__(self, rfile, headers):
+    def __init__(self, rfile, headers, faults=None):
         self._rfile = rfile
+        # Go starts the clock when it begins reading the request; the header
+        # is small, so here it starts once the header is read.
+        timeout = faults.request_timeout if faults is not None else None
+        self._deadline = time.monotonic() + timeout if timeout else None
+        self._rate = faults.read_rate if faults is not None else None
         self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
         self.length: Optional[int] = None
         if not self.chunked:
@@ -570,9 +594,16 @@ class _Body:
             raise RuntimeError("the request body can be read only once")
         self._started = True
         source = self._chunked_pieces() if self.chunked else self._sized_pieces()
-        total = 0
+        total, started = 0, time.monotonic()
         for piece in source:
             total += len(piece)
+            if self._rate:  # the slow link: this much took total / rate seconds
+                until = started + total / self._rate
+                if self._deadline is not None:
+                    until = min(until, self._deadline + 0.001)
+                time.sleep(max(0.0, until - time.monotonic()))
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                raise _RequestTimedOut
             if self.limit is not None and total > self.limit:
                 raise ApiError(413, f"Request Entity Too Large. Limit set to {self.limit}",
                                close=True)
