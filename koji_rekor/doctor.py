@@ -25,7 +25,7 @@ from .openpgp import (
 from .outbox import COMMITTED, outbox_dir, UNCOMMITTED
 from .privileges import unreadable_by
 from .rekor.client_v1 import RekorClient
-from .rekor.models import tree_head_fields
+from .rekor.models import TreeHead
 from .rpmsig import read_public_key
 from .safefs import RECEIPT_DIR
 from .state import known_log_key, read_outage, state_dir
@@ -356,7 +356,7 @@ def check_log(checkup, settings, topdir):
             checkup.add('fail', 'log', '%s serves log key %s, not the trusted %s (%s)' % (
                 settings.url, log_key_id(served).hex(), log_key_id(trusted).hex(), where))
             return
-        tree_id, note = tree_head_fields(client.log_info())
+        tree_id, note = TreeHead.from_log_info(client.log_info())
         checkpoint = verify_checkpoint(note, trusted, settings.origin_host, tree_id)
         checkup.add('ok', 'log', '%s: signed tree head of tree %d at size %d verifies with '
                     'logID %s' % (settings.url, tree_id, checkpoint.size,

@@ -28,7 +28,7 @@ from .state import (
 from .watchlist import our_keys
 from ..openpgp import openpgp_emails, openpgp_fingerprints
 from ..rekor.client_v1 import RekorClient, RETRIEVE_BATCH, RETRIEVE_PATH
-from ..rekor.models import body_public_keys
+from ..rekor.models import EntryBody
 from ..state import resolve_log_key, state_dir
 from ..verify import verify_log_entry
 
@@ -292,7 +292,7 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
                            'not one history with the one held: not taken as the log\'s'
                            % (index, verified.entry_id, verified.checkpoint.size))
         return
-    logged = body_public_keys(verified.body)
+    logged = EntryBody.from_dict(verified.body).public_keys
     fingerprints = {fp for armored in logged for fp in openpgp_fingerprints(armored)}
     ours = sorted(fingerprints & set(keys.fingerprints))
     subjects = sorted({e for armored in logged for e in openpgp_emails(armored)}
