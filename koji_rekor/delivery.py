@@ -9,7 +9,7 @@ from .entry import EntryBody
 from .errors import failure_cause, RekorLogError, VerificationError
 from .outbox import OUTBOX_BACKOFF, OUTBOX_BACKOFF_MAX, remove_record, set_aside, write_record
 from .receipts import make_receipt, Outcome, receipt_parts
-from .rekor.client_v1 import RekorClient
+from .rekor import make_client
 from .rpmsig import (
     check_key_signed_rpm,
     expected_from_header,
@@ -41,7 +41,7 @@ def upload_signed_rpm(settings, signed, key_path, state=None, deadline=None, spe
         hdr = check_key_signed_rpm(signed, public_key, key_path)
     own_client = client is None
     if own_client:
-        client = RekorClient(settings, deadline, spent)
+        client = make_client(settings, deadline=deadline, spent=spent)
     try:
         key = log_key or resolve_log_key(settings, client, state)
         body = EntryBody(signed, public_key, stall_timeout=2 * settings.timeout)
@@ -98,13 +98,13 @@ def reverify_receipt(settings, record, topdir):
     if not isinstance(entry, dict):
         raise VerificationError('the receipt kept in the record holds no single entry')
     signed = locate_signed_rpm(record['build'], record['rpm'], record['sigkey'])
-    key_path = public_key_file(settings, record['sigkey'])
+    key_path = public_key_file(settings.signing, record['sigkey'])
     public_key = read_public_key(key_path)
     with RPM_LOCK:
         hdr = check_key_signed_rpm(signed, public_key, key_path)
     with signed.open() as fo:
         sha256 = sha256_of(fo)
-    client = RekorClient(settings)
+    client = make_client(settings)
     try:
         key = resolve_log_key(settings, client, state_dir(topdir))
         verified = verify_our_entry(settings, client, state_dir(topdir), key, entry_id, entry,
@@ -123,7 +123,7 @@ def log_signature(settings, build, rpminfo, sigkey, topdir, deadline=None, spent
         return log_signature_v2(settings, build, rpminfo, sigkey, topdir, deadline, spent,
                                 sighash)
     signed = locate_signed_rpm(build, rpminfo, sigkey)
-    key_path = public_key_file(settings, sigkey)
+    key_path = public_key_file(settings.signing, sigkey)
     return upload_signed_rpm(settings, signed, key_path, state_dir(topdir), deadline, spent,
                              **shared)
 

@@ -1,6 +1,5 @@
 """koji-rekor doctor: checking an installation."""
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -24,7 +23,7 @@ from .openpgp import (
 )
 from .outbox import COMMITTED, outbox_dir, UNCOMMITTED
 from .privileges import unreadable_by
-from .rekor.client_v1 import RekorClient
+from .rekor import make_client
 from .rekor.models import TreeHead
 from .rpmsig import read_public_key
 from .safefs import RECEIPT_DIR
@@ -335,7 +334,7 @@ def check_log(checkup, settings, topdir):
             checkup.add('fail', 'log', '[rekor] %s %s: %s: every upload would fail' % (
                 option, path, hidden))
             return
-    client = RekorClient(dataclasses.replace(settings, retries=0))
+    client = make_client(settings, retries=0)
     try:
         served = load_log_key(client.log_public_key())
         trusted, where = trusted_log_key(settings, topdir)

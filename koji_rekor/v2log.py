@@ -192,7 +192,7 @@ def log_signature_v2(settings, build, rpminfo, sigkey, topdir, deadline=None, sp
 def upload_v2(settings, build, rpminfo, sigkey, topdir, deadline, spent, sighash):
     from .v2 import client as v2client, entry as v2entry, hashedrekord
     signed = locate_signed_rpm(build, rpminfo, sigkey)
-    armored = read_public_key(public_key_file(settings, sigkey))
+    armored = read_public_key(public_key_file(settings.signing, sigkey))
     entry = hashedrekord.from_rpm_file(signed.path, armored,
                                        sighdr=signed.sighdr if signed.spliced else None)
     body = entry.canonical_body()
@@ -235,7 +235,7 @@ def reverify_v2_receipt(settings, record, topdir):
         raise VerificationError('the receipt kept in the record names a shard the '
                                 'configuration does not (%r)' % kept.get('rekor_url'))
     signed = locate_signed_rpm(build, rpminfo, sigkey)
-    armored = read_public_key(public_key_file(settings, sigkey))
+    armored = read_public_key(public_key_file(settings.signing, sigkey))
     body = hashedrekord.from_rpm_file(signed.path, armored, sighdr=signed.sighdr
                                       if signed.spliced else None).canonical_body()
     log = v2_log_key(settings, urls[0], v2_trusted_logs(settings))

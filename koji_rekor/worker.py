@@ -25,7 +25,7 @@ from .outbox import (
     UNCOMMITTED,
 )
 from .progress import run_bounded
-from .rekor.client_v1 import RekorClient
+from .rekor import make_client
 from .safefs import locked_at, logs_dir
 from .state import (
     check_consistency,
@@ -77,9 +77,9 @@ def probe_log(settings, topdir, watch, now):
         # Its other endpoints still answer: only an entry tells whether it
         # takes entries again, and the first 501 ends the pass.
         return True
-    client = v2_probe_client(settings) if settings.api == 2 else RekorClient(settings)
+    client = v2_probe_client(settings) if settings.api == 2 else make_client(settings)
     try:
-        client.read_checkpoint() if settings.api == 2 else client.log_info()
+        client.checkpoint()
     except RekorLogError as e:
         record_outage(settings, topdir, failure_cause(e))
         LOG.error('rekor_log: the log is still failing: %s', failure_cause(e))
@@ -94,14 +94,12 @@ def probe_log(settings, topdir, watch, now):
 
 def v2_probe_client(settings):
     """A client for the first shard a v2 upload writes to, to probe it."""
-    from .v2 import client as v2client
     try:
         url = v2_shards(settings)[0]
     except Exception as e:
         raise v2_error(e)
-    return v2client.V2Client(v2client.ClientSettings(
-        url, ca_bundle=settings.ca_bundle, connect_timeout=min(settings.timeout, 10.0),
-        read_timeout=settings.timeout, retries=0))
+    return make_client(settings, url, api=2, connect_timeout=min(settings.timeout, 10.0),
+                       retries=0, backoff=1.0)
 
 DRAIN_COUNTS = ('logged', 'already in the log', 'failed', 'rejected', 'waiting', 'busy',
                 'unconfirmed', 'rolled back', 'log failing', 'tree head not kept')
@@ -187,7 +185,7 @@ class WorkerPass:
     def client(self):
         client = getattr(self.local, 'client', None)
         if client is None:
-            client = self.local.client = RekorClient(self.settings)
+            client = self.local.client = make_client(self.settings)
             with self.guard:
                 self.clients.append(client)
         return client

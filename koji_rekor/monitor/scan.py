@@ -27,7 +27,8 @@ from .state import (
 )
 from .watchlist import our_keys
 from ..openpgp import openpgp_emails, openpgp_fingerprints
-from ..rekor.client_v1 import RekorClient, RETRIEVE_BATCH, RETRIEVE_PATH
+from ..rekor import make_client
+from ..rekor.client_v1 import RETRIEVE_BATCH, RETRIEVE_PATH
 from ..rekor.models import EntryBody
 from ..state import resolve_log_key, state_dir
 from ..verify import verify_log_entry
@@ -36,7 +37,7 @@ from ..verify import verify_log_entry
 @dataclass
 class LogView:
     """What one monitor run holds of the log, handed down its checks."""
-    client: RekorClient
+    client: object  # a LogClient (rekor.make_client)
     settings: Settings
     state: str
     key: object  # the log key
@@ -58,7 +59,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
     # whoever writes there could otherwise silence a finding.
     home = monitor_home(settings)
     state = state_dir(home)
-    client = RekorClient(settings)
+    client = make_client(settings)
     try:
         try:
             log_key = resolve_log_key(settings, client, state)
@@ -219,7 +220,7 @@ class Fetcher:
     def client(self):
         client = getattr(self.local, 'client', None)
         if client is None:
-            client = self.local.client = RekorClient(self.settings)
+            client = self.local.client = make_client(self.settings)
             with self.lock:
                 self.clients.append(client)
         return client
