@@ -130,3 +130,14 @@ def test_a_malformed_receipt_is_one_line(data, cause):
     with pytest.raises(VerificationError) as info:
         Receipt.from_json(data)
     assert str(info.value) == cause
+
+
+def test_a_receipt_against_a_body_whose_headers_are_not_an_object():
+    # Before the models, logged_nvra walked headers with .get: a body whose
+    # headers are a list was an AttributeError, not a finding.
+    from koji_rekor.offline import check_receipt_body
+    body = rpm_body()
+    body['spec']['package']['headers'] = ['Name', 'hello']
+    with pytest.raises(VerificationError) as info:
+        check_receipt_body({'nvra': 'hello-1.0-1.noarch'}, body)
+    assert str(info.value) == 'receipt records hello-1.0-1.noarch, the entry logged ?-?-?.?'
