@@ -361,7 +361,9 @@ def expected_from_header(hdr, sha256, public_key):
 
 # librpm keeps process-wide state (macros, its log), so the threads of
 # koji-rekor backfill --jobs check one RPM at a time; a check reads only the
-# headers, so this costs them nothing.
+# headers, so this costs them nothing. Process-wide on purpose: what it
+# guards (librpm's state) is process-wide, so a lock per object would not
+# exclude two threads that hold different objects.
 RPM_LOCK = threading.Lock()
 
 

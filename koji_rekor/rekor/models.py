@@ -49,6 +49,7 @@ class EntryBody:
     signature_format: object = None
     signature_key_text: str = None  # spec.signature.publicKey.content (rekord)
     data_hash: tuple = (None, None)  # spec.data.hash (rekord, hashedrekord)
+    signature_content: object = None  # spec.signature.content (rekord, hashedrekord)
 
     @classmethod
     def from_bytes(cls, raw):
@@ -88,7 +89,8 @@ class EntryBody:
                    headers=None if headers is None else tuple(headers.items()),
                    public_key_text=_text(member(spec, 'publicKey').get('content')),
                    signature_format=signature.get('format'),
-                   signature_key_text=_text(member(signature, 'publicKey').get('content')))
+                   signature_key_text=_text(member(signature, 'publicKey').get('content')),
+                   signature_content=signature.get('content'))
 
     def header(self, name, default=None):
         return dict(self.headers or ()).get(name, default)
