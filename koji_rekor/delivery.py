@@ -5,7 +5,7 @@ import os
 import time
 
 from . import LOG
-from .entry import EntryBody
+from .entry import make_entry
 from .errors import failure_cause, RekorLogError, VerificationError
 from .outbox import OUTBOX_BACKOFF, OUTBOX_BACKOFF_MAX, remove_record, set_aside, write_record
 from .receipts import make_receipt, Outcome, receipt_parts
@@ -44,7 +44,7 @@ def upload_signed_rpm(settings, signed, key_path, state=None, deadline=None, spe
         client = make_client(settings, deadline=deadline, spent=spent)
     try:
         key = log_key or resolve_log_key(settings, client, state)
-        body = EntryBody(signed, public_key, stall_timeout=2 * settings.timeout)
+        body = make_entry('rpm', signed, public_key, stall_timeout=2 * settings.timeout)
         try:
             entry_id, entry, created = client.create_entry(body)
         finally:

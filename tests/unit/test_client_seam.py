@@ -100,3 +100,11 @@ def test_the_body_check_is_chosen_by_entry_kind():
     assert BODY_CHECKS['rpm'] is verify_rpm_body
     with pytest.raises(KeyError):
         check_body({}, None, kind='dsse')
+
+
+def test_the_entry_builder_is_chosen_by_kind():
+    from koji_rekor.entry import EntryBody, ENTRY_KINDS, make_entry
+    assert ENTRY_KINDS['rpm'] is EntryBody
+    assert set(ENTRY_KINDS) == {'rpm', 'hashedrekord'}
+    with pytest.raises(KeyError):
+        make_entry('dsse', None, b'')
