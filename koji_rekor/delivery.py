@@ -68,7 +68,7 @@ def verify_our_entry(settings, client, state, key, entry_id, entry, expected, he
     body records our package, and the tree head's consistency (proved by a
     worker's pass, heads, when there is one)."""
     verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
-    verify_rpm_body(verified.body, expected)
+    verify_rpm_body(verified.logged, expected)
     key = verified.key   # the key of the entry's own tree, when the log has several
     if heads is not None:
         heads.check(client, key, verified, entry)

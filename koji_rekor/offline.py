@@ -109,7 +109,7 @@ def verify_entry_file(args, settings, receipt, entry_id, entry, key):
     origin = verify_origin_for(args, settings, receipt, key)
     verified = verify_log_entry(entry_id, entry, key, origin, require_set=False)
     if receipt:
-        check_receipt_body(receipt, verified.body)
+        check_receipt_body(receipt, verified.logged)
     return verified
 
 # Rekor v2 (rekor-tiles): receipts, bare TransparencyLogEntry files and
@@ -135,7 +135,7 @@ def receipt_files(paths):
 
 def check_receipt_rpm(path, receipt, verified):
     """The RPM file is the one the rpm entry logged."""
-    logged = RpmEntryBody.from_dict(verified.body)
+    logged = verified.logged
     if logged.kind != 'rpm':
         raise UsageError('--rpm needs an rpm entry, this is %s' % logged.kind)
     if not os.path.isfile(path):

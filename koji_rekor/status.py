@@ -129,7 +129,7 @@ def check_receipt(settings, topdir, build, rpminfo, sigkey, path, receipt):
     public_key = read_public_key(key_path)
     with RPM_LOCK:
         hdr = check_key_signed_rpm(signed, public_key, key_path)
-    verify_rpm_body(verified.body, expected_from_header(hdr, sha256, public_key))
+    verify_rpm_body(verified.logged, expected_from_header(hdr, sha256, public_key))
     return {'entry_id': verified.entry_id, 'log_index': verified.log_index,
             'integrated_time': verified.integrated_time, 'receipt': path}
 

@@ -60,6 +60,13 @@ class VerifiedEntry:
     notes: list = field(default_factory=list)
     signed_time: bool = True  # integratedTime and logIndex are under the SET
     key: object = None        # the log key that signed it (one of several, maybe)
+    # The body parsed once, here at the boundary: the checks downstream read
+    # this model; body stays the logged JSON, as receipts keep it.
+    logged: RpmEntryBody = None
+
+    def __post_init__(self):
+        if self.logged is None:
+            self.logged = RpmEntryBody.from_dict(self.body)
 
 # The largest index, size or time (in seconds) an entry may name: a log of
 # 2**53 entries, or the year 285 million, is not one this plugin can meet.

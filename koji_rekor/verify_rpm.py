@@ -26,7 +26,7 @@ from .offline import entry_file_parts, load_verify_file
 from .offline_v2 import v2_document, v2_log_keys
 from .openpgp import armored_blocks, openpgp_fingerprint, openpgp_primary_key
 from .rekor.client_v1 import RekorClient, RETRIEVE_BATCH
-from .rekor.models import claimed_sha256, RpmEntryBody
+from .rekor.models import claimed_sha256
 from .rpmsig import (
     check_key_signed_rpm,
     expected_from_header,
@@ -221,7 +221,7 @@ def check_entry_for_file(check, signed, entry_id, entry, log_key, origin, keys):
         return dict(outcome, outcome='failed', reason=str(e))
     outcome.update(log_index=verified.log_index, integrated_time=verified.integrated_time,
                    time_signed=verified.signed_time, notes=verified.notes)
-    body = RpmEntryBody.from_dict(verified.body)
+    body = verified.logged
     if body.kind != 'rpm':
         return dict(outcome, outcome='other', reason='a %s entry, not rpm' % body.kind)
     if body.sha256 != check.sha256:

@@ -10,7 +10,7 @@ from ..display import short_reason
 from ..errors import KojiUnavailable, RekorLogError
 from ..koji_client import hub_url
 from ..receipts import read_receipt
-from ..rekor.models import RpmEntryBody
+from ..rekor.models import logged_body
 from ..rpmsig import CHUNK_SIZE, locate_signed_rpm, nvra_of, sha256_of
 
 
@@ -58,7 +58,7 @@ class KojiView:
     def account(self, verified, fingerprints, where):
         """None when Koji has this RPM signed by this key and the logged
         hash is that of its signed copy; else (kind, message)."""
-        logged = RpmEntryBody.from_dict(verified.body)
+        logged = logged_body(verified)
         name, epoch, version, release, arch = logged.nevra
         sha256 = str(logged.sha256 or '').lower()
         sigkeys = sorted({fp[-8:].lower() for fp in fingerprints})

@@ -29,7 +29,6 @@ from .watchlist import our_keys
 from ..openpgp import openpgp_emails, openpgp_fingerprints
 from ..rekor import make_client
 from ..rekor.client_v1 import RETRIEVE_BATCH, RETRIEVE_PATH
-from ..rekor.models import EntryBody
 from ..state import resolve_log_key, state_dir
 from ..verify import verify_log_entry
 
@@ -293,7 +292,7 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
                            'not one history with the one held: not taken as the log\'s'
                            % (index, verified.entry_id, verified.checkpoint.size))
         return
-    logged = EntryBody.from_dict(verified.body).public_keys
+    logged = verified.logged.public_keys
     fingerprints = {fp for armored in logged for fp in openpgp_fingerprints(armored)}
     ours = sorted(fingerprints & set(keys.fingerprints))
     subjects = sorted({e for armored in logged for e in openpgp_emails(armored)}
@@ -311,7 +310,7 @@ def check_entry(view, keys, koji_view, scan, index, entry_id, entry, counts):
              '%s: made with key %s, not one of ours, whose user ID claims %s'
              % (where, ', '.join(sorted(fingerprints)) or '?', ', '.join(subjects)))
         return
-    kind = verified.body.get('kind')
+    kind = verified.logged.kind
     if kind != 'rpm':
         counts['findings'] += 1
         flag(view, scan, verified, 'other kind', '%s: a %s entry made with our key %s; this '

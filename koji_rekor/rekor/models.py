@@ -219,6 +219,13 @@ class Receipt:
 
 # Readers kept for their callers; each is one model attribute now.
 
+def logged_body(verified):
+    """A verified entry's parsed body (verify.VerifiedEntry.logged), or
+    its body parsed now for what holds only the JSON."""
+    logged = getattr(verified, 'logged', None)
+    return logged if logged is not None else EntryBody.from_dict(verified.body)
+
+
 def body_public_keys(body):
     return EntryBody.from_dict(body).public_keys
 

@@ -141,3 +141,12 @@ def test_a_receipt_against_a_body_whose_headers_are_not_an_object():
     with pytest.raises(VerificationError) as info:
         check_receipt_body({'nvra': 'hello-1.0-1.noarch'}, body)
     assert str(info.value) == 'receipt records hello-1.0-1.noarch, the entry logged ?-?-?.?'
+
+
+def test_a_verified_entry_carries_its_body_parsed_once():
+    from koji_rekor.rekor.models import logged_body
+    from koji_rekor.verify import VerifiedEntry
+    verified = VerifiedEntry('e', 'u', 1, 0, 0, 1, b'', 0, rpm_body())
+    assert verified.logged == RpmEntryBody.from_dict(rpm_body())
+    assert logged_body(verified) is verified.logged
+    assert verified.body == rpm_body()   # the JSON stays, as receipts keep it
