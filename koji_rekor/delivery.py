@@ -41,7 +41,7 @@ def upload_signed_rpm(settings, signed, key_path, state=None, deadline=None, spe
         hdr = check_key_signed_rpm(signed, public_key, key_path)
     own_client = client is None
     if own_client:
-        client = make_client(settings, deadline=deadline, spent=spent)
+        client = make_client(settings, deadline=deadline, spent=spent, api=1)  # rpm: v1 only
     try:
         key = log_key or resolve_log_key(settings, client, state)
         body = make_entry('rpm', signed, public_key, stall_timeout=2 * settings.timeout)
@@ -104,7 +104,7 @@ def reverify_receipt(settings, record, topdir):
         hdr = check_key_signed_rpm(signed, public_key, key_path)
     with signed.open() as fo:
         sha256 = sha256_of(fo)
-    client = make_client(settings)
+    client = make_client(settings, api=1)
     try:
         key = resolve_log_key(settings, client, state_dir(topdir))
         verified = verify_our_entry(settings, client, state_dir(topdir), key, entry_id, entry,

@@ -58,7 +58,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
     # whoever writes there could otherwise silence a finding.
     home = monitor_home(settings)
     state = state_dir(home)
-    client = make_client(settings)
+    client = make_client(settings, api=1)  # the index scan is v1's (monitor/v2.py: tiles)
     try:
         try:
             log_key = resolve_log_key(settings, client, state)
@@ -219,7 +219,7 @@ class Fetcher:
     def client(self):
         client = getattr(self.local, 'client', None)
         if client is None:
-            client = self.local.client = make_client(self.settings)
+            client = self.local.client = make_client(self.settings, api=1)
             with self.lock:
                 self.clients.append(client)
         return client

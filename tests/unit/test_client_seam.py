@@ -108,3 +108,13 @@ def test_the_entry_builder_is_chosen_by_kind():
     assert set(ENTRY_KINDS) == {'rpm', 'hashedrekord'}
     with pytest.raises(KeyError):
         make_entry('dsse', None, b'')
+
+
+def test_a_v1_only_pipeline_asks_for_v1_whatever_the_settings():
+    # The rpm upload (koji-rekor upload) and the index scan are v1's: they
+    # name api=1, so a v2 configuration reaching them behaves as before.
+    client = make_client(Settings(url=URL, api=2, entry='hashedrekord'), api=1)
+    try:
+        assert isinstance(client, RekorClient)
+    finally:
+        client.close()
