@@ -6,6 +6,7 @@ import pytest
 from koji_rekor.config import (
     KojiOptions, MonitorOptions, Settings, SigningOptions, TransportOptions, UploadOptions,
 )
+from koji_rekor.entry import EntryBody, ENTRY_KINDS, make_entry
 from koji_rekor.errors import SignatureSourceError
 from koji_rekor.rekor import can, LogClient, make_client
 from koji_rekor.rekor.client_v1 import RekorClient
@@ -103,7 +104,6 @@ def test_the_body_check_is_chosen_by_entry_kind():
 
 
 def test_the_entry_builder_is_chosen_by_kind():
-    from koji_rekor.entry import EntryBody, ENTRY_KINDS, make_entry
     assert ENTRY_KINDS['rpm'] is EntryBody
     assert set(ENTRY_KINDS) == {'rpm', 'hashedrekord'}
     with pytest.raises(KeyError):

@@ -7,10 +7,12 @@ import json
 import pytest
 
 from koji_rekor.errors import RekorUnavailable, VerificationError
+from koji_rekor.offline import check_receipt_body
 from koji_rekor.rekor.models import (
-    EntryBody, Receipt, RpmEntryBody, TreeHead, claimed_sha256, logged_nevra, logged_nvra,
-    logged_public_key,
+    EntryBody, Receipt, RpmEntryBody, TreeHead, claimed_sha256, logged_body, logged_nevra,
+    logged_nvra, logged_public_key,
 )
+from koji_rekor.verify import VerifiedEntry
 
 KEY = b'-----BEGIN PGP PUBLIC KEY BLOCK-----\n...\n'
 
@@ -135,7 +137,6 @@ def test_a_malformed_receipt_is_one_line(data, cause):
 def test_a_receipt_against_a_body_whose_headers_are_not_an_object():
     # Before the models, logged_nvra walked headers with .get: a body whose
     # headers are a list was an AttributeError, not a finding.
-    from koji_rekor.offline import check_receipt_body
     body = rpm_body()
     body['spec']['package']['headers'] = ['Name', 'hello']
     with pytest.raises(VerificationError) as info:
@@ -144,8 +145,6 @@ def test_a_receipt_against_a_body_whose_headers_are_not_an_object():
 
 
 def test_a_verified_entry_carries_its_body_parsed_once():
-    from koji_rekor.rekor.models import logged_body
-    from koji_rekor.verify import VerifiedEntry
     verified = VerifiedEntry('e', 'u', 1, 0, 0, 1, b'', 0, rpm_body())
     assert verified.logged == RpmEntryBody.from_dict(rpm_body())
     assert logged_body(verified) is verified.logged
