@@ -116,7 +116,7 @@ def signatures_to_log(settings, topdir, counts, report):
             counts['queued'] += 1
         else:
             try:
-                public_key_file(settings, signature.sigkey)
+                public_key_file(settings.signing, signature.sigkey)
             except SignatureSourceError as e:
                 counts['unknown key'] += 1
                 report('unknown_key', 'unknown key %s: %s (%s): %s' % (

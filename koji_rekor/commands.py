@@ -47,6 +47,7 @@ from .outbox import (
     requeue_rejected,
 )
 from .progress import Progress
+from .rekor import make_client
 from .rekor.client_v1 import RekorClient
 from .rpmsig import read_public_key, signed_rpm_from_file
 from .safefs import logs_dir, write_atomic
@@ -84,7 +85,7 @@ def cmd_verify_rpm(args):
             return verify_rpm_result(args, verify_rpms(context, args.rpm))
         context.settings = settings
         context.log_key = online_log_key(args, settings)
-        context.client = RekorClient(settings)
+        context.client = make_client(settings)
         try:
             checks = verify_rpms(context, args.rpm)
         finally:

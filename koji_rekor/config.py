@@ -3,7 +3,7 @@
 import math
 import os
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import koji
 
@@ -30,6 +30,83 @@ kBbmLSGtks4L3qX6yYY0zufBnhC8Ur/iy55GhWP/9A/bY2LhC30M9+RYtw==
 # ---------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------
+
+
+# The settings by concern: each component takes only the group it reads
+# (RekorClient the transport, public_key_file the signing keys...). Settings
+# keeps the flat fields the option table fills and hands out each group as
+# a frozen snapshot, so the flat names still work for everything else.
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """How to reach and trust the log."""
+    url: str = DEFAULT_URL
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 1.0
+    ca_bundle: str = None
+    min_rate: float = 1024 * 1024
+    allow_insecure_http: bool = False
+    log_public_key: str = None
+    origin: str = None
+    trust_on_first_use: bool = False
+    api: int = 1
+    trusted_root: str = None
+    signing_config: str = None
+
+    @property
+    def origin_host(self):
+        """The host a checkpoint's origin must name, or the hosts it may
+        name (a frozenset): [rekor] origin may list several, comma or space
+        separated, as a private log's replicas each sign with their own
+        host name when rekor_server.hostname is not set (Rekor's default is
+        os.Hostname(), a pod's name on Kubernetes)."""
+        names = (self.origin or '').replace(',', ' ').split()
+        if len(names) > 1:
+            return frozenset(names)
+        return names[0] if names else urllib.parse.urlsplit(self.url).hostname
+
+
+@dataclass(frozen=True)
+class SigningOptions:
+    """Where the signing keys' public halves are."""
+    public_key_dir: str = None
+    public_key_path: str = None
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    """What the hub does with each signature."""
+    enforce: bool = False
+    queue_only: bool = False
+    record_log_info: bool = True
+    hub_budget: float = 10.0
+    poll_interval: float = 30.0
+    entry: str = 'rpm'
+
+
+@dataclass(frozen=True)
+class KojiOptions:
+    """How the command reaches Koji."""
+    hub_url: str = None
+    topurl: str = None
+    hub_user: str = 'apache'
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    """The monitor's notifications, memory and user (Settings names the
+    last two monitor_state_dir and monitor_user)."""
+    notify_command: str = None
+    state_dir: str = '/var/lib/koji-rekor'
+    user: str = None
+
+
+def group_of(settings, cls, renames=None):
+    """A frozen group of settings's flat fields (renames: group name ->
+    flat name)."""
+    renames = renames or {}
+    return cls(**{f.name: getattr(settings, renames.get(f.name, f.name)) for f in fields(cls)})
 
 
 @dataclass
@@ -72,15 +149,28 @@ class Settings:
 
     @property
     def origin_host(self):
-        """The host a checkpoint's origin must name, or the hosts it may
-        name (a frozenset): [rekor] origin may list several, comma or space
-        separated, as a private log's replicas each sign with their own
-        host name when rekor_server.hostname is not set (Rekor's default is
-        os.Hostname(), a pod's name on Kubernetes)."""
-        names = (self.origin or '').replace(',', ' ').split()
-        if len(names) > 1:
-            return frozenset(names)
-        return names[0] if names else urllib.parse.urlsplit(self.url).hostname
+        return self.transport.origin_host
+
+    @property
+    def transport(self):
+        return group_of(self, TransportOptions)
+
+    @property
+    def signing(self):
+        return group_of(self, SigningOptions)
+
+    @property
+    def upload(self):
+        return group_of(self, UploadOptions)
+
+    @property
+    def koji(self):
+        return group_of(self, KojiOptions)
+
+    @property
+    def monitor(self):
+        return group_of(self, MonitorOptions, {'state_dir': 'monitor_state_dir',
+                                               'user': 'monitor_user'})
 
 # (section, option) -> (attribute, kind). The [config] section is the
 # original plugin's; the newer sections win when both set an option.

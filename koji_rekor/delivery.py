@@ -5,11 +5,11 @@ import os
 import time
 
 from . import LOG
-from .entry import EntryBody
+from .entry import make_entry
 from .errors import disposition, failure_cause, REJECTED, RekorLogError, VerificationError, waits_for_log
 from .outbox import next_attempt, REJECTED_FOLDER, remove_record, set_aside, write_record
 from .receipts import make_receipt, Outcome, receipt_parts
-from .rekor.client_v1 import RekorClient
+from .rekor import make_client
 from .rpmsig import (
     check_key_signed_rpm,
     expected_from_header,
@@ -42,10 +42,10 @@ def upload_signed_rpm(settings, signed, key_path, state=None, deadline=None, spe
         hdr = check_key_signed_rpm(signed, public_key, key_path)
     own_client = client is None
     if own_client:
-        client = RekorClient(settings, deadline, spent)
+        client = make_client(settings, deadline=deadline, spent=spent, api=1)  # rpm: v1 only
     try:
         key = log_key or resolve_log_key(settings, client, state)
-        body = EntryBody(signed, public_key, stall_timeout=2 * settings.timeout)
+        body = make_entry('rpm', signed, public_key, stall_timeout=2 * settings.timeout)
         try:
             entry_id, entry, created = client.create_entry(body)
         finally:
@@ -69,7 +69,7 @@ def verify_our_entry(settings, client, state, key, entry_id, entry, expected, he
     body records our package, and the tree head's consistency (proved by a
     worker's pass, heads, when there is one)."""
     verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
-    verify_rpm_body(verified.body, expected)
+    verify_rpm_body(verified.logged, expected)
     key = verified.key   # the key of the entry's own tree, when the log has several
     if heads is not None:
         heads.check(client, key, verified, entry)
@@ -99,13 +99,13 @@ def reverify_receipt(settings, record, topdir):
     if not isinstance(entry, dict):
         raise VerificationError('the receipt kept in the record holds no single entry')
     signed = locate_signed_rpm(record['build'], record['rpm'], record['sigkey'])
-    key_path = public_key_file(settings, record['sigkey'])
+    key_path = public_key_file(settings.signing, record['sigkey'])
     public_key = read_public_key(key_path)
     with RPM_LOCK:
         hdr = check_key_signed_rpm(signed, public_key, key_path)
     with signed.open() as fo:
         sha256 = sha256_of(fo)
-    client = RekorClient(settings)
+    client = make_client(settings, api=1)
     try:
         key = resolve_log_key(settings, client, state_dir(topdir))
         verified = verify_our_entry(settings, client, state_dir(topdir), key, entry_id, entry,
@@ -124,7 +124,7 @@ def log_signature(settings, build, rpminfo, sigkey, topdir, deadline=None, spent
         return log_signature_v2(settings, build, rpminfo, sigkey, topdir, deadline, spent,
                                 sighash)
     signed = locate_signed_rpm(build, rpminfo, sigkey)
-    key_path = public_key_file(settings, sigkey)
+    key_path = public_key_file(settings.signing, sigkey)
     return upload_signed_rpm(settings, signed, key_path, state_dir(topdir), deadline, spent,
                              **shared)
 

@@ -1,6 +1,5 @@
 """koji-rekor doctor: checking an installation."""
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -24,8 +23,8 @@ from .openpgp import (
 )
 from .outbox import COMMITTED, outbox_dir, REJECTED_FOLDER, ROLLED_BACK_FOLDER, UNCOMMITTED
 from .privileges import unreadable_by
-from .rekor.client_v1 import RekorClient
-from .rekor.models import tree_head_fields
+from .rekor import make_client
+from .rekor.models import TreeHead
 from .rpmsig import read_public_key
 from .safefs import RECEIPT_DIR
 from .state import behind_reason, known_log_key, read_behind, read_outage, state_dir
@@ -335,7 +334,7 @@ def check_log(checkup, settings, topdir):
             checkup.add('fail', 'log', '[rekor] %s %s: %s: every upload would fail' % (
                 option, path, hidden))
             return
-    client = RekorClient(dataclasses.replace(settings, retries=0))
+    client = make_client(settings, retries=0)
     try:
         served = load_log_key(client.log_public_key())
         trusted, where = trusted_log_key(settings, topdir)
@@ -356,7 +355,7 @@ def check_log(checkup, settings, topdir):
             checkup.add('fail', 'log', '%s serves log key %s, not the trusted %s (%s)' % (
                 settings.url, log_key_id(served).hex(), log_key_id(trusted).hex(), where))
             return
-        tree_id, note = tree_head_fields(client.log_info())
+        tree_id, note = TreeHead.from_log_info(client.log_info())
         checkpoint = verify_checkpoint(note, trusted, settings.origin_host, tree_id)
         checkup.add('ok', 'log', '%s: signed tree head of tree %d at size %d verifies with '
                     'logID %s' % (settings.url, tree_id, checkpoint.size,

@@ -5,6 +5,7 @@ import os
 from .display import display_url
 from .errors import RekorLogError
 from .privileges import unreadable_by
+from .rekor import make_client
 from .rpmsig import read_public_key
 
 
@@ -136,7 +137,6 @@ def check_v2_log(checkup, settings):
     (signing_config's newest valid one, else url): reachable, and its
     /checkpoint verifies with the configured key and origin."""
     from .v2 import note, trust
-    from .v2.client import ClientSettings, V2Client
     root, shards = check_v2_trust_files(checkup, settings)
     url = shards[0].url if shards else settings.url.rstrip('/')
     try:
@@ -170,9 +170,7 @@ def check_v2_log(checkup, settings):
                     'log_public_key, or trusted_root to a TrustedRoot that lists it'
                     % (display_url(url), origin))
         return
-    client = V2Client(ClientSettings(url, ca_bundle=settings.ca_bundle, retries=0,
-                                     connect_timeout=settings.timeout,
-                                     read_timeout=settings.timeout))
+    client = make_client(settings, url, api=2, retries=0, backoff=1.0)
     try:
         raw = client.read_checkpoint()
         checkpoint = note.verify_checkpoint(raw, log.note_key, origin)

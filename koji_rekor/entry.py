@@ -155,3 +155,23 @@ class BodyEncoder:
             while True:
                 self.queue.get_nowait()
         self.thread.join(min(self.stall_timeout, READER_STOP_SECONDS))
+
+
+def hashedrekord_entry(signed, public_key, **options):
+    """The Rekor v2 entry of a signed RPM: a hashedrekord v0.0.2 of its
+    header signature, built from the RPM's headers alone (v2/hashedrekord;
+    Rekor v2 has no rpm kind)."""
+    from .v2 import hashedrekord
+    return hashedrekord.from_rpm_file(signed.path, public_key,
+                                      sighdr=signed.sighdr if signed.spliced else None)
+
+
+# The entry builders by kind ([rekor] entry): a new kind plugs in here, its
+# body check in verify.BODY_CHECKS and its client in rekor.make_client.
+ENTRY_KINDS = {'rpm': EntryBody, 'hashedrekord': hashedrekord_entry}
+
+
+def make_entry(kind, signed, public_key, **options):
+    """The proposed entry of kind for a signed RPM (options: the builder's,
+    e.g. the rpm body's stall_timeout)."""
+    return ENTRY_KINDS[kind](signed, public_key, **options)

@@ -1,7 +1,5 @@
 """koji-rekor verify: checking receipts and entries offline."""
 
-import base64
-import binascii
 import os
 import urllib.parse
 
@@ -11,7 +9,7 @@ from .errors import RekorLogError, UsageError, VerificationError
 from .keysource import find_log_key
 from .logkey import load_log_key, log_key_id, LogKeys
 from .openpgp import openpgp_fingerprints
-from .rekor.models import logged_nvra, member
+from .rekor.models import Receipt, RpmEntryBody
 from .rpmsig import sha256_of
 from .safefs import read_json
 from .verify import verify_log_entry
@@ -83,45 +81,35 @@ def verify_origin_for(args, settings, receipt, key):
 
 
 def check_receipt_body(receipt, body):
-    """The receipt's own nvra, sigkey and sha256 are what the entry logged."""
-    for name in ('nvra', 'sigkey', 'sha256', 'rekor_url'):
-        if receipt.get(name) is not None and not isinstance(receipt.get(name), str):
-            raise VerificationError('receipt: %s is not text' % name)
-    if not any(receipt.get(name) for name in ('nvra', 'sigkey', 'sha256')):
+    """The receipt's own nvra, sigkey and sha256 are what the entry logged:
+    the receipt and the body are each parsed once, then compared."""
+    receipt = Receipt.from_json(receipt)
+    if not receipt.claims:
         return
-    if body.get('kind') != 'rpm':
-        raise VerificationError('receipt names an RPM, the entry is %s' % body.get('kind'))
-    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
-    package = spec.get('package') if isinstance(spec.get('package'), dict) else {}
-    digest = package.get('hash') if isinstance(package.get('hash'), dict) else {}
-    if receipt.get('sha256') and receipt['sha256'] != digest.get('value'):
+    logged = RpmEntryBody.from_dict(body)
+    if logged.kind != 'rpm':
+        raise VerificationError('receipt names an RPM, the entry is %s' % logged.kind)
+    if receipt.sha256 and receipt.sha256 != logged.sha256:
         raise VerificationError('receipt records sha256 %s, the entry logged %s'
-                                % (receipt['sha256'], digest.get('value')))
-    if receipt.get('nvra'):
-        headers = package.get('headers') if isinstance(package.get('headers'), dict) else {}
-        logged = logged_nvra(package)
-        name, _, arch = receipt['nvra'].rpartition('.')
-        if receipt['nvra'] != logged and not (
-                arch == 'src' and logged.rpartition('.')[0] == name and headers):
+                                % (receipt.sha256, logged.sha256))
+    if receipt.nvra:
+        name, _, arch = receipt.nvra.rpartition('.')
+        if receipt.nvra != logged.nvra and not (
+                arch == 'src' and logged.nvra.rpartition('.')[0] == name and logged.headers):
             raise VerificationError('receipt records %s, the entry logged %s'
-                                    % (receipt['nvra'], logged))
-    if receipt.get('sigkey'):
-        holder = spec.get('publicKey') if isinstance(spec.get('publicKey'), dict) else {}
-        try:
-            armored = base64.b64decode(holder.get('content') or '', validate=True)
-        except (binascii.Error, TypeError):
-            armored = b''
-        if not any(fingerprint.endswith(receipt['sigkey'].upper())
-                   for fingerprint in openpgp_fingerprints(armored)):
+                                    % (receipt.nvra, logged.nvra))
+    if receipt.sigkey:
+        if not any(fingerprint.endswith(receipt.sigkey.upper())
+                   for fingerprint in openpgp_fingerprints(logged.public_key)):
             raise VerificationError('receipt records sigkey %s, the entry logged another key'
-                                    % receipt['sigkey'])
+                                    % receipt.sigkey)
 
 
 def verify_entry_file(args, settings, receipt, entry_id, entry, key):
     origin = verify_origin_for(args, settings, receipt, key)
     verified = verify_log_entry(entry_id, entry, key, origin, require_set=False)
     if receipt:
-        check_receipt_body(receipt, verified.body)
+        check_receipt_body(receipt, verified.logged)
     return verified
 
 # Rekor v2 (rekor-tiles): receipts, bare TransparencyLogEntry files and
@@ -147,16 +135,16 @@ def receipt_files(paths):
 
 def check_receipt_rpm(path, receipt, verified):
     """The RPM file is the one the rpm entry logged."""
-    if verified.body.get('kind') != 'rpm':
-        raise UsageError('--rpm needs an rpm entry, this is %s' % verified.body.get('kind'))
+    logged = verified.logged
+    if logged.kind != 'rpm':
+        raise UsageError('--rpm needs an rpm entry, this is %s' % logged.kind)
     if not os.path.isfile(path):
         raise UsageError('no such file: %s' % path)
     with open(path, 'rb') as fo:
         sha256 = sha256_of(fo)
-    logged = member(member(member(verified.body, 'spec'), 'package'), 'hash')
-    if logged.get('value') != sha256:
+    if logged.sha256 != sha256:
         raise VerificationError('%s has sha256 %s, the entry logged %s'
-                                % (path, sha256, logged.get('value')))
+                                % (path, sha256, logged.sha256))
     if receipt and receipt.get('sha256') not in (None, sha256):
         raise VerificationError('receipt records sha256 %s, %s has %s'
                                 % (receipt.get('sha256'), path, sha256))

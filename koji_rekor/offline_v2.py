@@ -97,7 +97,7 @@ def v2_signing_key(args, settings, sigkey):
         if getattr(args, 'key', None):
             return read_public_key(args.key)
         if settings and sigkey and (settings.public_key_dir or settings.public_key_path):
-            return read_public_key(public_key_file(settings, sigkey))
+            return read_public_key(public_key_file(settings.signing, sigkey))
     except SignatureSourceError as e:
         if getattr(args, 'key', None):
             raise UsageError(str(e))

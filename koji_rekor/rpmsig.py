@@ -182,17 +182,18 @@ def check_sighdr(sighdr, where, sigkey):
                                    % (where, found or 'nobody', sigkey))
 
 
-def public_key_file(settings, sigkey):
+def public_key_file(signing, sigkey):
     """The armored public key for a sigkey: <public_key_dir>/<sigkey>.asc,
-    else the single public_key_path of the original plugin."""
+    else the single public_key_path of the original plugin. signing: the
+    settings' signing keys group (config.SigningOptions)."""
     tried = []
-    if settings.public_key_dir:
-        path = os.path.join(settings.public_key_dir, '%s.asc' % sigkey.lower())
+    if signing.public_key_dir:
+        path = os.path.join(signing.public_key_dir, '%s.asc' % sigkey.lower())
         if os.path.isfile(path):
             return path
         tried.append(path)
-    if settings.public_key_path:
-        return settings.public_key_path
+    if signing.public_key_path:
+        return signing.public_key_path
     raise SignatureSourceError('no public key for sigkey %s (%s)' % (
         sigkey, 'no %s' % tried[0] if tried else
         'set [signing] public_key_dir or public_key_path'))
@@ -360,7 +361,9 @@ def expected_from_header(hdr, sha256, public_key):
 
 # librpm keeps process-wide state (macros, its log), so the threads of
 # koji-rekor backfill --jobs check one RPM at a time; a check reads only the
-# headers, so this costs them nothing.
+# headers, so this costs them nothing. Process-wide on purpose: what it
+# guards (librpm's state) is process-wide, so a lock per object would not
+# exclude two threads that hold different objects.
 RPM_LOCK = threading.Lock()
 
 

@@ -192,6 +192,9 @@ def write_atomic(path, data):
 # (koji-rekor backfill and retry --jobs) also take a lock of their own per
 # path. Weak values: a lock lives while a thread uses it, so a worker that
 # runs for months does not keep one for every record it ever saw.
+# Process-wide on purpose: it stands in for the fcntl lock among the threads
+# of the one process that fcntl cannot tell apart, so it must be shared by
+# every thread of that process, whatever object each thread works through.
 THREAD_LOCKS = weakref.WeakValueDictionary()
 
 THREAD_LOCKS_GUARD = threading.Lock()

@@ -43,7 +43,10 @@ KEYS_DIR = 'keys'
 CHECKPOINTS_DIR = 'checkpoints'
 
 # The pins this process read or wrote: a pin changed on disk since is
-# reported, not followed.
+# reported, not followed. Process-wide on purpose (issue 21 keeps it): the
+# check is "changed since this process saw it", across every request of a
+# hub process and every thread of a worker; held by one client or settings
+# object, a new client would take a swapped pin as the first one seen.
 PINS_SEEN = {}
 
 

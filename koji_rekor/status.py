@@ -148,11 +148,11 @@ def check_receipt(settings, topdir, build, rpminfo, sigkey, path, receipt):
     signed = locate_signed_rpm(build, rpminfo, sigkey)
     with signed.open() as fo:
         sha256 = sha256_of(fo)
-    key_path = public_key_file(settings, sigkey)
+    key_path = public_key_file(settings.signing, sigkey)
     public_key = read_public_key(key_path)
     with RPM_LOCK:
         hdr = check_key_signed_rpm(signed, public_key, key_path)
-    verify_rpm_body(verified.body, expected_from_header(hdr, sha256, public_key))
+    verify_rpm_body(verified.logged, expected_from_header(hdr, sha256, public_key))
     return {'entry_id': verified.entry_id, 'log_index': verified.log_index,
             'integrated_time': verified.integrated_time, 'receipt': path}
 
@@ -167,7 +167,7 @@ def check_v2_receipt(settings, build, rpminfo, sigkey, path, receipt):
         raise VerificationError('%s names a Rekor v2 shard the configuration does not (%r)'
                                 % (path, receipt.get('rekor_url')))
     signed = locate_signed_rpm(build, rpminfo, sigkey)
-    armored = read_public_key(public_key_file(settings, sigkey))
+    armored = read_public_key(public_key_file(settings.signing, sigkey))
     body = hashedrekord.from_rpm_file(signed.path, armored, sighdr=signed.sighdr
                                       if signed.spliced else None).canonical_body()
     if receipt.get('body') != base64.b64encode(body).decode('ascii'):

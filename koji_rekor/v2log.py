@@ -8,6 +8,7 @@ import re
 
 from . import LOG
 from .display import display_url
+from .entry import make_entry
 from .errors import (
     failure_cause,
     RekorLogError,
@@ -190,11 +191,10 @@ def log_signature_v2(settings, build, rpminfo, sigkey, topdir, deadline=None, sp
 
 
 def upload_v2(settings, build, rpminfo, sigkey, topdir, deadline, spent, sighash):
-    from .v2 import client as v2client, entry as v2entry, hashedrekord
+    from .v2 import client as v2client, entry as v2entry
     signed = locate_signed_rpm(build, rpminfo, sigkey)
-    armored = read_public_key(public_key_file(settings, sigkey))
-    entry = hashedrekord.from_rpm_file(signed.path, armored,
-                                       sighdr=signed.sighdr if signed.spliced else None)
+    armored = read_public_key(public_key_file(settings.signing, sigkey))
+    entry = make_entry('hashedrekord', signed, armored)
     body = entry.canonical_body()
     trusted = v2_trusted_logs(settings)
     urls = v2_shards(settings)
@@ -227,7 +227,7 @@ def upload_v2(settings, build, rpminfo, sigkey, topdir, deadline, spent, sighash
 def reverify_v2_receipt(settings, record, topdir):
     """reverify_receipt for a v2 receipt: its entry verified again against
     the body built anew from the RPM's headers and the shard's key."""
-    from .v2 import client as v2client, entry as v2entry, hashedrekord
+    from .v2 import client as v2client, entry as v2entry
     kept = record['receipt']
     build, rpminfo, sigkey = record['build'], record['rpm'], record['sigkey']
     urls = [u for u in v2_shards(settings) if display_url(u) == kept.get('rekor_url')]
@@ -235,9 +235,8 @@ def reverify_v2_receipt(settings, record, topdir):
         raise VerificationError('the receipt kept in the record names a shard the '
                                 'configuration does not (%r)' % kept.get('rekor_url'))
     signed = locate_signed_rpm(build, rpminfo, sigkey)
-    armored = read_public_key(public_key_file(settings, sigkey))
-    body = hashedrekord.from_rpm_file(signed.path, armored, sighdr=signed.sighdr
-                                      if signed.spliced else None).canonical_body()
+    armored = read_public_key(public_key_file(settings.signing, sigkey))
+    body = make_entry('hashedrekord', signed, armored).canonical_body()
     log = v2_log_key(settings, urls[0], v2_trusted_logs(settings))
     tle = kept.get('transparency_log_entry')
     verified = v2entry.verify_entry(tle if isinstance(tle, dict) else {}, body, log)

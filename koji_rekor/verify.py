@@ -10,7 +10,7 @@ from .errors import VerificationError
 from .logkey import log_key_id, signature_is_valid
 from .merkle import hash_leaf, root_from_inclusion_proof
 from .openpgp import openpgp_primary_key
-from .rekor.models import member
+from .rekor.models import RpmEntryBody
 
 
 def verify_set(entry, key):
@@ -60,6 +60,13 @@ class VerifiedEntry:
     notes: list = field(default_factory=list)
     signed_time: bool = True  # integratedTime and logIndex are under the SET
     key: object = None        # the log key that signed it (one of several, maybe)
+    # The body parsed once, here at the boundary: the checks downstream read
+    # this model; body stays the logged JSON, as receipts keep it.
+    logged: RpmEntryBody = None
+
+    def __post_init__(self):
+        if self.logged is None:
+            self.logged = RpmEntryBody.from_dict(self.body)
 
 # The largest index, size or time (in seconds) an entry may name: a log of
 # 2**53 entries, or the year 285 million, is not one this plugin can meet.
@@ -129,32 +136,47 @@ def decode_body(body_bytes):
 
 
 def verify_rpm_body(body, expected):
-    """The log recorded our package, our key and our NEVRA."""
-    if body.get('kind') != 'rpm' or body.get('apiVersion') != '0.0.1':
-        raise VerificationError('body is %s %s, not rpm 0.0.1'
-                                % (body.get('kind'), body.get('apiVersion')))
-    spec = member(body, 'spec')
-    package = member(spec, 'package')
-    digest = member(package, 'hash')
-    if digest.get('algorithm') != 'sha256' or digest.get('value') != expected.sha256:
+    """The log recorded our package, our key and our NEVRA: the logged body
+    (a dict or an RpmEntryBody) parsed once, then compared field by field
+    with what we sent, naming the first that differs."""
+    logged = RpmEntryBody.from_dict(body)
+    if (logged.kind, logged.api_version) != ('rpm', '0.0.1'):
+        raise VerificationError('body is %s %s, not rpm 0.0.1' % (logged.kind, logged.api_version))
+    if (logged.hash_algorithm, logged.hash_value) != ('sha256', expected.sha256):
         raise VerificationError('body records package %s:%s, we sent sha256:%s' % (
-            digest.get('algorithm'), digest.get('value'), expected.sha256))
-    headers = member(package, 'headers')
+            logged.hash_algorithm, logged.hash_value, expected.sha256))
     epoch = '' if expected.epoch is None else str(expected.epoch)
     wanted = {'Name': [expected.name], 'Version': [expected.version],
               'Release': [expected.release], 'Epoch': [epoch] if epoch else ['', '0'],
               'Architecture': [expected.arch, 'src'] if expected.source else [expected.arch]}
     for header, allowed in wanted.items():
-        if headers.get(header) not in allowed:
+        if logged.header(header) not in allowed:
             raise VerificationError('body records %s %r, the RPM has %r'
-                                    % (header, headers.get(header), allowed[0]))
-    if 'RPMSIGTAG_MD5' in headers and headers['RPMSIGTAG_MD5'] != expected.sigmd5:
+                                    % (header, logged.header(header), allowed[0]))
+    if 'RPMSIGTAG_MD5' in dict(logged.headers or ()) and logged.md5 != expected.sigmd5:
         raise VerificationError('body records RPMSIGTAG_MD5 %s, the RPM has %s'
-                                % (headers['RPMSIGTAG_MD5'], expected.sigmd5))
-    try:
-        logged_key = base64.b64decode(member(spec, 'publicKey').get('content') or '')
-    except (binascii.Error, TypeError, ValueError):
-        logged_key = b''
+                                % (logged.md5, expected.sigmd5))
+    # Lenient base64 here, as before the models: the key is compared by its
+    # primary key packet, so stray characters cannot make another key match.
+    logged_key = loose_b64(logged.public_key_text)
     ours = openpgp_primary_key(expected.public_key)
     if ours is None or openpgp_primary_key(logged_key) != ours:
         raise VerificationError('body records another public key than the one we sent')
+
+
+def loose_b64(content):
+    try:
+        return base64.b64decode(content or '')
+    except (binascii.Error, TypeError, ValueError):
+        return b''
+
+
+# The body check for each entry kind this project writes: a new kind (for
+# example a hashedrekord) registers its check here beside rpm.
+BODY_CHECKS = {'rpm': verify_rpm_body}
+
+
+def check_body(body, expected, kind='rpm'):
+    """Check a logged body against what we sent, with the check for the
+    kind we sent."""
+    return BODY_CHECKS[kind](body, expected)

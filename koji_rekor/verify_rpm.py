@@ -26,7 +26,7 @@ from .offline import entry_file_parts, load_verify_file
 from .offline_v2 import v2_document, v2_log_keys
 from .openpgp import armored_blocks, openpgp_fingerprint, openpgp_primary_key
 from .rekor.client_v1 import RekorClient, RETRIEVE_BATCH
-from .rekor.models import claimed_sha256, logged_public_key
+from .rekor.models import claimed_sha256
 from .rpmsig import (
     check_key_signed_rpm,
     expected_from_header,
@@ -219,17 +219,16 @@ def check_entry_for_file(check, signed, entry_id, entry, log_key, origin, keys):
         verified = verify_log_entry(entry_id, entry, log_key, origin, require_set=False)
     except VerificationError as e:
         return dict(outcome, outcome='failed', reason=str(e))
-    body = verified.body
     outcome.update(log_index=verified.log_index, integrated_time=verified.integrated_time,
                    time_signed=verified.signed_time, notes=verified.notes)
-    if body.get('kind') != 'rpm':
-        return dict(outcome, outcome='other', reason='a %s entry, not rpm' % body.get('kind'))
-    logged = (((body.get('spec') or {}).get('package') or {}).get('hash') or {}).get('value')
-    if logged != check.sha256:
+    body = verified.logged
+    if body.kind != 'rpm':
+        return dict(outcome, outcome='other', reason='a %s entry, not rpm' % body.kind)
+    if body.sha256 != check.sha256:
         return dict(outcome, outcome='failed', reason=(
             'the entry logs sha256 %s, this file has %s: it is not the file that was logged'
-            % (logged, check.sha256)))
-    armored = logged_public_key(body)
+            % (body.sha256, check.sha256)))
+    armored = body.public_key
     primary = openpgp_primary_key(armored)
     outcome['fingerprint'] = openpgp_fingerprint(armored)
     trusted = next((k for k in keys if primary and k.primary == primary), None)

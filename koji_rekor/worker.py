@@ -27,7 +27,7 @@ from .outbox import (
     UNCOMMITTED,
 )
 from .progress import run_bounded, ThreadClients
-from .rekor.client_v1 import RekorClient
+from .rekor import make_client
 from .safefs import locked_at, logs_dir
 from .state import (
     check_consistency,
@@ -79,9 +79,9 @@ def probe_log(settings, topdir, watch, now):
         # Its other endpoints still answer: only an entry tells whether it
         # takes entries again, and the first 501 ends the pass.
         return True
-    client = v2_probe_client(settings) if settings.api == 2 else RekorClient(settings)
+    client = v2_probe_client(settings) if settings.api == 2 else make_client(settings)
     try:
-        client.read_checkpoint() if settings.api == 2 else client.log_info()
+        client.checkpoint()
     except RekorLogError as e:
         record_outage(settings, topdir, failure_cause(e))
         LOG.error('rekor_log: the log is still failing: %s', failure_cause(e))
@@ -96,14 +96,12 @@ def probe_log(settings, topdir, watch, now):
 
 def v2_probe_client(settings):
     """A client for the first shard a v2 upload writes to, to probe it."""
-    from .v2 import client as v2client
     try:
         url = v2_shards(settings)[0]
     except Exception as e:
         raise v2_error(e)
-    return v2client.V2Client(v2client.ClientSettings(
-        url, ca_bundle=settings.ca_bundle, connect_timeout=min(settings.timeout, 10.0),
-        read_timeout=settings.timeout, retries=0))
+    return make_client(settings, url, api=2, connect_timeout=min(settings.timeout, 10.0),
+                       retries=0, backoff=1.0)
 
 DRAIN_COUNTS = ('logged', 'already in the log', 'failed', 'rejected', 'waiting', 'busy',
                 'unconfirmed', 'rolled back', 'log failing', 'tree head not kept')
@@ -185,7 +183,7 @@ class WorkerPass:
         self.state = state_dir(topdir)
         self.heads = TreeHeads(self.state)
         self.left = limit
-        self.clients = ThreadClients(lambda: RekorClient(settings))
+        self.clients = ThreadClients(lambda: make_client(settings))
         self.client = self.clients.get
         self.guard = threading.Lock()
         self.log_key = None

@@ -5,7 +5,7 @@ import os
 from ..checkpoint import pick_log_key, verify_checkpoint
 from ..errors import LogBehind, RekorLogError, RekorRejected, RekorUnavailable, VerificationError
 from ..logkey import LogKeys, UnknownLogKey
-from ..rekor.models import tree_head_fields
+from ..rekor.models import TreeHead
 from ..safefs import logs_dir
 from ..state import (
     check_consistency,
@@ -31,7 +31,7 @@ def check_tree_heads(view):
     shards = [(shard, False) for shard in info.get('inactiveShards') or []] + [(info, True)]
     listed = set()
     for shard, active in shards:
-        tree_id, note = tree_head_fields(shard)
+        tree_id, note = TreeHead.from_log_info(shard)
         listed.add(tree_id)
         try:
             checkpoint = verify_checkpoint(note, view.key, view.settings.origin_host, tree_id)

@@ -8,6 +8,7 @@ from ..display import utc
 from ..errors import KojiUnavailable, RekorLogError
 from .report import flag
 from .state import read_digests, write_digests
+from ..rekor.models import EntryBody
 from ..rpmsig import locate_signed_rpm, nvra_of
 
 
@@ -180,12 +181,10 @@ def pem_key_forms(body):
     """(DER key, form) of the PEM key or certificate a v1 entry names
     (hashedrekord v0.0.1, rekord x509: spec.signature.publicKey.content)."""
     from cryptography.hazmat.primitives import serialization
-    spec = body.get('spec') if isinstance(body.get('spec'), dict) else {}
-    signature = spec.get('signature') if isinstance(spec.get('signature'), dict) else {}
-    holder = signature.get('publicKey')
+    content = EntryBody.from_dict(body).signature_key_text
     try:
-        data = base64.b64decode(holder['content'], validate=True)
-    except (TypeError, KeyError, binascii.Error):
+        data = base64.b64decode(content, validate=True)
+    except (TypeError, binascii.Error):
         return []
     if b'CERTIFICATE' in data[:100]:
         der = certificate_key(data)
@@ -225,5 +224,6 @@ def hashedrekord_values(body):
         inner = spec['hashedRekordV002']
         return (base64.b64decode(inner['data']['digest'], validate=True),
                 base64.b64decode(inner['signature']['content'], validate=True))
-    return (bytes.fromhex(spec['data']['hash']['value']),
-            base64.b64decode(spec['signature']['content'], validate=True))
+    logged = EntryBody.from_dict(body)
+    return (bytes.fromhex(logged.data_hash[1]),
+            base64.b64decode(logged.signature_content, validate=True))

@@ -10,7 +10,7 @@ from ..display import short_reason
 from ..errors import KojiUnavailable, RekorLogError
 from ..koji_client import hub_url
 from ..receipts import read_receipt
-from ..rekor.models import logged_nevra
+from ..rekor.models import logged_body
 from ..rpmsig import CHUNK_SIZE, locate_signed_rpm, nvra_of, sha256_of
 
 
@@ -58,9 +58,9 @@ class KojiView:
     def account(self, verified, fingerprints, where):
         """None when Koji has this RPM signed by this key and the logged
         hash is that of its signed copy; else (kind, message)."""
-        package = (verified.body.get('spec') or {}).get('package') or {}
-        name, epoch, version, release, arch = logged_nevra(package)
-        sha256 = str((package.get('hash') or {}).get('value') or '').lower()
+        logged = logged_body(verified)
+        name, epoch, version, release, arch = logged.nevra
+        sha256 = str(logged.sha256 or '').lower()
         sigkeys = sorted({fp[-8:].lower() for fp in fingerprints})
         what = '%s: rpm %s-%s:%s-%s.%s sha256:%s signed with our key %s' % (
             where, name, epoch or '0', version, release, arch, sha256, '/'.join(sigkeys))

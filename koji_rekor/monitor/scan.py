@@ -28,7 +28,8 @@ from .state import (
 from .watchlist import our_keys
 from ..openpgp import openpgp_emails, openpgp_fingerprints
 from ..progress import ThreadClients
-from ..rekor.client_v1 import RekorClient, RETRIEVE_BATCH, RETRIEVE_PATH
+from ..rekor import make_client
+from ..rekor.client_v1 import RETRIEVE_BATCH, RETRIEVE_PATH
 from ..rekor.models import body_public_keys
 from ..state import resolve_log_key, state_dir
 from ..verify import verify_log_entry
@@ -37,7 +38,7 @@ from ..verify import verify_log_entry
 @dataclass
 class LogView:
     """What one monitor run holds of the log, handed down its checks."""
-    client: RekorClient
+    client: object  # a LogClient (rekor.make_client)
     settings: Settings
     state: str
     key: object  # the log key
@@ -59,7 +60,7 @@ def monitor_log(settings, topdir, watchlist, progress, start_index=None, history
     # whoever writes there could otherwise silence a finding.
     home = monitor_home(settings)
     state = state_dir(home)
-    client = RekorClient(settings)
+    client = make_client(settings, api=1)  # the index scan is v1's (monitor/v2.py: tiles)
     try:
         try:
             log_key = resolve_log_key(settings, client, state)
@@ -216,7 +217,7 @@ class Fetcher:
         import concurrent.futures
         self.settings = settings
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=SCAN_JOBS)
-        self.clients = ThreadClients(lambda: RekorClient(settings))
+        self.clients = ThreadClients(lambda: make_client(settings, api=1))
         self.client = self.clients.get
 
     def close(self):

@@ -5,6 +5,7 @@ import time
 
 from ..display import display_url
 from ..errors import KojiUnavailable, RekorLogError, VerificationError
+from ..rekor import make_client
 from .keyed import account_keyed_entry, entry_key_forms
 from .koji_view import KojiView
 from .report import collect_findings, Report
@@ -81,11 +82,7 @@ def v2_may_be_v1(settings, log):
 
 
 def v2_client(settings, url):
-    from ..v2.client import ClientSettings, V2Client
-    return V2Client(ClientSettings(url, ca_bundle=settings.ca_bundle,
-                                   connect_timeout=settings.timeout,
-                                   read_timeout=max(settings.timeout, 30.0),
-                                   retries=settings.retries, backoff=settings.backoff))
+    return make_client(settings, url, api=2, read_timeout=max(settings.timeout, 30.0))
 
 
 def monitor_v2(settings, topdir, watchlist, progress):

@@ -89,6 +89,8 @@ class RekorClient:
     end (the hub's budget, enforce's bound); spent names it in the cause.
     """
 
+    api = 1  # the LogClient protocol (rekor/__init__.py)
+
     def __init__(self, settings, deadline=None, spent=None):
         import requests  # imported on first use: the hub pays only when it logs
         self.requests = requests
@@ -285,6 +287,10 @@ class RekorClient:
     def consistency_proof(self, first_size, last_size, tree_id):
         return self.json_answer('consistency proof', 'GET', PROOF_PATH, is_object, params={
             'firstSize': first_size, 'lastSize': last_size, 'treeID': tree_id})
+
+    def checkpoint(self):
+        """LogClient: the v1 log info, which holds the signed tree head."""
+        return self.log_info()
 
     def log_info(self):
         """The active tree's signed head, and those of inactive shards."""

@@ -129,6 +129,8 @@ class V2Client:
     deadline: a time.monotonic() by which everything must end (the hub's
     budget); spent names it in the cause."""
 
+    api = 2  # the LogClient protocol (koji_rekor/rekor/__init__.py)
+
     def __init__(self, settings, deadline=None, spent=None):
         import requests
         self.requests = requests
@@ -348,6 +350,10 @@ class V2Client:
         cap = MAX_CHECKPOINT if path == 'checkpoint' else (
             MAX_BUNDLE if path.startswith('tile/entries/') else MAX_TILE)
         return self.get('/' + path, cap)
+
+    def checkpoint(self):
+        """LogClient: the shard's checkpoint note."""
+        return self.read_checkpoint()
 
     def read_checkpoint(self):
         note = self.get('/checkpoint', MAX_CHECKPOINT)

@@ -166,8 +166,12 @@ def test_installed_the_hub_plugin_is_a_shim_over_the_package_the_command_imports
     with open(os.path.join(ROOT, 'rekor_log.py')) as fo:
         assert (plugins / 'rekor_log.py').read_text() == fo.read()
     sys.path.insert(0, sitelib)  # as the hub's python finds site-packages
+    # The checkout's modules, put back after: the tests collected before
+    # hold them, and a lazy import must not find a second copy.
+    saved = {m: sys.modules[m] for m in list(sys.modules)
+             if m == 'koji_rekor' or m.startswith('koji_rekor.')}
     try:
-        for name in [m for m in sys.modules if m == 'koji_rekor' or m.startswith('koji_rekor.')]:
+        for name in saved:
             del sys.modules[name]
         module = koji.plugin.PluginTracker(path=[str(plugins)], prefix='_rpm_test_').load(
             'rekor_log', reload=True)
@@ -176,6 +180,7 @@ def test_installed_the_hub_plugin_is_a_shim_over_the_package_the_command_imports
         sys.path.remove(sitelib)
         for name in [m for m in sys.modules if m == 'koji_rekor' or m.startswith('koji_rekor.')]:
             del sys.modules[name]
+        sys.modules.update(saved)
     assert {cb for f in vars(module).values() for cb in getattr(f, 'callbacks', ()) or ()} == {
         'postRPMSign', 'postCommit'}
     # The byte-compiled plugin is the one Python uses: its header records
