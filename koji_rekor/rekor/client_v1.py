@@ -5,7 +5,7 @@ import json
 import time
 import urllib.parse
 
-from .. import __version__, LOG
+from .. import LOG
 from ..display import display_url, same_origin, seconds, short_reason, text_excerpt
 from ..errors import (
     DeadlinePassed,
@@ -19,6 +19,7 @@ from ..errors import (
 )
 from .transport import (
     Answer,
+    bounded_session,
     is_object,
     is_timeout,
     MAX_JSON_ANSWER,
@@ -26,7 +27,6 @@ from .transport import (
     read_id_array,
     urllib3_error,
     Watchdog,
-    watched_adapter,
 )
 
 ENTRIES_PATH = '/api/v1/log/entries'
@@ -100,17 +100,11 @@ class RekorClient:
         self.deadline = deadline
         self.spent = spent
         self.watchdog = Watchdog()
-        self.session = requests.Session()
-        adapter = watched_adapter(requests, self.watchdog)
-        self.session.mount('https://', adapter)
-        self.session.mount('http://', adapter)
+        self.session = bounded_session(requests, self.watchdog)
         # Given with every request: a session's verify loses to
         # REQUESTS_CA_BUNDLE, a request's does not. Proxies still come from
         # the environment.
         self.verify = settings.ca_bundle or True
-        self.session.headers['User-Agent'] = 'koji-rekor/%s' % __version__
-        # Decompressed answers could outgrow the size cap on the wire.
-        self.session.headers['Accept-Encoding'] = 'identity'
 
     def close(self):
         self.session.close()

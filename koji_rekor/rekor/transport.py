@@ -87,6 +87,20 @@ def watched_adapter(requests, watchdog):
     return Adapter(max_retries=0)
 
 
+def bounded_session(requests, watchdog):
+    """A requests session whose every connection the watchdog can close, as
+    both log clients use: a request's own deadline, whatever the server does."""
+    from .. import __version__
+    session = requests.Session()
+    adapter = watched_adapter(requests, watchdog)
+    session.mount('https://', adapter)
+    session.mount('http://', adapter)
+    session.headers['User-Agent'] = 'koji-rekor/%s' % __version__
+    # Decompressed answers could outgrow the size cap on the wire.
+    session.headers['Accept-Encoding'] = 'identity'
+    return session
+
+
 def is_timeout(exc):
     from urllib3.exceptions import NewConnectionError, TimeoutError as Urllib3Timeout
     import requests

@@ -32,10 +32,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import tiles
-from .. import __version__
 from ..display import display_url, short_reason, text_excerpt
 from ..errors import DeadlinePassed, RekorMisconfigured, RekorRejected, RekorUnavailable, VerificationError
-from ..rekor.transport import is_timeout, urllib3_error, Watchdog, watched_adapter
+from ..rekor.transport import bounded_session, is_timeout, urllib3_error, Watchdog
 
 ENTRIES_PATH = '/api/v2/log/entries'
 TILE_WIDTH = 256
@@ -140,13 +139,8 @@ class V2Client:
         self.deadline = deadline
         self.spent = spent
         self.watchdog = Watchdog()
-        self.session = requests.Session()
-        adapter = watched_adapter(requests, self.watchdog)
-        self.session.mount('https://', adapter)
-        self.session.mount('http://', adapter)
-        self.verify = settings.ca_bundle or True
-        self.session.headers['User-Agent'] = 'koji-rekor/%s' % __version__
-        self.session.headers['Accept-Encoding'] = 'identity'  # caps apply on the wire
+        self.session = bounded_session(requests, self.watchdog)
+        self.verify = settings.ca_bundle or True  # per request: see RekorClient
 
     def close(self):
         self.session.close()
