@@ -4,6 +4,7 @@
 Each runs from the checkout's root as a module, e.g.
 `python3 -m bench.upload --sizes 1M --pairs 1`: upload (the plugin's
 upload against curl), worker (outbox drain, backfill, verify), monitor,
-budget (how long the log holds an import) and verify_rpm. What they
-share is in bench/common.py.
+budget (how long the log holds an import), verify_rpm, and on a Rekor
+v2 log v2_upload, v2_worker and v2_monitor. What they share is in
+bench/common.py.
 """

@@ -108,19 +108,21 @@ def build_many(workdir, count):
     return sorted((os.path.join(rpms, 'bw%d-1.0-1.noarch.rpm' % i) for i in range(count)))
 
 
-def sign_many(rpms, outdir, key):
-    """Copies of rpms signed with key, rpmsign given many files per call."""
+def sign_many(rpms, outdir, key, digest_algo=None):
+    """Copies of rpms signed with key, rpmsign given many files per call;
+    digest_algo pins gpg's hash (Rekor v2 takes RSA with sha256 only)."""
     os.makedirs(outdir, exist_ok=True)
     signed = []
     for rpm in rpms:
         signed.append(os.path.join(outdir, os.path.basename(rpm)))
         shutil.copyfile(rpm, signed[-1])
     env = dict(os.environ, GNUPGHOME=key.gnupghome)
+    digest = ['--define', '_gpg_digest_algo %s' % digest_algo] if digest_algo else []
     with tempfile.TemporaryDirectory(prefix='rpmdb-') as dbpath:
         for start in range(0, len(signed), 200):
             run(['rpmsign', '--dbpath', dbpath, '--define', '__gpg %s' % shutil.which('gpg'),
                  '--define', '_gpg_path %s' % key.gnupghome,
-                 '--define', '_gpg_name %s' % key.fingerprint, '--addsign']
+                 '--define', '_gpg_name %s' % key.fingerprint] + digest + ['--addsign']
                 + signed[start:start + 200], env=env)
     return signed
 

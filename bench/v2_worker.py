@@ -13,8 +13,8 @@ that publishes a checkpoint every --interval seconds, and times
 Target (issue 22): 200 signatures, a checkpoint every second, default jobs:
 at most 25 s (one at a time: about 200 s).
 
-    python3 -m bench.bench_v2_worker [--count 200] [--interval 1] [--jobs N,...]
-                                     [--cache DIR] [--json FILE]
+    python3 -m bench.v2_worker [--count 200] [--interval 1] [--jobs N,...]
+                               [--cache DIR] [--json FILE]
 """
 
 import argparse
@@ -23,48 +23,19 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TESTS = os.path.join(ROOT, 'tests')
-sys.path[:0] = [ROOT, TESTS, HERE]
-
-from bench import json_safe  # noqa: E402
-from bench_worker import build_many, reset_topdir  # noqa: E402
-
-
-def sign_sha256(rpms, outdir, key):
-    """Copies of rpms signed header-only with RSA/SHA-256 (what v2 takes)."""
-    os.makedirs(outdir, exist_ok=True)
-    signed = []
-    for rpm in rpms:
-        signed.append(os.path.join(outdir, os.path.basename(rpm)))
-        shutil.copyfile(rpm, signed[-1])
-    with tempfile.TemporaryDirectory(prefix='rpmdb-') as dbpath:
-        for start in range(0, len(signed), 200):
-            subprocess.run(['rpmsign', '--dbpath', dbpath, '--define',
-                            '__gpg %s' % shutil.which('gpg'),
-                            '--define', '_gpg_path %s' % key.gnupghome,
-                            '--define', '_gpg_name %s' % key.fingerprint,
-                            '--define', '_gpg_digest_algo sha256', '--addsign']
-                           + signed[start:start + 200], check=True, timeout=1800,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env=dict(os.environ, GNUPGHOME=key.gnupghome))
-    return signed
+from bench.common import CACHE, ROOT, child_command, json_safe, machine_note, prepared
+from bench.worker import build_many, reset_topdir, sign_many
 
 
 def prepare(cache, count):
+    return prepared(os.path.join(cache, 'v2-%d' % count), lambda base: make_inputs(base, count))
+
+
+def make_inputs(base, count):
     from tests.support import rpmfactory
-    base = os.path.join(cache, 'v2-%d' % count)
-    done = os.path.join(base, 'ready.json')
-    if os.path.exists(done):
-        with open(done) as fo:
-            return json.load(fo)
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(base)
     print('preparing %d RPMs in %s (once) ...' % (count, base), flush=True)
     rpms = build_many(base, count)
     keydir = os.path.join(base, 'keys')
@@ -72,7 +43,7 @@ def prepare(cache, count):
     key = rpmfactory.generate_key(os.path.join(base, 'gnupg'), algo='rsa', name='Bench v2')
     shutil.copy(key.path, os.path.join(keydir, key.sigkey + '.asc'))
     try:
-        signed = sign_sha256(rpms, os.path.join(base, 'signed'), key)
+        signed = sign_many(rpms, os.path.join(base, 'signed'), key, digest_algo='sha256')
     finally:
         rpmfactory.stop_gpg_agent(key.gnupghome)
     topdir = os.path.join(base, 'topdir')
@@ -83,10 +54,7 @@ def prepare(cache, count):
         signatures.append([json_safe(imported.build), json_safe(imported.rpm),
                            imported.sigkey, imported.sighash, path])
     shutil.rmtree(os.path.join(base, 'rpmbuild'), ignore_errors=True)
-    info = {'count': count, 'topdir': topdir, 'keydir': keydir, 'signatures': signatures}
-    with open(done, 'w') as fo:
-        json.dump(info, fo)
-    return info
+    return {'count': count, 'topdir': topdir, 'keydir': keydir, 'signatures': signatures}
 
 
 def one_run(info, interval, jobs, workdir):
@@ -102,13 +70,12 @@ def one_run(info, interval, jobs, workdir):
                      'log_public_key = %s\ntimeout = 30\n[signing]\npublic_key_dir = %s\n'
                      '[upload]\nhub_user = %s\n' % (log.url, pem, info['keydir'],
                                                     pwd.getpwuid(os.getuid()).pw_name))
-        cmd = [sys.executable, '-m', 'koji_rekor', 'retry', '--config', conf,
-               '--topdir', info['topdir'], '--now', '--json']
+        cmd = child_command('koji_rekor', 'retry', '--config', conf, '--topdir', info['topdir'],
+                            '--now', '--json')
         if jobs:
             cmd += ['--jobs', str(jobs)]
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
         start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, timeout=1800, env=env, cwd=ROOT)
+        done = subprocess.run(cmd, capture_output=True, timeout=1800, cwd=ROOT)
         seconds = time.perf_counter() - start
         logged = len(log.bodies)
         checkpoints = log.checkpoints
@@ -126,10 +93,12 @@ def main():
     parser.add_argument('--interval', type=float, default=1.0)
     parser.add_argument('--jobs', default='default',
                         help='comma-separated --jobs values to run ("default": none given)')
-    parser.add_argument('--cache', default=os.path.join(HERE, '.cache', 'worker'))
+    parser.add_argument('--cache', default=os.path.join(CACHE, 'worker'))
     parser.add_argument('--json')
     args = parser.parse_args()
     info = prepare(args.cache, args.count)
+    machine = machine_note()
+    print('machine: %s' % machine, flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix='bench-v2w-') as workdir:
         for jobs in args.jobs.split(','):
@@ -141,7 +110,7 @@ def main():
                            result['logged'], result['counts']), flush=True)
     if args.json:
         with open(args.json, 'w') as fo:
-            json.dump(results, fo, indent=1)
+            json.dump({'machine': machine, 'runs': results}, fo, indent=1)
 
 
 if __name__ == '__main__':

@@ -12,30 +12,20 @@ beforehand, as in a running hub or worker): entry built from the headers,
 then the POST that waits for the checkpoint. It reports its peak RSS
 (VmHWM) and the bytes it read (rchar in /proc/self/io) during the upload.
 
-    python3 -m bench.bench_v2 [--sizes 10K,1G] [--runs 5] [--interval 0.05]
-                              [--cache DIR] [--json FILE]
+    python3 -m bench.v2_upload [--sizes 10K,1G] [--runs 5] [--interval 0.05]
+                               [--cache DIR] [--json FILE]
+
+(sizes in binary units: 1G is 1 GiB of random payload)
 """
 
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TESTS = os.path.join(ROOT, 'tests')
-
-
-def parse_size(text):
-    units = {'K': 1000, 'M': 1000 ** 2, 'G': 1000 ** 3}
-    text = text.strip().upper()
-    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
-
+from bench.common import CACHE, ROOT, child_command, machine_note, parse_size, prepared
 
 def proc_field(path, name):
     with open(path) as fo:
@@ -47,7 +37,6 @@ def proc_field(path, name):
 
 def child(args):
     """One upload, timed inside this process; prints a JSON line."""
-    sys.path.insert(0, ROOT)
     from koji_rekor.v2 import upload
     from koji_rekor.v2.client import ClientSettings
     __import__('requests')  # imported beforehand, as in a running worker
@@ -67,38 +56,31 @@ def child(args):
 
 def prepare(cache, size):
     """(rpm, key path) for a payload of size bytes, built and signed once."""
-    sys.path.insert(0, TESTS)
+    return prepared(os.path.join(cache, str(size)), lambda base: make_input(base, size))
+
+
+def make_input(base, size):
     from tests.support import rpmfactory
-    where = os.path.join(cache, str(size))
-    rpm, key = os.path.join(where, 'signed.rpm'), os.path.join(where, 'key.asc')
-    if os.path.exists(rpm) and os.path.exists(key):
-        return rpm, key
-    shutil.rmtree(where, ignore_errors=True)
-    os.makedirs(where)
-    home = tempfile.mkdtemp(prefix='gnupg-', dir=where)
-    gpg = rpmfactory.generate_key(home, 'rsa')
-    unsigned = rpmfactory.build_rpm(where, name='bench', payload_bytes=size)
-    with tempfile.TemporaryDirectory(prefix='rpmdb-') as db:
+    print('preparing a %d-byte RPM in %s (once) ...' % (size, base), flush=True)
+    gpg = rpmfactory.generate_key(os.path.join(base, 'gnupg'), 'rsa')
+    try:
+        unsigned = rpmfactory.build_rpm(os.path.join(base, 'unsigned'), name='bench',
+                                        payload_bytes=size)
         # v2 takes RSA with SHA-256 only; pin the digest gpg would choose.
-        subprocess.run(['rpmsign', '--dbpath', db, '--define', '__gpg %s' % shutil.which('gpg'),
-                        '--define', '_gpg_path %s' % home,
-                        '--define', '_gpg_name %s' % gpg.fingerprint,
-                        '--define', '_gpg_digest_algo sha256', '--addsign', unsigned],
-                       env=dict(os.environ, GNUPGHOME=home), check=True, capture_output=True,
-                       timeout=3600, stdin=subprocess.DEVNULL)
-    rpmfactory.stop_gpg_agent(home)
-    os.replace(unsigned, rpm)
-    shutil.copyfile(gpg.path, key)
-    return rpm, key
+        rpm = rpmfactory.sign_rpm(unsigned, os.path.join(base, 'signed.rpm'), gpg,
+                                  digest_algo='sha256')
+    finally:
+        rpmfactory.stop_gpg_agent(gpg.gnupghome)
+    os.remove(unsigned)
+    return {'rpm': rpm, 'key': gpg.path}
 
 
-def one_run(rpm, key, interval):
-    sys.path.insert(0, TESTS)
+def one_run(info, interval):
     from tests.support.rekor_v2_server import RekorV2Server
     with RekorV2Server(interval=interval) as log:
-        out = subprocess.run([sys.executable, __file__, '--child', '--rpm', rpm, '--key', key,
-                              '--url', log.url], capture_output=True, timeout=600, check=True,
-                             env=dict(os.environ, PYTHONPATH=ROOT))
+        out = subprocess.run(child_command('bench.v2_upload', '--child', '--rpm', info['rpm'],
+                                           '--key', info['key'], '--url', log.url),
+                             capture_output=True, timeout=600, check=True, cwd=ROOT)
     return json.loads(out.stdout.decode().strip().splitlines()[-1])
 
 
@@ -107,7 +89,7 @@ def main():
     parser.add_argument('--sizes', default='10K,1G')
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--interval', type=float, default=0.05)
-    parser.add_argument('--cache', default=os.path.join(tempfile.gettempdir(), 'bench_v2-cache'))
+    parser.add_argument('--cache', default=os.path.join(CACHE, 'v2-upload'))
     parser.add_argument('--json')
     parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--rpm', help=argparse.SUPPRESS)
@@ -119,15 +101,17 @@ def main():
     sizes = [parse_size(s) for s in args.sizes.split(',')]
     inputs = {size: prepare(args.cache, size) for size in sizes}
     runs = {size: [] for size in sizes}
+    machine = machine_note()
+    print('machine: %s' % machine, flush=True)
     for n in range(args.runs):
         for size in (sizes if n % 2 == 0 else sizes[::-1]):
-            runs[size].append(one_run(*inputs[size], args.interval))
+            runs[size].append(one_run(inputs[size], args.interval))
     rows = []
     print('%12s %12s %10s %12s %10s %12s' % ('payload', 'rpm bytes', 'upload s', 'build ms',
                                               'peak MiB', 'read KiB'))
     for size in sizes:
         r = runs[size]
-        row = {'payload': size, 'rpm_bytes': os.path.getsize(inputs[size][0]),
+        row = {'payload': size, 'rpm_bytes': os.path.getsize(inputs[size]['rpm']),
                'upload_s': statistics.median(x['seconds'] for x in r),
                'build_ms': 1000 * statistics.median(x['build_seconds'] for x in r),
                'peak_mib': max(x['peak_kib'] for x in r) / 1024,
@@ -141,7 +125,7 @@ def main():
               % (rows[-1]['upload_s'] / rows[0]['upload_s']))
     if args.json:
         with open(args.json, 'w') as fo:
-            json.dump({'runs': {str(k): v for k, v in runs.items()}, 'rows': rows}, fo, indent=1)
+            json.dump({'machine': machine, 'runs': {str(k): v for k, v in runs.items()}, 'rows': rows}, fo, indent=1)
 
 
 if __name__ == '__main__':

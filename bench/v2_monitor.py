@@ -14,7 +14,7 @@ allocations during the run (tracemalloc, which also slows the run): the
 point is that the last two grow with N while memory does not. CI does not
 run it.
 
-    python3 -m bench.bench_monitor_v2 [--sizes 2560,25600]
+    python3 -m bench.v2_monitor [--sizes 2560,25600] [--json FILE]
 """
 
 import argparse
@@ -25,13 +25,9 @@ import tempfile
 import time
 import tracemalloc
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, 'tests'))
-sys.path.insert(0, ROOT)
-
-import koji_rekor  # noqa: E402
-from tests.support.rekor_v2_server import RekorV2Server, leaf_hash  # noqa: E402
+import koji_rekor.cli
+from bench.common import machine_note
+from tests.support.rekor_v2_server import RekorV2Server, leaf_hash
 
 
 def run(size):
@@ -61,7 +57,7 @@ def run(size):
                 stdout, sys.stdout = sys.stdout, null
                 try:
                     status = koji_rekor.cli.main(['monitor', '--config', conf, '--topdir', topdir,
-                                              '--json'])
+                                                  '--json'])
                 finally:
                     sys.stdout = stdout
             seconds = time.monotonic() - began
@@ -74,13 +70,23 @@ def run(size):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--sizes', default='2560,25600')
+    parser.add_argument('--json', help='also write the rows here')
     args = parser.parse_args()
+    machine = machine_note()
+    print('machine: %s' % machine, flush=True)
+    rows = []
     print('%8s %6s %9s %10s %9s %8s %12s' % ('entries', 'exit', 'seconds', 'entries/s',
                                              'requests', 'bundles', 'peak MiB'))
     for size in [int(s) for s in args.sizes.split(',')]:
         status, seconds, gets, bundles, peak = run(size)
         print('%8d %6d %9.2f %10.0f %9d %8d %12.1f' % (size, status, seconds, size / seconds,
-                                                        gets, bundles, peak / 2 ** 20))
+                                                        gets, bundles, peak / 2 ** 20),
+              flush=True)
+        rows.append({'entries': size, 'exit': status, 'seconds': round(seconds, 3),
+                     'requests': gets, 'bundles': bundles, 'peak_mib': round(peak / 2 ** 20, 1)})
+    if args.json:
+        with open(args.json, 'w') as fo:
+            json.dump({'machine': machine, 'rows': rows}, fo, indent=1)
 
 
 if __name__ == '__main__':
