@@ -176,3 +176,41 @@ def test_ed25519_is_refused_with_its_reason_and_set_aside(v1h_hub, rekor, topdir
     assert aside is not None and 'EdDSA' in aside['set_aside']['reason']
     assert not os.path.exists(receipt_path(topdir, imported))
     assert v1h_hub.outbox() == []
+
+
+def test_a_hashedrekord_receipt_kept_in_a_record_is_verified_again(
+        v1h_hub, rekor, topdir, koji_import, sha256_rpm):
+    """Under enforce the receipt rides in the record until the commit; when
+    the request died before it, the worker verifies the kept entry again,
+    body included (against the hashedrekord built from the RPM's headers)."""
+    import koji_rekor.config
+    import koji_rekor.worker
+    with open(v1h_hub.conf_path, 'a') as fo:
+        fo.write('enforce = true\n')
+    imported = koji_import(sha256_rpm)
+    v1h_hub.sign(imported, commit=False)
+    outbox = os.path.join(str(topdir), 'rekor-logs', '@outbox')
+    name = '%s.%s' % (nvra(imported), imported.sigkey)
+    os.rename(os.path.join(outbox, name + '.uncommitted'), os.path.join(outbox, name + '.json'))
+    record = record_of(topdir, imported)
+    good = record['receipt']
+    assert logged_body(good)['kind'] == 'hashedrekord'
+    settings = koji_rekor.config.load_config(v1h_hub.conf_path)
+    # A kept entry whose body is another digest is not written.
+    (entry_id, entry), = good['log_entry'].items()
+    body = logged_body(good)
+    body['spec']['data']['hash']['value'] = '22' * 32
+    lying = dict(good, log_entry={entry_id: dict(entry, body=base64.b64encode(
+        json.dumps(body).encode()).decode())})
+    record['receipt'] = lying
+    with open(os.path.join(outbox, name + '.json'), 'w') as fo:
+        json.dump(record, fo)
+    assert koji_rekor.worker.drain_outbox(settings, str(topdir), now=True)['failed'] == 1
+    assert not os.path.exists(receipt_path(topdir, imported))
+    record = record_of(topdir, imported)
+    record['receipt'] = good
+    with open(os.path.join(outbox, name + '.json'), 'w') as fo:
+        json.dump(record, fo)
+    assert koji_rekor.worker.drain_outbox(settings, str(topdir), now=True)['logged'] == 1
+    with open(receipt_path(topdir, imported)) as fo:
+        assert json.load(fo) == good
