@@ -17,7 +17,13 @@ from .errors import VerificationError
 def build(signed, public_key):
     """The HashedRekord (v2/hashedrekord) of a signed RPM's header signature."""
     from .entry import hashedrekord_entry
-    return hashedrekord_entry(signed, public_key)
+    from .v2.hashedrekord import NotLoggableInV2
+    try:
+        return hashedrekord_entry(signed, public_key)
+    except NotLoggableInV2 as e:
+        # The reason names Rekor v2, whose entry takes the same values.
+        raise NotLoggableInV2('not loggable as a hashedrekord ([rekor] entry = hashedrekord '
+                              'takes what Rekor v2 takes): %s' % e) from None
 
 
 def v1_entry(hr):
