@@ -75,7 +75,9 @@ def rpm_signed(kws, settings_of, config_file):
     if settings.enforce:
         try:
             signed = locate_signed_rpm(build, rpminfo, sigkey)
-            bound = enforce_bound(settings, signed.size())
+            # A hashedrekord sends the header signature, not the package.
+            bound = enforce_bound(settings, 0 if settings.entry == 'hashedrekord'
+                                  else signed.size())
             outcome = log_signature(settings, build, rpminfo, sigkey, topdir,
                                     time.monotonic() + bound,
                                     'no answer within the %s enforce allows' % seconds(bound),
@@ -219,7 +221,9 @@ def worker_reason(settings, topdir, record, deadline):
     left = deadline - time.monotonic()
     size = outage = None
     if left > 0:
-        if settings.api != 2:
+        if settings.api == 1 and settings.entry == 'hashedrekord':
+            size = 0  # the header signature is sent, not the package
+        elif settings.api != 2:
             try:
                 size = locate_signed_rpm(record['build'], record['rpm'], record['sigkey']).size()
             except (RekorLogError, OSError, KeyError, TypeError):

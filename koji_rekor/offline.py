@@ -87,6 +87,14 @@ def check_receipt_body(receipt, body):
     if not receipt.claims:
         return
     logged = RpmEntryBody.from_dict(body)
+    if (logged.kind, logged.api_version) == ('hashedrekord', '0.0.1'):
+        # [rekor] entry = hashedrekord: the body names a digest, a signature
+        # and a key, no package; the receipt then claims no sha256. Its NEVRA
+        # and sigkey are checked against the RPM by rekorLogStatus.
+        if receipt.sha256:
+            raise VerificationError('receipt records sha256 %s, the entry is a hashedrekord'
+                                    % receipt.sha256)
+        return
     if logged.kind != 'rpm':
         raise VerificationError('receipt names an RPM, the entry is %s' % logged.kind)
     if receipt.sha256 and receipt.sha256 != logged.sha256:

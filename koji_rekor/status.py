@@ -146,12 +146,17 @@ def check_receipt(settings, topdir, build, rpminfo, sigkey, path, receipt):
         raise VerificationError('no log key for %s to check it with' % display_url(settings.url))
     verified = verify_log_entry(entry_id, entry, key, settings.origin_host)
     signed = locate_signed_rpm(build, rpminfo, sigkey)
-    with signed.open() as fo:
-        sha256 = sha256_of(fo)
     key_path = public_key_file(settings.signing, sigkey)
     public_key = read_public_key(key_path)
     with RPM_LOCK:
         hdr = check_key_signed_rpm(signed, public_key, key_path)
+    if isinstance(verified.body, dict) and verified.body.get('kind') == 'hashedrekord':
+        from .v1hashedrekord import build as build_hr, verify_hashedrekord_body
+        verify_hashedrekord_body(verified.body, build_hr(signed, public_key))
+        return {'entry_id': verified.entry_id, 'log_index': verified.log_index,
+                'integrated_time': verified.integrated_time, 'receipt': path}
+    with signed.open() as fo:
+        sha256 = sha256_of(fo)
     verify_rpm_body(verified.logged, expected_from_header(hdr, sha256, public_key))
     return {'entry_id': verified.entry_id, 'log_index': verified.log_index,
             'integrated_time': verified.integrated_time, 'receipt': path}

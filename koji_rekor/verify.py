@@ -176,6 +176,14 @@ def loose_b64(content):
 BODY_CHECKS = {'rpm': verify_rpm_body}
 
 
+def _hashedrekord_check(body, expected):
+    from .v1hashedrekord import verify_hashedrekord_body
+    return verify_hashedrekord_body(body, expected)
+
+
+BODY_CHECKS['hashedrekord'] = _hashedrekord_check
+
+
 def check_body(body, expected, kind='rpm'):
     """Check a logged body against what we sent, with the check for the
     kind we sent."""

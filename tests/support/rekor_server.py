@@ -1547,6 +1547,15 @@ def _lying_body(body: bytes, mode: str, log: RekorLog) -> bytes:
     """The canonical body a lying log stores instead of the honest one."""
     document = json.loads(body)
     spec = document["spec"]
+    if document.get("kind") == "hashedrekord":
+        # A hashedrekord's lie: another digest (body_hash) or signature (body_key).
+        if mode == "body_hash":
+            honest = spec["data"]["hash"]["value"]
+            spec["data"]["hash"]["value"] = hashlib.sha256(b"not the digest" +
+                                                           honest.encode()).hexdigest()
+        else:
+            spec["signature"]["content"] = _b64(b"not the signature")
+        return canonical_json(document)
     if mode == "body_hash":
         honest = spec["package"]["hash"]["value"]
         spec["package"]["hash"]["value"] = hashlib.sha256(b"not the package" +
