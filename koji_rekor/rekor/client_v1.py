@@ -185,8 +185,9 @@ class RekorClient:
                 raise UploadCutOff(
                     'the log cut the upload off after %s (a %s KiB rpm entry; %s): an rpm '
                     'entry sends the whole package, and the log gives a request less time '
-                    "than sending it takes (Rekor's --read-timeout, 30 s by default); move to "
-                    'Rekor v2 (api = 2), which logs the signature only, or ask the operator of '
+                    "than sending it takes (Rekor's --read-timeout, 30 s by default); set "
+                    '[rekor] entry = hashedrekord or move to Rekor v2 (api = 2), which log the '
+                    'signature only, or ask the operator of '
                     '%s for a longer request timeout' % (
                         seconds(time.monotonic() - started), sent // 1024, short_reason(e),
                         self.shown_url))
