@@ -24,6 +24,7 @@ from .transport import (
     is_timeout,
     MAX_JSON_ANSWER,
     MAX_KEY_ANSWER,
+    read_capped,
     read_id_array,
     urllib3_error,
     Watchdog,
@@ -203,16 +204,7 @@ class RekorClient:
             yield chunk
 
     def read_capped(self, response, cap):
-        chunks, size = [], 0
-        while True:
-            chunk = response.raw.read(65536, decode_content=True)
-            if not chunk:
-                return b''.join(chunks)
-            size += len(chunk)
-            if size > cap:
-                raise RekorUnavailable('Rekor at %s sent an answer larger than %d KiB' % (
-                    self.shown_url, cap // 1024), at_once=True)
-            chunks.append(chunk)
+        return read_capped(response, cap, 'Rekor at %s' % self.shown_url)
 
     def create_entry(self, body):
         """POST a proposed entry; returns (entry_id, entry, created).

@@ -101,6 +101,21 @@ def bounded_session(requests, watchdog):
     return session
 
 
+def read_capped(response, cap, who):
+    """An answer's whole body, or RekorUnavailable (not retried: the same
+    answer would come again) once it passes cap bytes; who names the log."""
+    chunks, size = [], 0
+    while True:
+        chunk = response.raw.read(65536, decode_content=True)
+        if not chunk:
+            return b''.join(chunks)
+        size += len(chunk)
+        if size > cap:
+            raise RekorUnavailable('%s sent an answer larger than %d KiB' % (who, cap // 1024),
+                                   at_once=True)
+        chunks.append(chunk)
+
+
 def is_timeout(exc):
     from urllib3.exceptions import NewConnectionError, TimeoutError as Urllib3Timeout
     import requests

@@ -34,7 +34,7 @@ from typing import Optional
 from . import tiles
 from ..display import display_url, short_reason, text_excerpt
 from ..errors import DeadlinePassed, RekorMisconfigured, RekorRejected, RekorUnavailable, VerificationError
-from ..rekor.transport import bounded_session, is_timeout, urllib3_error, Watchdog
+from ..rekor.transport import bounded_session, is_timeout, read_capped, urllib3_error, Watchdog
 
 ENTRIES_PATH = '/api/v2/log/entries'
 TILE_WIDTH = 256
@@ -197,16 +197,7 @@ class V2Client:
                                           % (self.shown_url, short_reason(e)))
 
     def read_capped(self, response, cap):
-        chunks, size = [], 0
-        while True:
-            chunk = response.raw.read(65536, decode_content=True)
-            if not chunk:
-                return b''.join(chunks)
-            size += len(chunk)
-            if size > cap:
-                raise RekorUnavailable('Rekor v2 at %s sent an answer larger than %d KiB'
-                                              % (self.shown_url, cap // 1024), at_once=True)
-            chunks.append(chunk)
+        return read_capped(response, cap, 'Rekor v2 at %s' % self.shown_url)
 
     def with_retries(self, what, attempt):
         """attempt(), retried on transient failures with doubling delays,
