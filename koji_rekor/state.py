@@ -287,10 +287,15 @@ def record_outage(settings, topdir, cause, closed=False):
 
 def clear_outage(topdir):
     """The log answered: every record waiting for it is due."""
-    # A planted link makes no outage to clear: read_outage ignores it too.
+    remove_state_file(topdir, OUTAGE_FILE)
+
+
+def remove_state_file(topdir, name):
+    """Remove a file of rekor-logs/@state if it is there. A planted link
+    makes nothing to remove: its readers ignore it too."""
     with contextlib.suppress(FileNotFoundError, UnsafePath), \
             logs_dir(topdir, (STATE_DIR,), create=False) as fd:
-        os.unlink(OUTAGE_FILE, dir_fd=fd)
+        os.unlink(name, dir_fd=fd)
 
 
 # A log that keeps refusing consistency proofs (an instance behind the
@@ -357,6 +362,4 @@ def record_behind(settings, topdir, cause):
 
 def clear_behind(topdir):
     """An entry was verified with the log's consistency: the run is over."""
-    with contextlib.suppress(FileNotFoundError, UnsafePath), \
-            logs_dir(topdir, (STATE_DIR,), create=False) as fd:
-        os.unlink(BEHIND_FILE, dir_fd=fd)
+    remove_state_file(topdir, BEHIND_FILE)
